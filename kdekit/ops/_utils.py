@@ -1,0 +1,122 @@
+"""Shared argument checks and dtype helpers for kdekit ops.
+
+Every public op validates its inputs with these helpers so that a bad argument raises a
+``ValueError``/``TypeError`` naming the argument and what was wrong.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+Range = Union[Tuple[float, float], torch.Tensor]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: float16/bfloat16 compute in float32, float32/float64 in themselves."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def check_float_tensor(name: str, t, ndim: Optional[int] = None, min_ndim: Optional[int] = None) -> torch.Tensor:
+    """Raise if ``t`` is not a floating-point tensor with the expected number of dims."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32, float64), got {t.dtype}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dims, got shape {tuple(t.shape)}")
+    if min_ndim is not None and t.dim() < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dims, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_points(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Points are ``(B, N)``; a 1-D tensor is accepted as one item ``(1, N)`` by the caller."""
+    check_float_tensor(name, x, ndim=2)
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); need B >= 1")
+    return x
+
+
+def check_same(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor, shape: bool = True) -> None:
+    """Raise if two tensors differ in device or dtype (and shape when ``shape``)."""
+    if a.device != b.device:
+        raise ValueError(f"{name_b} is on {b.device} but {name_a} is on {a.device}; move them to one device")
+    if a.dtype != b.dtype:
+        raise TypeError(f"{name_b} has dtype {b.dtype} but {name_a} has dtype {a.dtype}")
+    if shape and a.shape != b.shape:
+        raise ValueError(f"{name_b} has shape {tuple(b.shape)} but {name_a} has shape {tuple(a.shape)}")
+
+
+def check_bins(bins) -> int:
+    if isinstance(bins, bool) or not isinstance(bins, int):
+        raise TypeError(f"bins must be an int, got {type(bins).__name__}")
+    if bins < 2:
+        raise ValueError(f"bins must be >= 2, got {bins}")
+    return bins
+
+
+def resolve_mask(
+    x: torch.Tensor, mask: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None
+) -> Optional[torch.Tensor]:
+    """Validity mask ``(B, N)`` (bool) from an explicit ``mask`` or per-row ``lengths``; None = all valid.
+
+    ``lengths[b] = L`` marks the first ``L`` points of row ``b`` as valid (right padding).
+    """
+    B, N = x.shape[0], x.shape[-1]
+    if mask is not None and lengths is not None:
+        raise ValueError("pass either mask or lengths, not both")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+        if mask.shape != x.shape:
+            raise ValueError(f"mask has shape {tuple(mask.shape)} but the points have shape {tuple(x.shape)}")
+        if mask.device != x.device:
+            raise ValueError(f"mask is on {mask.device} but the points are on {x.device}")
+        return mask.to(torch.bool)
+    if lengths is not None:
+        if not isinstance(lengths, torch.Tensor):
+            lengths = torch.as_tensor(lengths)
+        if lengths.shape != (B,):
+            raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
+        if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must be an integer tensor, got {lengths.dtype}")
+        if (lengths < 0).any() or (lengths > N).any():
+            raise ValueError(f"lengths must lie in [0, {N}], got min {int(lengths.min())} max {int(lengths.max())}")
+        lengths = lengths.to(x.device)
+        return torch.arange(N, device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
+    return None
+
+
+def check_weights(weights: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
+    if weights is None:
+        return None
+    if not isinstance(weights, torch.Tensor):
+        raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
+    if weights.shape != x.shape:
+        raise ValueError(f"weights has shape {tuple(weights.shape)} but the points have shape {tuple(x.shape)}")
+    if weights.device != x.device:
+        raise ValueError(f"weights is on {weights.device} but the points are on {x.device}")
+    return weights.to(x.dtype)
+
+
+def resolve_range(name: str, rng, batch: int, device, dtype) -> torch.Tensor:
+    """A range ``(lo, hi)`` or a per-item tensor ``(B, 2)`` as a ``(B, 2)`` tensor; raises if ``lo >= hi``."""
+    if isinstance(rng, torch.Tensor):
+        r = rng.to(device=device, dtype=dtype)
+        if r.shape == (2,):
+            r = r.expand(batch, 2)
+        if r.shape != (batch, 2):
+            raise ValueError(f"{name} must be (lo, hi) or a ({batch}, 2) tensor, got shape {tuple(r.shape)}")
+    else:
+        if not isinstance(rng, Sequence) or len(rng) != 2:
+            raise ValueError(f"{name} must be a pair (lo, hi), got {rng!r}")
+        r = torch.tensor([float(rng[0]), float(rng[1])], device=device, dtype=dtype).expand(batch, 2)
+    if not torch.isfinite(r).all():
+        raise ValueError(f"{name} must be finite, got {r.tolist() if r.numel() <= 8 else 'non-finite values'}")
+    if (r[:, 0] >= r[:, 1]).any():
+        bad = int(torch.nonzero(r[:, 0] >= r[:, 1])[0, 0])
+        raise ValueError(f"{name} needs lo < hi, got lo={r[bad, 0].item()} hi={r[bad, 1].item()} (item {bad})")
+    return r

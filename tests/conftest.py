@@ -1,0 +1,27 @@
+"""Test-wide settings: Triton interpreter on CPU, no hub access, NaN-poisoned fresh buffers, hypothesis profile."""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before any @triton.jit runs
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("kdekit", deadline=None, max_examples=25, derandomize=True)
+settings.load_profile("kdekit")
+
+TOLERANCES = {
+    torch.float64: dict(atol=1e-12, rtol=1e-10),
+    torch.float32: dict(atol=1e-5, rtol=1e-4),
+    torch.float16: dict(atol=2e-3, rtol=1e-2),
+    torch.bfloat16: dict(atol=1e-2, rtol=5e-2),
+}
+
+
+@pytest.fixture
+def tol():
+    """Per-dtype (atol, rtol) for comparing an op against its float64 reference."""
+    return TOLERANCES
