@@ -1,0 +1,52 @@
+"""Pool a density grid into a coarse probability grid: equal block sums divided by the item's total.
+
+``pool_density(density (..., n, m), k)`` splits each axis into ``k`` equal blocks (``n / k`` x ``m / k`` cells each;
+``k`` must divide ``n`` and ``m``) and returns the ``(..., k, k)`` block sums divided by the item's total, so every
+item sums to 1 (the seed's 4x4 "probability grid": block means over ``linspace(0, n, k + 1)`` edges, divided by their
+sum; with equal blocks means and sums give the same result). Negative density values (Gibbs lobes of an unclipped
+KDE) are summed as they are. An item whose total is exactly 0 returns all zeros instead of NaN.
+
+float16/bfloat16 inputs are summed in float32 and returned in the input dtype. Differentiable (plain torch ops).
+"""
+from __future__ import annotations
+
+import torch
+
+from ._utils import check_float_tensor, compute_dtype
+
+
+def _check_blocks(k, sizes, shape) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    for size in sizes:
+        if size % k != 0:
+            raise ValueError(f"k={k} must divide the grid size {size} (density shape {tuple(shape)})")
+    return k
+
+
+def normalize_per_item(t: torch.Tensor, dims) -> torch.Tensor:
+    """``t`` divided by its sum over ``dims`` (kept at 0 where that sum is exactly 0)."""
+    total = t.sum(dim=dims, keepdim=True)
+    return t / torch.where(total != 0, total, 1)
+
+
+def pool_density(density: torch.Tensor, k: int) -> torch.Tensor:
+    """``(..., n, m)`` density -> ``(..., k, k)`` probabilities (block sums / item total); ``k`` divides n and m."""
+    check_float_tensor("density", density, min_ndim=2)
+    *lead, n, m = density.shape
+    _check_blocks(k, (n, m), density.shape)
+    d = density.to(compute_dtype(density.dtype))
+    blocks = d.reshape(*lead, k, n // k, k, m // k).sum(dim=(-3, -1))
+    return normalize_per_item(blocks, (-2, -1)).to(density.dtype)
+
+
+def pool_density1d(density: torch.Tensor, k: int) -> torch.Tensor:
+    """``(..., n)`` density -> ``(..., k)`` probabilities (block sums / item total); ``k`` divides ``n``."""
+    check_float_tensor("density", density, min_ndim=1)
+    *lead, n = density.shape
+    _check_blocks(k, (n,), density.shape)
+    d = density.to(compute_dtype(density.dtype))
+    blocks = d.reshape(*lead, k, n // k).sum(dim=-1)
+    return normalize_per_item(blocks, -1).to(density.dtype)

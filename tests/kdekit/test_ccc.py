@@ -1,0 +1,296 @@
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import pearsonr
+from torchmetrics.functional import concordance_corrcoef
+
+from kdekit.ops.ccc import CCCMoments, ccc, ccc_loss, pearson
+
+
+def ccc_numpy(x, y, ddof):
+    """Lin's CCC from numpy moments (float64), independent of kdekit."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    sxy = np.sum((x - x.mean()) * (y - y.mean())) / (x.size - ddof)
+    return 2 * sxy / (x.var(ddof=ddof) + y.var(ddof=ddof) + (x.mean() - y.mean()) ** 2)
+
+
+def correlated(shape, seed, dtype=torch.float64, offset=0.3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, dtype=torch.float64, generator=g)
+    y = 0.7 * x + 0.5 * torch.randn(shape, dtype=torch.float64, generator=g) + offset
+    return x.to(dtype), y.to(dtype)
+
+
+@pytest.mark.parametrize("n", [2, 5, 37, 1000])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_ccc_matches_numpy_moments(n, unbiased):
+    x, y = correlated((2, 3, n), seed=n)
+    out = ccc(x, y, unbiased=unbiased)
+    assert out.shape == (2, 3) and out.dtype == torch.float64
+    ref = np.array([[ccc_numpy(a, b, int(unbiased)) for a, b in zip(xr, yr)] for xr, yr in zip(x.numpy(), y.numpy())])
+    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ccc_loss(x, y, unbiased=unbiased).numpy(), 1 - ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [3, 64, 501])
+def test_ccc_unbiased_matches_torchmetrics(n):
+    x, y = correlated((4, n), seed=n)
+    ref = concordance_corrcoef(x.T, y.T)  # torchmetrics reduces dim 0, unbiased moments
+    torch.testing.assert_close(ccc(x, y, unbiased=True), ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ccc(x.T, y.T, dim=0, unbiased=True), ref, rtol=0, atol=1e-12)
+    # the two conventions differ by O(1/n): the default is Lin's population form, not torchmetrics'
+    assert (ccc(x, y) - ref).abs().max() > 1e-4 / n
+
+
+def test_pearson_matches_scipy():
+    x, y = correlated((3, 2, 41), seed=1)
+    ref = np.array([[pearsonr(a, b).statistic for a, b in zip(xr, yr)] for xr, yr in zip(x.numpy(), y.numpy())])
+    np.testing.assert_allclose(pearson(x, y).numpy(), ref, rtol=0, atol=1e-12)
+
+
+def test_dim_tuple_and_keepdim():
+    x, y = correlated((5, 4, 6), seed=2)
+    out = ccc(x, y, dim=(0, 2))
+    ref = [ccc_numpy(x[:, j, :].numpy(), y[:, j, :].numpy(), 0) for j in range(4)]
+    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-12)
+    assert ccc(x, y, dim=(2, 0), keepdim=True).shape == (1, 4, 1)
+    np.testing.assert_allclose(pearson(x, y, dim=1).numpy(),
+                               [[pearsonr(x[i, :, k], y[i, :, k]).statistic for k in range(6)] for i in range(5)],
+                               rtol=0, atol=1e-12)
+
+
+def test_large_offset_does_not_cancel():
+    # one-pass sum(x^2) - n mean^2 would lose every digit here (float32: offset 1e4, spread 1)
+    x, y = correlated((3, 200), seed=3)
+    ref = ccc(x, y)
+    torch.testing.assert_close(ccc(x + 1e8, y + 1e8), ref, rtol=0, atol=1e-7)
+    got32 = ccc((x + 1e4).float(), (y + 1e4).float())
+    ref32 = ccc((x + 1e4).float().double(), (y + 1e4).float().double())  # same rounded inputs, exact arithmetic
+    torch.testing.assert_close(got32.double(), ref32, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_low_precision(dtype, unbiased, tol):
+    x, y = correlated((4, 3, 300), seed=4, dtype=dtype)
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(5)) > 0.2
+    for fn, kw in ((ccc, dict(unbiased=unbiased)), (pearson, {})):
+        out = fn(x, y, mask=mask, **kw)
+        assert out.dtype == dtype
+        ref = fn(x.double(), y.double(), mask=mask, **kw)  # float64 on the same rounded inputs
+        torch.testing.assert_close(out.double(), ref, **tol[dtype])
+
+
+def test_mask_equals_dropping():
+    x, y = correlated((3, 4, 30), seed=6)
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(7)) > 0.4
+    xp = x.masked_fill(~mask, float("nan"))  # padding may hold anything
+    yp = y.masked_fill(~mask, float("inf"))
+    for unbiased in (False, True):
+        out = ccc(xp, yp, mask=mask, unbiased=unbiased)
+        ref = [[ccc_numpy(x[i, j][mask[i, j]].numpy(), y[i, j][mask[i, j]].numpy(), int(unbiased)) for j in range(4)]
+               for i in range(3)]
+        np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-12)
+    ref_p = [[pearsonr(x[i, j][mask[i, j]], y[i, j][mask[i, j]]).statistic for j in range(4)] for i in range(3)]
+    np.testing.assert_allclose(pearson(xp, yp, mask=mask).numpy(), ref_p, rtol=0, atol=1e-12)
+    xg = xp.clone().requires_grad_()
+    ccc(xg, yp, mask=mask).sum().backward()
+    assert torch.isfinite(xg.grad).all() and (xg.grad[~mask] == 0).all()
+
+
+def test_undefined_items_are_nan_with_zero_gradient():
+    x, y = correlated((6, 8), seed=8)
+    mask = torch.ones_like(x, dtype=torch.bool)
+    mask[0] = False  # no valid entry
+    mask[1, 1:] = False  # one valid entry
+    x[2] = 0.1  # constant pred, varying target
+    x[3], y[3] = 0.1, 0.1  # both constant and equal
+    out = ccc(x, y, mask=mask)
+    assert torch.isnan(out[0]) and torch.isnan(out[3])
+    assert out[1] == 0 and out[2] == 0  # zero covariance over a positive denominator
+    assert torch.isnan(ccc(x, y, mask=mask, unbiased=True)[1])
+    r = pearson(x, y, mask=mask)
+    assert torch.isnan(r[:4]).all() and torch.isfinite(r[4:]).all()
+    xg = x.clone().requires_grad_()
+    (ccc(xg, y, mask=mask).nansum() + pearson(xg, y, mask=mask).nansum()).backward()
+    assert torch.isfinite(xg.grad).all() and (xg.grad[[0, 3]] == 0).all()
+    x45 = x[4:].clone().requires_grad_()
+    (ccc(x45, y[4:]).sum() + pearson(x45, y[4:]).sum()).backward()
+    torch.testing.assert_close(xg.grad[4:], x45.grad, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradcheck(seed):
+    x, y = correlated((2, 7), seed=seed)
+    x.requires_grad_()
+    y.requires_grad_()
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) > 0.3
+    mask[:, :3] = True
+    assert torch.autograd.gradcheck(lambda a, b: ccc(a, b), (x, y))
+    assert torch.autograd.gradcheck(lambda a, b: ccc(a, b, mask=mask, unbiased=True), (x, y))
+    assert torch.autograd.gradcheck(lambda a, b: pearson(a, b, mask=mask), (x, y))
+    x3, y3 = correlated((3, 2, 4), seed=seed)
+    assert torch.autograd.gradcheck(lambda a, b: ccc_loss(a, b, dim=(0, 2)),
+                                    (x3.requires_grad_(), y3.requires_grad_()))
+    assert torch.autograd.gradgradcheck(lambda a, b: ccc(a, b), (x, y))
+
+
+def test_float32_gradients_match_float64():
+    x, y = correlated((4, 50), seed=9)
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        a, b = x.to(dtype).requires_grad_(), y.to(dtype).requires_grad_()
+        (ccc(a, b).sum() + pearson(a, b).sum()).backward()
+        grads[dtype] = (a.grad.double(), b.grad.double())
+    for g32, g64 in zip(grads[torch.float32], grads[torch.float64]):
+        torch.testing.assert_close(g32, g64, rtol=1e-4, atol=1e-6)
+
+
+def test_inputs_unchanged():
+    x, y = correlated((3, 20), seed=10)
+    mask = x > -1
+    copies = (x.clone(), y.clone(), mask.clone())
+    ccc(x, y, mask=mask)
+    pearson(x, y, mask=mask)
+    CCCMoments().update(x, y, mask=mask)
+    for before, after in zip(copies, (x, y, mask)):
+        assert torch.equal(before, after)
+
+
+def _split_update(x, y, mask, bounds, dim):
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sl = [slice(None)] * x.dim()
+        sl[dim] = slice(lo, hi)
+        sl = tuple(sl)
+        parts.append(CCCMoments(dim=dim).update(x[sl], y[sl], mask=None if mask is None else mask[sl]))
+    return parts
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("offset, atol", [(0.3, 1e-12), (1e6, 1e-9)])  # merged means carry ~eps * offset / spread
+def test_streaming_merge_equals_one_shot(with_mask, offset, atol):
+    x, y = correlated((101, 2), seed=11)
+    x, y = x + offset, y + offset
+    mask = (torch.rand(x.shape, generator=torch.Generator().manual_seed(12)) > 0.3) if with_mask else None
+    parts = _split_update(x, y, mask, [0, 7, 8, 60, 101], dim=0)  # uneven parts, one with a single row
+    merged = CCCMoments(dim=0)
+    for part in parts:
+        merged.merge(part)
+    sequential = CCCMoments(dim=0)
+    for lo, hi in zip([0, 30, 31, 101][:-1], [0, 30, 31, 101][1:]):
+        sequential.update(x[lo:hi], y[lo:hi], mask=None if mask is None else mask[lo:hi])
+    for unbiased in (False, True):
+        ref = ccc(x, y, dim=0, mask=mask, unbiased=unbiased)
+        torch.testing.assert_close(merged.compute(unbiased=unbiased), ref, rtol=0, atol=atol)
+        torch.testing.assert_close(sequential.compute(unbiased=unbiased), ref, rtol=0, atol=atol)
+    torch.testing.assert_close(merged.pearson(), pearson(x, y, dim=0, mask=mask), rtol=0, atol=atol)
+    # the point of merging moments: the average of per-part CCCs is a different number
+    per_part = torch.stack([p.compute() for p in parts[2:]]).mean(0)
+    assert (per_part - ccc(x, y, dim=0, mask=mask)).abs().max() > 1e-3
+
+
+def test_streaming_float32_input_and_batched_state():
+    x, y = correlated((3, 2, 90), seed=13, dtype=torch.float32)
+    acc = CCCMoments()  # dim=-1: state shape (3, 2)
+    for lo in range(0, 90, 25):
+        acc.update(x[..., lo:lo + 25], y[..., lo:lo + 25])
+    out = acc.compute()
+    assert out.shape == (3, 2) and out.dtype == torch.float64
+    torch.testing.assert_close(out, ccc(x.double(), y.double()), rtol=0, atol=1e-12)
+
+
+def test_all_reduce_without_process_group_is_a_copy():
+    assert not dist.is_initialized()
+    x, y = correlated((40, 3), seed=14)
+    acc = CCCMoments(dim=0).update(x, y)
+    red = acc.all_reduce()
+    assert red is not acc
+    torch.testing.assert_close(red.compute(), acc.compute(), rtol=0, atol=0)
+    red.update(x, y)  # the copy is independent
+    torch.testing.assert_close(acc.compute(), ccc(x, y, dim=0), rtol=0, atol=1e-12)
+
+
+def _ddp_worker(rank, world, init_file, x, y, mask, bounds, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        lo, hi = bounds[rank], bounds[rank + 1]
+        acc = CCCMoments(dim=0)
+        acc.update(x[lo:hi], y[lo:hi], mask=mask[lo:hi])
+        red = acc.all_reduce()
+        torch.save({"ccc": red.compute(), "ccc_u": red.compute(unbiased=True), "local": acc.compute()},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_across_two_ranks(tmp_path):
+    x, y = correlated((70, 3), seed=15, offset=50.0)
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(16)) > 0.25
+    bounds = [0, 23, 70]
+    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), x, y, mask, bounds, str(tmp_path)), nprocs=2,
+                       start_method="fork")  # fork: no re-import of this module in the workers
+    local0 = ccc(x[:23], y[:23], dim=0, mask=mask[:23])
+    for rank in range(2):
+        res = torch.load(tmp_path / f"rank{rank}.pt")
+        torch.testing.assert_close(res["ccc"], ccc(x, y, dim=0, mask=mask), rtol=0, atol=1e-12)
+        torch.testing.assert_close(res["ccc_u"], ccc(x, y, dim=0, mask=mask, unbiased=True), rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.load(tmp_path / "rank0.pt")["local"], local0, rtol=0, atol=1e-12)
+
+
+def test_streaming_errors():
+    x, y = correlated((10, 2), seed=17)
+    with pytest.raises(RuntimeError, match="update"):
+        CCCMoments().compute()
+    with pytest.raises(RuntimeError, match="update"):
+        CCCMoments().all_reduce()
+    acc = CCCMoments(dim=0).update(x, y)
+    with pytest.raises(ValueError, match="state shape"):
+        acc.update(x[:, :1], y[:, :1])
+    with pytest.raises(ValueError, match="state shape"):
+        acc.merge(CCCMoments(dim=0).update(x[:, :1], y[:, :1]))
+    with pytest.raises(TypeError, match="other"):
+        acc.merge(ccc)
+    with pytest.raises(ValueError, match="target"):
+        acc.update(x, y[:5])
+
+
+def test_bad_inputs_raise_naming_the_argument():
+    x, y = correlated((2, 5), seed=18)
+    with pytest.raises(ValueError, match="target has shape"):
+        ccc(x, y[:, :4])
+    with pytest.raises(TypeError, match="target has dtype"):
+        ccc(x, y.float())
+    with pytest.raises(TypeError, match="pred must"):
+        ccc(x.long(), y.long())
+    with pytest.raises(TypeError, match="pred must be a torch.Tensor"):
+        pearson(x.tolist(), y)
+    with pytest.raises(TypeError, match="mask must be a bool"):
+        ccc(x, y, mask=torch.ones_like(x))
+    with pytest.raises(ValueError, match="mask has shape"):
+        ccc(x, y, mask=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="dim 2 is out of range"):
+        ccc(x, y, dim=2)
+    with pytest.raises(ValueError, match="repeated"):
+        ccc(x, y, dim=(1, -1))
+    with pytest.raises(TypeError, match="dim must be"):
+        ccc(x, y, dim=1.0)
+    with pytest.raises(ValueError, match="no entries along dim"):
+        ccc(x[:, :0], y[:, :0])
+
+
+@given(st.integers(min_value=3, max_value=40), st.integers(min_value=0, max_value=2**31 - 1), st.booleans())
+def test_ccc_permutation_invariant_and_symmetric(n, seed, unbiased):
+    x, y = correlated((n,), seed=seed % 10_000)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    ref = ccc(x, y, unbiased=unbiased)
+    assert math.isclose(ccc(x[perm], y[perm], unbiased=unbiased).item(), ref.item(), rel_tol=0, abs_tol=1e-13)
+    assert math.isclose(ccc(y, x, unbiased=unbiased).item(), ref.item(), rel_tol=0, abs_tol=1e-13)
+    assert -1.0 <= ref.item() <= 1.0

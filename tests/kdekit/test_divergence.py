@@ -1,0 +1,190 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.spatial.distance import jensenshannon
+from scipy.special import rel_entr
+from scipy.stats import entropy
+
+from kdekit.ops.divergence import jsd, kl, tvd
+
+
+def distributions(shape, seed, zeros=0.0, dtype=torch.float64):
+    """Random probability vectors along the last dim; a fraction ``zeros`` of entries set to exactly 0."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(shape, dtype=torch.float64, generator=g) + 0.05
+    if zeros:
+        p = p.masked_fill(torch.rand(shape, generator=g) < zeros, 0.0)
+        p[..., 0] += 0.1  # every row keeps some mass
+    return (p / p.sum(-1, keepdim=True)).to(dtype)
+
+
+def rows(t):
+    return t.reshape(-1, t.shape[-1]).numpy()
+
+
+@pytest.mark.parametrize("base", [None, 2])
+def test_jsd_matches_scipy_jensenshannon_squared(base):
+    p, q = distributions((3, 4, 9), seed=0, zeros=0.3), distributions((3, 4, 9), seed=1, zeros=0.3)
+    q[0, 0] = p[0, 0]  # identical rows: exactly 0
+    p[1, 0, :3] = q[1, 0, :3] = 0.0  # common zeros
+    p[1, 0], q[1, 0] = p[1, 0] / p[1, 0].sum(), q[1, 0] / q[1, 0].sum()
+    out = jsd(p, q, base=base)
+    assert out.shape == (3, 4)
+    ref = np.array([jensenshannon(a, b, base=base) ** 2 for a, b in zip(rows(p), rows(q))]).reshape(3, 4)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-12)
+    assert out[0, 0] == 0
+
+
+def test_jsd_on_k_by_k_tables():
+    p, q = distributions((5, 16), seed=2, zeros=0.4), distributions((5, 16), seed=3, zeros=0.4)
+    out = jsd(p.reshape(5, 4, 4), q.reshape(5, 4, 4), dim=(-2, -1))
+    np.testing.assert_allclose(out.numpy(), [jensenshannon(a, b) ** 2 for a, b in zip(rows(p), rows(q))],
+                               rtol=0, atol=1e-12)
+    assert jsd(p.reshape(5, 4, 4), q.reshape(5, 4, 4), dim=(1, 2), keepdim=True).shape == (5, 1, 1)
+
+
+def test_kl_matches_scipy():
+    p, q = distributions((4, 2, 11), seed=4, zeros=0.3), distributions((4, 2, 11), seed=5)
+    out = kl(p, q)
+    np.testing.assert_allclose(out.numpy().ravel(), rel_entr(rows(p), rows(q)).sum(-1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out.numpy().ravel(), entropy(rows(p), rows(q), axis=-1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(kl(p, q, base=2).numpy().ravel(), entropy(rows(p), rows(q), base=2, axis=-1),
+                               rtol=0, atol=1e-12)
+    assert torch.isinf(kl(q, p)).any()  # q > 0 where p has zeros
+    np.testing.assert_array_equal(torch.isinf(kl(q, p)).numpy(), (rows(p) == 0).any(-1).reshape(4, 2))
+
+
+def test_tvd_matches_numpy_and_is_not_the_seed_squared_l2():
+    p, q = distributions((3, 7), seed=6, zeros=0.2), distributions((3, 7), seed=7)
+    out = tvd(p, q)
+    np.testing.assert_allclose(out.numpy(), 0.5 * np.abs(p.numpy() - q.numpy()).sum(-1), rtol=0, atol=1e-15)
+    assert not np.allclose(out.numpy(), ((p - q) ** 2).sum(-1).numpy())
+    # any finite reals are accepted (KDE grids may have negative lobes)
+    torch.testing.assert_close(tvd(p - 0.2, q), 0.5 * (p - 0.2 - q).abs().sum(-1), rtol=0, atol=0)
+
+
+def test_mask_equals_dropping():
+    p, q = distributions((3, 12), seed=8), distributions((3, 12), seed=9)
+    mask = torch.rand(p.shape, generator=torch.Generator().manual_seed(10)) > 0.3
+    pp, qq = p.masked_fill(~mask, float("nan")), q.masked_fill(~mask, -1.0)  # padding may hold anything
+    for i in range(3):
+        a, b = p[i][mask[i]].numpy(), q[i][mask[i]].numpy()
+        assert math.isclose(kl(pp, qq, mask=mask)[i].item(), rel_entr(a, b).sum(), rel_tol=0, abs_tol=1e-12)
+        ref_jsd = 0.5 * (rel_entr(a, (a + b) / 2).sum() + rel_entr(b, (a + b) / 2).sum())
+        assert math.isclose(jsd(pp, qq, mask=mask)[i].item(), ref_jsd, rel_tol=0, abs_tol=1e-12)
+        assert math.isclose(tvd(pp, qq, mask=mask)[i].item(), 0.5 * np.abs(a - b).sum(), rel_tol=0, abs_tol=1e-15)
+    pg = pp.clone().requires_grad_()
+    (jsd(pg, qq, mask=mask).sum() + kl(pg, qq, mask=mask).sum() + tvd(pg, qq, mask=mask).sum()).backward()
+    assert torch.isfinite(pg.grad).all() and (pg.grad[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_low_precision(dtype, tol):
+    p, q = distributions((4, 2, 64), seed=11, zeros=0.2, dtype=dtype), distributions((4, 2, 64), seed=12, dtype=dtype)
+    for fn in (jsd, kl, tvd):
+        out = fn(p, q)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.double(), fn(p.double(), q.double()), **tol[dtype])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gradcheck(seed):
+    p = distributions((2, 3, 5), seed=seed).requires_grad_()
+    q = distributions((2, 3, 5), seed=seed + 10).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: jsd(a, b, base=2), (p, q))
+    assert torch.autograd.gradcheck(lambda a, b: kl(a, b, dim=(-2, -1)), (p, q))
+    assert torch.autograd.gradcheck(lambda a, b: tvd(a, b), (p, q))  # |p - q| >= 1e-4 below
+    assert (p - q).abs().min() > 1e-4
+    assert torch.autograd.gradgradcheck(lambda a, b: jsd(a, b), (p, q))
+
+
+def test_gradients_exact_where_the_other_argument_is_zero():
+    # a positive prediction against a target with empty cells: d jsd / dp = log(p / m) / 2, d kl(q || p) / dp = -q / p
+    p = distributions((3, 6), seed=13).requires_grad_()
+    q = distributions((3, 6), seed=14, zeros=0.5)
+    assert (q == 0).any()
+    jsd(p, q).sum().backward()
+    m = (p.detach() + q) / 2
+    torch.testing.assert_close(p.grad, 0.5 * torch.log(p.detach() / m), rtol=0, atol=1e-14)
+    p.grad = None
+    kl(q, p).sum().backward()
+    torch.testing.assert_close(p.grad, -q / p.detach(), rtol=0, atol=1e-14)
+    # at p_i = 0 the documented convention: finite (0 log 0 held constant)
+    p0 = q.clone().requires_grad_()
+    r = distributions((3, 6), seed=15).requires_grad_()
+    (jsd(p0, r).sum() + kl(p0, r).sum()).backward()
+    assert torch.isfinite(p0.grad).all() and torch.isfinite(r.grad).all()
+
+
+def test_float32_gradients_match_float64():
+    p, q = distributions((4, 32), seed=16), distributions((4, 32), seed=17)
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        a, b = p.to(dtype).requires_grad_(), q.to(dtype).requires_grad_()
+        (jsd(a, b).sum() + kl(a, b).sum() + tvd(a, b).sum()).backward()
+        grads[dtype] = (a.grad.double(), b.grad.double())
+    for g32, g64 in zip(grads[torch.float32], grads[torch.float64]):
+        torch.testing.assert_close(g32, g64, rtol=1e-5, atol=1e-6)
+
+
+def test_inputs_unchanged_including_zeros():
+    p, q = distributions((3, 8), seed=18, zeros=0.4), distributions((3, 8), seed=19, zeros=0.4)
+    mask = p > -1
+    before = (p.clone(), q.clone(), mask.clone())
+    for fn in (jsd, kl, tvd):
+        fn(p, q, mask=mask)
+    for b, a in zip(before, (p, q, mask)):
+        assert torch.equal(b, a)
+    assert (p == 0).any()  # the seed's JSD would have overwritten these with 1e-8
+
+
+def test_validation():
+    p, q = distributions((2, 5), seed=20), distributions((2, 5), seed=21)
+    neg = p.clone()
+    neg[1, 2] = -0.1
+    for fn in (jsd, kl):
+        with pytest.raises(ValueError, match="p must be finite and non-negative"):
+            fn(neg, q)
+        with pytest.raises(ValueError, match="q must be finite and non-negative"):
+            fn(p, q.masked_fill(q > 0.3, float("nan")))
+        assert torch.isnan(fn(neg, q, validate=False)[1])  # unchecked: the log of a negative is NaN
+        mask = torch.ones_like(p, dtype=torch.bool)
+        mask[1, 2] = False
+        assert torch.isfinite(fn(neg, q, mask=mask)).all()  # only valid entries are checked
+    for fn in (jsd, kl, tvd):
+        with pytest.raises(ValueError, match="q has shape"):
+            fn(p, q[:, :4])
+        with pytest.raises(TypeError, match="q has dtype"):
+            fn(p, q.float())
+        with pytest.raises(TypeError, match="p must have a floating dtype"):
+            fn(p.long(), q.long())
+        with pytest.raises(ValueError, match="mask has shape"):
+            fn(p, q, mask=torch.ones(5, dtype=torch.bool))
+        with pytest.raises(ValueError, match="dim 2 is out of range"):
+            fn(p, q, dim=(1, 2))
+        with pytest.raises(ValueError, match="no entries along dim"):
+            fn(p[:, :0], q[:, :0])
+    for bad in (0, 1, -2.0, float("inf"), "e"):
+        with pytest.raises(ValueError, match="base must be"):
+            jsd(p, q, base=bad)
+
+
+masses = st.one_of(st.just(0.0), st.floats(min_value=1e-6, max_value=1.0))
+
+
+@given(arrays(np.float64, st.integers(min_value=2, max_value=12), elements=masses), st.data())
+def test_jsd_tvd_symmetric_and_bounded(a, data):
+    b = data.draw(arrays(np.float64, a.shape, elements=masses))
+    a, b = np.append(a, 1e-3), np.append(b, 1e-3)  # non-empty support
+    p, q = torch.from_numpy(a / a.sum()), torch.from_numpy(b / b.sum())
+    for fn, hi in ((jsd, math.log(2)), (tvd, 1.0)):
+        d = fn(p, q).item()
+        assert d == fn(q, p).item()
+        assert 0.0 <= d <= hi + 1e-15
+    assert jsd(p, q, base=2).item() <= 1.0 + 1e-15
+    assert jsd(p, p).item() == 0.0 and tvd(p, p).item() == 0.0
