@@ -1,12 +1,21 @@
-"""Builds the optional C++/CUDA extension ``kdekit._C`` from ``csrc/``.
+"""Builds the optional extension ``kdekit._C`` from ``csrc/`` (a pure-Python install always works).
 
-A pure-Python install (torch fallback) always works: the extension is skipped when ``KDEKIT_SKIP_EXT=1``, when
-``csrc/`` holds no sources, or when torch's C++ extension tooling is unavailable.
+* ``KDEKIT_SKIP_EXT=1``: no extension (torch fallback only).
+* CPU kernels: one ``CppExtension`` with every ``csrc/*.cpp`` and ``csrc/cpu/*.cpp`` (``-O3 -g0``, OpenMP).
+* CUDA kernels (``csrc/cuda/*.cu``, torch-free launchers) are added as a ``CUDAExtension`` only when a CUDA build of
+  torch and a CUDA toolkit are present, or when ``KDEKIT_FORCE_CUDA=1`` (the CPU torch wheel cannot build them).
+* Skipped silently when ``csrc/`` holds no sources or torch's extension tooling cannot be imported.
 """
 import glob
 import os
 
 from setuptools import setup
+
+
+def _want_cuda(torch_version_cuda, cuda_home) -> bool:
+    if os.environ.get("KDEKIT_FORCE_CUDA", "0") == "1":
+        return True
+    return torch_version_cuda is not None and cuda_home is not None
 
 
 def extension_modules():
@@ -16,16 +25,23 @@ def extension_modules():
     if not sources:
         return [], {}
     try:
-        from torch.utils.cpp_extension import BuildExtension, CppExtension
+        import torch
+        from torch.utils import cpp_extension
     except ImportError:
         return [], {}
-    ext = CppExtension(
-        "kdekit._C",
-        sources,
-        extra_compile_args={"cxx": ["-O3", "-g0", "-std=c++17", "-fopenmp"]},
-        extra_link_args=["-fopenmp"],
-    )
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+    cxx = ["-O3", "-g0", "-fopenmp"]  # cpp_extension adds -std=c++20 (torch headers need it)
+    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
+    if cuda_sources and _want_cuda(torch.version.cuda, cpp_extension.CUDA_HOME):
+        ext = cpp_extension.CUDAExtension(
+            "kdekit._C",
+            sources + cuda_sources,
+            extra_compile_args={"cxx": cxx + ["-DKDEKIT_WITH_CUDA"], "nvcc": ["-O3", "-std=c++17"]},
+            extra_link_args=["-fopenmp"],
+        )
+    else:
+        ext = cpp_extension.CppExtension("kdekit._C", sources, extra_compile_args={"cxx": cxx},
+                                         extra_link_args=["-fopenmp"])
+    return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 
 
 ext_modules, cmdclass = extension_modules()

@@ -27,6 +27,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from .._backend import select
 from ._utils import check_float_tensor, check_same, compute_dtype
 
 Dims = Union[int, Sequence[int]]
@@ -120,6 +121,22 @@ def _pearson_from_moments(m: Moments) -> torch.Tensor:
     return torch.where(ok, (c_xy / den).clamp(-1.0, 1.0), math.nan)
 
 
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd will record this call. The fused metric kernels serve evaluation (no grad); losses take the
+    torch path, which also supports higher-order gradients."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def rows_over(dims: Tuple[int, ...], *tensors: torch.Tensor):
+    """Tensors of one shape as contiguous ``(batch, reduced)`` rows (the reduced ``dims`` flattened last), for the
+    fused kernels, and the keepdim shape of a per-row result."""
+    shape = tensors[0].shape
+    batch = [d for d in range(len(shape)) if d not in dims]
+    n = math.prod(shape[d] for d in dims)
+    rows = tuple(t.permute(*batch, *dims).reshape(-1, n).contiguous() for t in tensors)
+    return rows, [1 if d in dims else s for d, s in enumerate(shape)]
+
+
 def finish_reduction(out: torch.Tensor, dims: Tuple[int, ...], keepdim: bool, dtype: torch.dtype) -> torch.Tensor:
     """Drop the size-1 reduced ``dims`` of ``out`` unless ``keepdim``; cast to the output ``dtype``."""
     return (out if keepdim else out.squeeze(dims)).to(dtype)
@@ -147,6 +164,10 @@ def ccc(
     """
     dims, mask = _check_pair(pred, target, dim, mask)
     ct = compute_dtype(pred.dtype)
+    if mask is None and not needs_grad(pred, target) and select(pred, ("torch", "cpp")) == "cpp":
+        (x, y), kept = rows_over(dims, pred.to(ct), target.to(ct))
+        out = torch.ops.kdekit.ccc(x, y, unbiased).reshape(kept)  # fused moments, float64 accumulation
+        return finish_reduction(out, dims, keepdim, pred.dtype)
     m = _moments(pred.to(ct), target.to(ct), dims, mask)
     return finish_reduction(_ccc_from_moments(m, unbiased), dims, keepdim, pred.dtype)
 

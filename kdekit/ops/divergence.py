@@ -33,7 +33,8 @@ from typing import Optional
 import torch
 
 from ._utils import check_float_tensor, check_same, compute_dtype
-from .ccc import Dims, check_mask, finish_reduction, reduction_dims
+from .._backend import select
+from .ccc import Dims, check_mask, finish_reduction, needs_grad, reduction_dims, rows_over
 
 
 def _prepare(p, q, dim: Dims, mask, validate: bool) -> tuple:
@@ -72,6 +73,15 @@ def _rel_entr(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.xlogy(p, ratio)
 
 
+def _fused(p: torch.Tensor, q: torch.Tensor, dims, kind: str) -> Optional[torch.Tensor]:
+    """``torch.ops.kdekit.divergence`` (one pass, float64 accumulation, keepdim shape) when the ``cpp`` backend is
+    selected and no gradient is recorded (see :func:`~kdekit.ops.ccc.needs_grad`), else None."""
+    if needs_grad(p, q) or select(p, ("torch", "cpp")) != "cpp":
+        return None
+    (p2, q2), kept = rows_over(dims, p, q)
+    return torch.ops.kdekit.divergence(p2, q2, kind).reshape(kept)
+
+
 def kl(
     p: torch.Tensor,
     q: torch.Tensor,
@@ -86,7 +96,10 @@ def kl(
     ``inf`` where some ``q_i = 0 < p_i``. Shape of ``p`` without ``dim``, dtype of ``p``. See the module doc.
     """
     p, q, dims, out_dtype = _prepare(p, q, dim, mask, validate)
-    return finish_reduction(_rel_entr(p, q).sum(dims, keepdim=True) * _log_scale(base), dims, keepdim, out_dtype)
+    out = _fused(p, q, dims, "kl")
+    if out is None:
+        out = _rel_entr(p, q).sum(dims, keepdim=True)
+    return finish_reduction(out * _log_scale(base), dims, keepdim, out_dtype)
 
 
 def jsd(
@@ -102,9 +115,11 @@ def jsd(
     for normalised inputs). Natural log by default; ``base=2`` gives bits. Symmetric, finite, >= 0.
     """
     p, q, dims, out_dtype = _prepare(p, q, dim, mask, validate)
-    m = 0.5 * (p + q)
-    out = 0.5 * (_rel_entr(p, m) + _rel_entr(q, m)).sum(dims, keepdim=True)
-    return finish_reduction(out.clamp(min=0.0) * _log_scale(base), dims, keepdim, out_dtype)
+    out = _fused(p, q, dims, "jsd")
+    if out is None:
+        m = 0.5 * (p + q)
+        out = (0.5 * (_rel_entr(p, m) + _rel_entr(q, m)).sum(dims, keepdim=True)).clamp(min=0.0)
+    return finish_reduction(out * _log_scale(base), dims, keepdim, out_dtype)
 
 
 def tvd(

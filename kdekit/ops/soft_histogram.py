@@ -29,6 +29,7 @@ from typing import Optional
 
 import torch
 
+from .._backend import select
 from ._utils import Range, check_bins, compute_dtype, resolve_range
 from .hard_histogram import batch_points, bin_edges, resolve_range2d
 from .pooling import normalize_per_item
@@ -126,10 +127,30 @@ def soft_histogram2d(
     out_dtype, acc = x.dtype, compute_dtype(x.dtype)
     x, y = x.to(acc), y.to(acc)
     rx, ry = resolve_range2d(range, x.shape[0], x.device, acc)
-    mass_x = _bin_mass(x, rx, bins, sharpness, valid)
-    mass_y = _bin_mass(y, ry, bins, sharpness, valid)
-    hist = torch.bmm(mass_x.transpose(1, 2), _point_weights(x, valid, weights).unsqueeze(-1) * mass_y)
+    backend = select(x, ("torch", "cpp", "cuda", "triton"))
+    if backend == "torch":
+        mass_x = _bin_mass(x, rx, bins, sharpness, valid)
+        mass_y = _bin_mass(y, ry, bins, sharpness, valid)
+        hist = torch.bmm(mass_x.transpose(1, 2), _point_weights(x, valid, weights).unsqueeze(-1) * mass_y)
+    else:
+        hist = _soft_histogram2d_fused(backend, x, y, rx, ry, bins, sharpness, valid, weights)
     if normalize:
         hist = normalize_per_item(hist, (-2, -1))
     hist = hist.to(out_dtype)
     return hist[0] if unbatched else hist
+
+
+def _soft_histogram2d_fused(backend: str, x, y, rx, ry, bins: int, sharpness: float, valid, weights) -> torch.Tensor:
+    """The fused kernels (``cpp``/``cuda``: ``torch.ops.kdekit.soft_histogram2d``; ``triton``): same value and
+    gradients as the torch path, without the ``(B, N, bins)`` sigmoid matrices. Masked points are moved to ``lo``
+    with weight 0 exactly as in the torch path."""
+    w = _point_weights(x, valid, weights)
+    if valid is not None:
+        x, y = torch.where(valid, x, rx[:, :1]), torch.where(valid, y, ry[:, :1])
+    args = (x.contiguous(), y.contiguous(), w.contiguous(), rx.to(torch.float64).contiguous(),
+            ry.to(torch.float64).contiguous(), bins, sharpness)
+    if backend == "triton":
+        from .triton_soft_histogram import soft_histogram2d_triton
+
+        return soft_histogram2d_triton(*args).to(x.dtype)
+    return torch.ops.kdekit.soft_histogram2d(*args)

@@ -1,0 +1,496 @@
+// Diffusion KDE (Botev et al. 2010) as implemented by kde_diffusion.kde2d, per item on one thread:
+//   kde2d_solve:  halved DCT spectrum a (B, n, n) -> t*, tx1, tx2 and a status per item;
+//   kde2d_points: float64 points -> hard histogram -> spectrum -> solve -> smoothed density, or directly the
+//                 (pool x pool) block sums of the density divided by their total (the full grid is never formed).
+//
+// Spectral truncation. Every sum over frequencies (psi quadratic forms, smoothing) has non-negative weights that
+// decay like exp(-pi^2 k^2 t); |a[k, l]| <= 4 m (m = histogram mass / N). A form is summed over the leading K x K
+// block only when the bound on everything outside it, 16 m^2 (R_tail C_all + R_all C_tail), is below kTailEps times
+// the block's own sum; so dropped terms are below the float64 rounding of the full sum and results agree with the
+// full-grid computation to rounding. From points, the spectrum is computed lazily for the leading block only:
+// a[k, l] = 4 / N sum_u c_u cos(pi k (2 i_u + 1) / 2n) cos(pi l (2 j_u + 1) / 2n) over the occupied bins u.
+//
+// The root solve copies scipy.optimize.brentq (the classic Brent algorithm of scipy's brentq.c: same bracket
+// bookkeeping, interpolation/extrapolation steps and stopping rule), so iterates match kde_diffusion's.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <map>
+#include <vector>
+
+#include "common.h"
+
+namespace kdekit {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+constexpr double kTailEps = 1e-18;
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+enum Status : int32_t { kOk = 0, kNoSignChange = 1, kNotConverged = 2, kInvalid = 3 };
+
+// cos(pi k (2m + 1) / (2n)) for k, m < n, from the exact integer phase k (2m + 1) mod 4n; by_m[m * n + k] and
+// by_k[k * n + m]. Cached per n (read-only after construction).
+struct CosineTable {
+  int64_t n;
+  std::vector<double> by_m, by_k;
+  explicit CosineTable(int64_t n_) : n(n_), by_m(n_ * n_), by_k(n_ * n_) {
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t m = 0; m < n; ++m) {
+        const int64_t phase = (k * (2 * m + 1)) % (4 * n);
+        const double c = std::cos(static_cast<double>(phase) * (kPi / (2.0 * static_cast<double>(n))));
+        by_m[m * n + k] = c;
+        by_k[k * n + m] = c;
+      }
+  }
+};
+
+std::shared_ptr<const CosineTable> cosine_table(int64_t n) {
+  static std::mutex lock;
+  static std::map<int64_t, std::shared_ptr<const CosineTable>> cache;
+  std::lock_guard<std::mutex> guard(lock);
+  auto& entry = cache[n];
+  if (!entry) entry = std::make_shared<const CosineTable>(n);
+  return entry;
+}
+
+// Halved DCT spectrum a and a^2 (n x n, row = x frequency); entries valid for k, l < known.
+struct Spectrum {
+  int64_t n = 0, known = 0;
+  double amax2 = 0;  // bound on every a[k, l]^2
+  std::vector<double> a, a2;
+  // point source (kde2d_points): occupied bins and their mass / N
+  const CosineTable* table = nullptr;
+  std::vector<int64_t> bin_x, bin_y;
+  std::vector<double> mass;
+
+  void reset(int64_t n_) {
+    n = n_;
+    known = 0;
+    if (static_cast<int64_t>(a.size()) != n * n) {
+      a.assign(n * n, 0.0);
+      a2.assign(n * n, 0.0);
+    }
+  }
+
+  // Make a[k, l] available for k, l < K (point source: adds the new L-shaped band).
+  void ensure(int64_t K) {
+    if (K <= known) return;
+    // grow geometrically in multiples of 8 (extra frequencies are harmless: sums use their own leading block)
+    K = std::min(n, (std::max(K, known + known / 2) + 7) & ~int64_t(7));
+    const int64_t K1 = known;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t l0 = k < K1 ? K1 : 0;
+      std::fill(&a[k * n + l0], &a[k * n + K], 0.0);
+    }
+    const double* T = table->by_m.data();
+    for (size_t u = 0; u < mass.size(); ++u) {
+      const double* cx = T + bin_x[u] * n;
+      const double* cy = T + bin_y[u] * n;
+      const double c = 4.0 * mass[u];
+      for (int64_t k = 0; k < K; ++k) {
+        const double ck = c * cx[k];
+        const int64_t l0 = k < K1 ? K1 : 0;
+        double* row = &a[k * n];
+        for (int64_t l = l0; l < K; ++l) row[l] += ck * cy[l];
+      }
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t l0 = k < K1 ? K1 : 0;
+      for (int64_t l = l0; l < K; ++l) {
+        double v = a[k * n + l];
+        if (k == 0) v /= 2;
+        if (l == 0) v /= 2;
+        a[k * n + l] = v;
+        a2[k * n + l] = v * v;
+      }
+    }
+    known = K;
+  }
+};
+
+// Frequency weights w_k exp(-pi^2 k^2 t) (w_0 = 1, else 1/2) for k < n, by a recurrence refreshed with an exact exp
+// every 32 steps (relative error < 1e-14). Returns the number of leading non-zero weights (the rest underflow).
+int64_t diffusion_weights(double t, int64_t n, std::vector<double>& e) {
+  e.resize(n);
+  const double c = -(kPi * kPi);
+  double q = std::exp(c * t), q2 = q * q, ek = 1.0;
+  e[0] = 1.0;
+  for (int64_t k = 1; k < n; ++k) {
+    const double kk = static_cast<double>(k);
+    ek = (k % 32 == 0) ? std::exp((c * (kk * kk)) * t) : ek * q;
+    q *= q2;
+    if (ek == 0.0) return k;
+    e[k] = 0.5 * ek;
+  }
+  return n;
+}
+
+class Solver {
+ public:
+  Solver(Spectrum& s, double count) : s_(s), N_(count), k2pow_(6 * s.n) {
+    for (int p = 0; p < 6; ++p)
+      for (int64_t k = 0; k < s.n; ++k) {
+        const double k2 = static_cast<double>(k) * static_cast<double>(k);
+        k2pow_[p * s.n + k] = std::pow(k2, p);
+      }
+  }
+
+  // psi(i, j, t) of kde_diffusion (x frequency weighted by k^{2j}, y by l^{2i}); kde_diffusion's recursion with
+  // memoisation: 18 quadratic forms per call of sigma().
+  double sigma(double t) {
+    memo_t_ = t;
+    for (auto& v : memo_) v = kNaN;
+    return psi(0, 2) + psi(2, 0) + 2.0 * psi(1, 1);
+  }
+
+  double psi(int i, int j) {
+    double& slot = memo_[i * 6 + j];
+    if (!std::isnan(slot)) return slot;
+    double t = memo_t_;
+    if (i + j <= 4) {
+      const double sum = std::fabs(psi(i + 1, j) + psi(i, j + 1));
+      const double C = (1.0 + 1.0 / std::pow(2.0, i + j + 1)) / 3.0;
+      double Pi = 1.0, Pj = 1.0;
+      for (int m = 1; m < 2 * i; m += 2) Pi *= m;
+      for (int m = 1; m < 2 * j; m += 2) Pj *= m;
+      t = std::pow(C * Pi * Pj / (kPi * N_ * sum), 1.0 / (2 + i + j));
+    }
+    const double sign = ((i + j) % 2) ? -1.0 : 1.0;
+    slot = sign * std::pow(kPi, 2.0 * (i + j)) * form(j, i, t);
+    return slot;
+  }
+
+  // f(t) = t - (t - gamma) / gamma, gamma = (2 pi N Sigma)^(-1/3)
+  double f(double t) {
+    const double gamma = std::pow(2.0 * kPi * N_ * sigma(t), -1.0 / 3.0);
+    return t - (t - gamma) / gamma;
+  }
+
+  // sum_{k,l} k^{2 px} e_k a2[k, l] l^{2 py} e_l over the leading block that makes the rest negligible.
+  double form(int px, int py, double t) {
+    const int64_t n = diffusion_weights(t, s_.n, e_);  // weights beyond n are exactly 0
+    r_.resize(n);
+    c_.resize(n);
+    const double *kx = &k2pow_[px * s_.n], *ky = &k2pow_[py * s_.n];
+    for (int64_t k = 0; k < n; ++k) {
+      r_[k] = e_[k] * kx[k];
+      c_[k] = e_[k] * ky[k];
+    }
+    // suffix sums of the 1-D weights
+    rt_.assign(n + 1, 0.0);
+    ct_.assign(n + 1, 0.0);
+    for (int64_t k = n - 1; k >= 0; --k) {
+      rt_[k] = rt_[k + 1] + r_[k];
+      ct_[k] = ct_[k + 1] + c_[k];
+    }
+    const double R = rt_[0], Cs = ct_[0];
+    auto tail = [&](int64_t K) { return s_.amax2 * (rt_[K] * Cs + R * ct_[K]); };
+    auto first_k = [&](double bound) {  // smallest K with tail(K) <= bound
+      int64_t K = 1;
+      while (K < n && tail(K) > bound) ++K;
+      return K;
+    };
+    int64_t K = first_k(1e-20 * s_.amax2 * R * Cs);
+    double sum = block_sum(K);
+    if (K < n && tail(K) > kTailEps * sum) {
+      K = first_k(kTailEps * sum);
+      sum = block_sum(K);
+    }
+    return sum;
+  }
+
+ private:
+  double block_sum(int64_t K) {
+    s_.ensure(K);
+    const int64_t n = s_.n;
+    v_.assign(K, 0.0);
+    for (int64_t k = 0; k < K; ++k) {
+      const double rk = r_[k];
+      if (rk == 0.0) continue;
+      const double* row = &s_.a2[k * n];
+      for (int64_t l = 0; l < K; ++l) v_[l] += rk * row[l];
+    }
+    double sum = 0.0;
+    for (int64_t l = 0; l < K; ++l) sum += v_[l] * c_[l];
+    return sum;
+  }
+
+  Spectrum& s_;
+  double N_;
+  double memo_t_ = 0;
+  double memo_[36];
+  std::vector<double> k2pow_;  // (k^2)^p, p = 0..5
+  std::vector<double> e_, r_, c_, rt_, ct_, v_;
+};
+
+// scipy.optimize.brentq on [xa, xb] with f(xa) given (kde_diffusion: f(0) = 1 exactly whenever gamma is finite).
+template <typename F>
+Status brentq(F&& f, double xa, double fa, double xb, double xtol, double rtol, int64_t maxiter, double& root) {
+  double xpre = xa, xcur = xb, fpre = fa, fcur = f(xcur);
+  double xblk = 0, fblk = 0, spre = 0, scur = 0;
+  if (!std::isfinite(fcur)) return kInvalid;
+  if (fpre == 0) { root = xpre; return kOk; }
+  if (fcur == 0) { root = xcur; return kOk; }
+  if (std::signbit(fpre) == std::signbit(fcur)) return kNoSignChange;
+  for (int64_t it = 0; it < maxiter; ++it) {
+    if (fpre != 0 && fcur != 0 && std::signbit(fpre) != std::signbit(fcur)) {
+      xblk = xpre;
+      fblk = fpre;
+      spre = scur = xcur - xpre;
+    }
+    if (std::fabs(fblk) < std::fabs(fcur)) {
+      xpre = xcur; xcur = xblk; xblk = xpre;
+      fpre = fcur; fcur = fblk; fblk = fpre;
+    }
+    const double delta = (xtol + rtol * std::fabs(xcur)) / 2;
+    const double sbis = (xblk - xcur) / 2;
+    if (fcur == 0 || std::fabs(sbis) < delta) { root = xcur; return kOk; }
+    if (std::fabs(spre) > delta && std::fabs(fcur) < std::fabs(fpre)) {
+      double stry;
+      if (xpre == xblk) {
+        stry = -fcur * (xcur - xpre) / (fcur - fpre);  // secant
+      } else {
+        const double dpre = (fpre - fcur) / (xpre - xcur);
+        const double dblk = (fblk - fcur) / (xblk - xcur);
+        stry = -fcur * (fblk * dblk - fpre * dpre) / (dblk * dpre * (fblk - fpre));  // inverse quadratic
+      }
+      if (2 * std::fabs(stry) < std::min(std::fabs(spre), 3 * std::fabs(sbis) - delta)) {
+        spre = scur;
+        scur = stry;
+      } else {
+        spre = sbis;
+        scur = sbis;
+      }
+    } else {
+      spre = sbis;
+      scur = sbis;
+    }
+    xpre = xcur;
+    fpre = fcur;
+    xcur += std::fabs(scur) > delta ? scur : (sbis > 0 ? delta : -delta);
+    fcur = f(xcur);
+    if (std::isnan(fcur)) return kInvalid;
+  }
+  root = xcur;
+  return kNotConverged;
+}
+
+struct SolveOptions {
+  double t_max, xtol, rtol;
+  int64_t maxiter;
+};
+
+// Fills times = (t*, tx1, tx2); returns the status.
+Status solve(Spectrum& s, double count, const SolveOptions& o, double* times) {
+  times[0] = times[1] = times[2] = kNaN;
+  if (!(count > 0) || !(s.amax2 > 0) || !std::isfinite(s.amax2)) return kInvalid;
+  Solver solver(s, count);
+  double ts = kNaN;
+  const Status st = brentq([&](double t) { return solver.f(t); }, 0.0, 1.0, o.t_max, o.xtol, o.rtol, o.maxiter, ts);
+  if (st != kOk) return st;
+  solver.sigma(ts);
+  const double p02 = solver.psi(0, 2), p20 = solver.psi(2, 0), p11 = solver.psi(1, 1);
+  const double root = std::sqrt(p02 * p20);
+  const double tx1 = std::pow(std::pow(p02, 0.75) / (4 * kPi * count * std::pow(p20, 0.75) * (p11 + root)), 1.0 / 3);
+  const double tx2 = std::pow(std::pow(p20, 0.75) / (4 * kPi * count * std::pow(p02, 0.75) * (p11 + root)), 1.0 / 3);
+  if (!std::isfinite(tx1) || !std::isfinite(tx2)) return kInvalid;
+  times[0] = ts;
+  times[1] = tx1;
+  times[2] = tx2;
+  return kOk;
+}
+
+void check_solve_options(const SolveOptions& o) {
+  TORCH_CHECK(o.t_max > 0 && std::isfinite(o.t_max), "t_max must be positive and finite, got ", o.t_max);
+  TORCH_CHECK(o.xtol >= 0 && o.rtol >= 0, "xtol and rtol must be >= 0, got ", o.xtol, ", ", o.rtol);
+  TORCH_CHECK(o.maxiter >= 0, "maxiter must be >= 0, got ", o.maxiter);
+}
+
+std::tuple<at::Tensor, at::Tensor> kde2d_solve_cpu(const at::Tensor& spectrum_, const at::Tensor& count_,
+                                                   double t_max, double xtol, double rtol, int64_t maxiter) {
+  TORCH_CHECK(spectrum_.dim() == 3 && spectrum_.size(1) == spectrum_.size(2) && spectrum_.size(1) >= 2,
+              "spectrum must be (B, n, n) with n >= 2, got ", spectrum_.sizes());
+  check_float_or_double(spectrum_, "spectrum");
+  const int64_t B = spectrum_.size(0), n = spectrum_.size(1);
+  TORCH_CHECK(count_.dim() == 1 && count_.size(0) == B, "count must have shape (", B, ",), got ", count_.sizes());
+  const SolveOptions opts{t_max, xtol, rtol, maxiter};
+  check_solve_options(opts);
+  auto spectrum = spectrum_.to(at::kDouble).contiguous();
+  auto count = count_.to(at::kDouble).contiguous();
+  auto times = at::empty({B, 3}, spectrum.options());
+  auto status = at::empty({B}, spectrum.options().dtype(at::kInt));
+  const double* pa = spectrum.data_ptr<double>();
+  const double* pc = count.data_ptr<double>();
+  double* pt = times.data_ptr<double>();
+  int32_t* ps = status.data_ptr<int32_t>();
+  at::parallel_for(0, B, item_grain(200.0 * n * n), [&](int64_t b0, int64_t b1) {
+    Spectrum s;
+    for (int64_t b = b0; b < b1; ++b) {
+      s.reset(n);
+      const double* a = pa + b * n * n;
+      double amax2 = 0;
+      bool finite = true;
+      for (int64_t i = 0; i < n * n; ++i) {
+        s.a[i] = a[i];
+        s.a2[i] = a[i] * a[i];
+        finite = finite && std::isfinite(a[i]);
+        amax2 = std::max(amax2, s.a2[i]);
+      }
+      s.known = n;
+      s.amax2 = finite ? amax2 : kNaN;
+      ps[b] = solve(s, pc[b], opts, pt + 3 * b);
+    }
+  });
+  return {times, status};
+}
+
+// Smoothing weights exp(-pi^2 k^2 t / 2) (no 1/2 factor) for k < n; returns the number K of leading frequencies
+// outside of which the (|a| <= 4m) tail of the smoothed spectrum is below 1e-18 m (suffix sums, no cancellation).
+int64_t smoothing_weights(double t, int64_t n, std::vector<double>& f) {
+  f.assign(n, 0.0);
+  const double c = -(kPi * kPi);
+  for (int64_t k = 0; k < n; ++k) {
+    const double kk = static_cast<double>(k);
+    f[k] = std::exp((c * (kk * kk)) * t / 2);
+  }
+  std::vector<double> tail(n + 1, 0.0);
+  for (int64_t k = n - 1; k >= 0; --k) tail[k] = tail[k + 1] + f[k];
+  for (int64_t K = 1; K < n; ++K)
+    if (4.0 * 2.0 * tail[K] * tail[0] <= 1e-18) return K;
+  return n;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
+    const at::Tensor& x_, const at::Tensor& y_, const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_,
+    const at::Tensor& count_, int64_t grid, int64_t pool, double t_max, double xtol, double rtol, int64_t maxiter) {
+  TORCH_CHECK(x_.dim() == 2, "x must be (B, N), got ", x_.sizes());
+  TORCH_CHECK(x_.scalar_type() == at::kDouble, "x must be float64, got ", x_.scalar_type());
+  const int64_t B = x_.size(0), N = x_.size(1);
+  check_points(y_, "y", B, N, at::kDouble);
+  check_points(w_, "weights", B, N, at::kDouble);
+  check_range(rx_, "range_x", B);
+  check_range(ry_, "range_y", B);
+  TORCH_CHECK(count_.dim() == 1 && count_.size(0) == B, "count must have shape (", B, ",), got ", count_.sizes());
+  TORCH_CHECK(grid >= 2, "grid must be >= 2, got ", grid);
+  TORCH_CHECK(pool >= 0 && (pool == 0 || grid % pool == 0), "pool must be 0 (full grid) or divide grid=", grid,
+              ", got ", pool);
+  const SolveOptions opts{t_max, xtol, rtol, maxiter};
+  check_solve_options(opts);
+  auto x = x_.contiguous(), y = y_.contiguous(), w = w_.contiguous();
+  auto rx = rx_.contiguous(), ry = ry_.contiguous(), count = count_.to(at::kDouble).contiguous();
+  const int64_t n = grid, side = pool == 0 ? grid : pool;
+  auto out = at::empty({B, side, side}, x.options());
+  auto times = at::empty({B, 3}, x.options());
+  auto status = at::empty({B}, x.options().dtype(at::kInt));
+  auto table = cosine_table(n);
+  const double *px = x.data_ptr<double>(), *py = y.data_ptr<double>(), *pw = w.data_ptr<double>();
+  const double *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>(), *pc = count.data_ptr<double>();
+  double *po = out.data_ptr<double>(), *pt = times.data_ptr<double>();
+  int32_t* ps = status.data_ptr<int32_t>();
+  // pooled cosine sums Q[p, k] = sum_{m in block p} cos(pi k (2m + 1) / 2n)
+  std::vector<double> Q;
+  if (pool > 0) {
+    Q.assign(pool * n, 0.0);
+    const int64_t width = n / pool;
+    for (int64_t p = 0; p < pool; ++p)
+      for (int64_t m = p * width; m < (p + 1) * width; ++m)
+        for (int64_t k = 0; k < n; ++k) Q[p * n + k] += table->by_m[m * n + k];
+  }
+  at::parallel_for(0, B, item_grain(2e6 * (n / 64.0)), [&](int64_t b0, int64_t b1) {
+    Spectrum s;
+    s.table = table.get();
+    std::vector<std::pair<int64_t, double>> cells;
+    std::vector<double> fx, fy, Z;
+    for (int64_t b = b0; b < b1; ++b) {
+      double* ob = po + b * side * side;
+      s.reset(n);
+      // occupied bins and their mass / N
+      cells.clear();
+      for (int64_t i = 0; i < N; ++i) {
+        const int64_t bx = hard_bin(px[b * N + i], prx[2 * b], prx[2 * b + 1], n);
+        const int64_t by = hard_bin(py[b * N + i], pry[2 * b], pry[2 * b + 1], n);
+        if (bx >= 0 && by >= 0 && pw[b * N + i] != 0.0) cells.emplace_back(bx * n + by, pw[b * N + i]);
+      }
+      std::sort(cells.begin(), cells.end(),
+                [](const auto& l, const auto& r) { return l.first < r.first; });
+      s.bin_x.clear();
+      s.bin_y.clear();
+      s.mass.clear();
+      double total = 0;
+      for (size_t i = 0; i < cells.size(); ++i) {
+        if (i == 0 || cells[i].first != cells[i - 1].first) {
+          s.bin_x.push_back(cells[i].first / n);
+          s.bin_y.push_back(cells[i].first % n);
+          s.mass.push_back(0.0);
+        }
+        s.mass.back() += cells[i].second;
+      }
+      for (auto& m : s.mass) {
+        m /= pc[b];
+        total += std::fabs(m);
+      }
+      s.amax2 = 16.0 * total * total;
+      const Status st = solve(s, pc[b], opts, pt + 3 * b);
+      ps[b] = st;
+      if (st != kOk) {
+        std::fill(ob, ob + side * side, kNaN);
+        continue;
+      }
+      // rows (x) smoothed with tx2, columns (y) with tx1 (kde_diffusion's naming; see its code comment)
+      const int64_t Kx = smoothing_weights(pt[3 * b + 2], n, fx);
+      const int64_t Ky = smoothing_weights(pt[3 * b + 1], n, fy);
+      const int64_t K = std::max(Kx, Ky);
+      s.ensure(K);
+      // Z[k, :] = sum_l a[k, l] fy_l C[l, :] over the output columns (pooled blocks or grid points)
+      const double* colC = pool > 0 ? Q.data() : table->by_k.data();  // [p or m][k] for pooled, [l][m] for grid
+      Z.assign(K * side, 0.0);
+      for (int64_t k = 0; k < K; ++k) {
+        double* zk = &Z[k * side];
+        for (int64_t l = 0; l < K; ++l) {
+          const double v = s.a[k * n + l] * fx[k] * fy[l];
+          if (pool > 0) {
+            for (int64_t q = 0; q < side; ++q) zk[q] += v * colC[q * n + l];
+          } else {
+            const double* cl = colC + l * n;
+            for (int64_t m = 0; m < side; ++m) zk[m] += v * cl[m];
+          }
+        }
+      }
+      std::fill(ob, ob + side * side, 0.0);
+      for (int64_t p = 0; p < side; ++p) {
+        const double* rowC = pool > 0 ? &Q[p * n] : &table->by_m[p * n];  // C[k, p] over k
+        double* op = ob + p * side;
+        for (int64_t k = 0; k < K; ++k) {
+          const double c = rowC[k];
+          const double* zk = &Z[k * side];
+          for (int64_t q = 0; q < side; ++q) op[q] += c * zk[q];
+        }
+      }
+      if (pool > 0) {
+        double sum = 0;
+        for (int64_t i = 0; i < side * side; ++i) sum += ob[i];
+        const double inv = sum != 0 ? 1.0 / sum : 1.0;
+        for (int64_t i = 0; i < side * side; ++i) ob[i] *= inv;
+      } else {
+        const double scale = 1.0 / ((prx[2 * b + 1] - prx[2 * b]) * (pry[2 * b + 1] - pry[2 * b]));
+        for (int64_t i = 0; i < side * side; ++i) ob[i] *= scale;
+      }
+    }
+  });
+  return {out, times, status};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(kdekit, CPU, m) {
+  m.impl("kde2d_solve", &kde2d_solve_cpu);
+  m.impl("kde2d_points", &kde2d_points_cpu);
+}
+
+}  // namespace kdekit

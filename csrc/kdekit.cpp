@@ -1,0 +1,44 @@
+// All kdekit operator schemas (namespace `kdekit`). CPU kernels live in csrc/cpu/*.cpp (TORCH_LIBRARY_IMPL);
+// fake (meta) kernels and autograd formulas are registered from Python in kdekit/_ext.py.
+//
+// Conventions shared by the ops:
+//   points x, y, weights: (B, N) contiguous, one floating dtype; ranges: (B, 2) float64 [lo, hi] per item;
+//   histograms/spectra: (B, bins, bins) indexed [x_bin, y_bin]; every item is independent (one thread per item, so
+//   results do not depend on the number of threads).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import kdekit._C` only has to load the library (which runs the registrations below); no Python functions.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+}
+
+TORCH_LIBRARY(kdekit, m) {
+  // H[b, i, j] = sum_n w[b, n] A_x[b, n, i] A_y[b, n, j],  A[i] = sigmoid(s (x - e_i)) - sigmoid(s (x - e_{i+1}))
+  m.def("soft_histogram2d(Tensor x, Tensor y, Tensor weights, Tensor range_x, Tensor range_y, int bins, "
+        "float sharpness) -> Tensor");
+  m.def("soft_histogram2d_backward(Tensor grad, Tensor x, Tensor y, Tensor weights, Tensor range_x, "
+        "Tensor range_y, int bins, float sharpness) -> (Tensor, Tensor, Tensor)");
+  // numpy.histogram2d binning (float64 linspace edges, last bin closed, outside/NaN dropped), summed weights.
+  m.def("hard_histogram2d(Tensor x, Tensor y, Tensor weights, Tensor range_x, Tensor range_y, int bins) -> Tensor");
+  // d/d weights of hard_histogram2d: grad[b, bin_x, bin_y] per point (0 for dropped points).
+  m.def("hard_histogram2d_backward(Tensor grad, Tensor x, Tensor y, Tensor range_x, Tensor range_y, int bins) "
+        "-> Tensor");
+  // kde_diffusion.kde2d fixed point on a halved DCT spectrum a (B, n, n): times (B, 3) float64 = (t*, tx1, tx2),
+  // status (B,) int32 (0 ok, 1 no sign change on [0, t_max], 2 not converged in maxiter, 3 no mass / not finite).
+  m.def("kde2d_solve(Tensor spectrum, Tensor count, float t_max, float xtol, float rtol, int maxiter) "
+        "-> (Tensor, Tensor)");
+  // Hard histogram + DCT + solve + smoothing + inverse DCT (+ pooling) for float64 points, fused: returns the
+  // density (B, grid, grid) when pool == 0, else the (B, pool, pool) block sums divided by their total.
+  m.def("kde2d_points(Tensor x, Tensor y, Tensor weights, Tensor range_x, Tensor range_y, Tensor count, int grid, "
+        "int pool, float t_max, float xtol, float rtol, int maxiter) -> (Tensor, Tensor, Tensor)");
+  // Concordance correlation coefficient over the last dim of (B, N): population (ddof 0) or unbiased moments.
+  m.def("ccc(Tensor x, Tensor y, bool unbiased) -> Tensor");
+  m.def("ccc_backward(Tensor grad, Tensor x, Tensor y, bool unbiased) -> (Tensor, Tensor)");
+  // kind: "kl" = sum p log(p/q), "jsd" = (kl(p, m) + kl(q, m)) / 2, over the last dim of (B, K); 0 log 0 = 0.
+  m.def("divergence(Tensor p, Tensor q, str kind) -> Tensor");
+  m.def("divergence_backward(Tensor grad, Tensor p, Tensor q, str kind) -> (Tensor, Tensor)");
+}

@@ -1,0 +1,126 @@
+"""Loads the compiled kernels ``kdekit._C`` (when built) and registers, for every op of ``csrc/kdekit.cpp``, a fake
+kernel (shapes/dtypes for FakeTensor, ``torch.compile`` and ``opcheck``) and, for the differentiable ones, the autograd
+formula (the op's ``*_backward`` op). The ops are then called as ``torch.ops.kdekit.<name>``.
+
+``LOADED`` tells whether the library is available; ``LOAD_ERROR`` says why not. ``kde2d_solve`` and ``kde2d_points``
+have no autograd formula (root solve / label generation): call them on detached inputs.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+LOAD_ERROR: Optional[str] = None
+try:
+    from . import _C  # noqa: F401  (loading the library registers the ops)
+
+    LOADED = True
+except ImportError as exc:  # pure-Python install, or built against another torch
+    LOADED = False
+    LOAD_ERROR = f"kdekit._C not importable: {exc}"
+
+
+def has_kernel(op: str, dispatch_key: str) -> bool:
+    """Whether ``kdekit::<op>`` has a kernel for ``dispatch_key`` (``"CPU"``, ``"CUDA"``)."""
+    return LOADED and torch._C._dispatch_has_kernel_for_dispatch_key(f"kdekit::{op}", dispatch_key)
+
+
+def _register() -> None:
+    reg = torch.library.register_fake
+
+    @reg("kdekit::soft_histogram2d")
+    def _(x, y, weights, range_x, range_y, bins, sharpness):
+        return x.new_empty((x.shape[0], bins, bins))
+
+    @reg("kdekit::soft_histogram2d_backward")
+    def _(grad, x, y, weights, range_x, range_y, bins, sharpness):
+        return torch.empty_like(x), torch.empty_like(y), torch.empty_like(weights)
+
+    @reg("kdekit::hard_histogram2d")
+    def _(x, y, weights, range_x, range_y, bins):
+        return x.new_empty((x.shape[0], bins, bins))
+
+    @reg("kdekit::hard_histogram2d_backward")
+    def _(grad, x, y, range_x, range_y, bins):
+        return torch.empty_like(x)
+
+    @reg("kdekit::kde2d_solve")
+    def _(spectrum, count, t_max, xtol, rtol, maxiter):
+        b = spectrum.shape[0]
+        return spectrum.new_empty((b, 3), dtype=torch.float64), spectrum.new_empty((b,), dtype=torch.int32)
+
+    @reg("kdekit::kde2d_points")
+    def _(x, y, weights, range_x, range_y, count, grid, pool, t_max, xtol, rtol, maxiter):
+        b, side = x.shape[0], grid if pool == 0 else pool
+        return (x.new_empty((b, side, side)), x.new_empty((b, 3), dtype=torch.float64),
+                x.new_empty((b,), dtype=torch.int32))
+
+    @reg("kdekit::ccc")
+    def _(x, y, unbiased):
+        return x.new_empty((x.shape[0],))
+
+    @reg("kdekit::ccc_backward")
+    def _(grad, x, y, unbiased):
+        return torch.empty_like(x), torch.empty_like(y)
+
+    @reg("kdekit::divergence")
+    def _(p, q, kind):
+        return p.new_empty((p.shape[0],))
+
+    @reg("kdekit::divergence_backward")
+    def _(grad, p, q, kind):
+        return torch.empty_like(p), torch.empty_like(q)
+
+    ops = torch.ops.kdekit
+
+    def soft_setup(ctx, inputs, output):
+        x, y, weights, range_x, range_y, bins, sharpness = inputs
+        ctx.save_for_backward(x, y, weights, range_x, range_y)
+        ctx.bins, ctx.sharpness = bins, sharpness
+
+    def soft_backward(ctx, grad):
+        x, y, weights, range_x, range_y = ctx.saved_tensors
+        gx, gy, gw = ops.soft_histogram2d_backward(grad, x, y, weights, range_x, range_y, ctx.bins, ctx.sharpness)
+        return gx, gy, gw, None, None, None, None
+
+    torch.library.register_autograd("kdekit::soft_histogram2d", soft_backward, setup_context=soft_setup)
+
+    def hard_setup(ctx, inputs, output):
+        x, y, weights, range_x, range_y, bins = inputs
+        ctx.save_for_backward(x, y, range_x, range_y)
+        ctx.bins = bins
+
+    def hard_backward(ctx, grad):
+        x, y, range_x, range_y = ctx.saved_tensors
+        return None, None, ops.hard_histogram2d_backward(grad, x, y, range_x, range_y, ctx.bins), None, None, None
+
+    torch.library.register_autograd("kdekit::hard_histogram2d", hard_backward, setup_context=hard_setup)
+
+    def ccc_setup(ctx, inputs, output):
+        x, y, unbiased = inputs
+        ctx.save_for_backward(x, y)
+        ctx.unbiased = unbiased
+
+    def ccc_backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        gx, gy = ops.ccc_backward(grad, x, y, ctx.unbiased)
+        return gx, gy, None
+
+    torch.library.register_autograd("kdekit::ccc", ccc_backward, setup_context=ccc_setup)
+
+    def div_setup(ctx, inputs, output):
+        p, q, kind = inputs
+        ctx.save_for_backward(p, q)
+        ctx.kind = kind
+
+    def div_backward(ctx, grad):
+        p, q = ctx.saved_tensors
+        gp, gq = ops.divergence_backward(grad, p, q, ctx.kind)
+        return gp, gq, None
+
+    torch.library.register_autograd("kdekit::divergence", div_backward, setup_context=div_setup)
+
+
+if LOADED:
+    _register()

@@ -1,0 +1,167 @@
+"""Distribution labels from annotator ratings (the seed's KDE labels) and the differentiable training path.
+
+* :func:`pseudo_observations`: the seed's upsampling (jtavernor/SER-Datasets ``get_random_observations_fast``),
+  batched: each of ``n`` pseudo-observations is the mean of a uniformly random non-empty subset of the item's
+  annotators (subset size uniform in ``1..M``, then a uniformly random subset of that size; the same subset for both
+  dimensions) plus independent noise ``U(-h, h)``, ``h = 0.5 sd + 1e-12`` per dimension, ``sd`` = unbiased std of the
+  item's ratings (0 for a single annotator, where the seed would produce NaN), clamped to ``[-1, 1]``.
+* :func:`labels_from_ratings`: pseudo-observations -> hard-histogram diffusion KDE on a ``grid x grid`` grid
+  (default 512) on ``[-1, 1]^2`` in float64 -> ``k x k`` block sums / total (:func:`~kdekit.ops.pooling.pool_density`).
+* :func:`points_to_distribution`: points -> soft histogram (sharpness 8) -> diffusion KDE (grid 64) -> ``k x k``
+  table, differentiable in the points (the DiffKDE training path; upsample with :func:`pseudo_observations` first
+  to reproduce the seed exactly).
+
+Rows of a table are the first coordinate (activation), columns the second (valence), low to high.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+
+from .ops._utils import check_float_tensor
+from .ops.diffusion_kde import diffusion_kde2d
+from .ops.pooling import pool_density
+
+__all__ = ["DistributionLabels", "pseudo_observations", "labels_from_ratings", "points_to_distribution"]
+
+UNIT_SQUARE = ((-1.0, 1.0), (-1.0, 1.0))
+NOISE_EPS = 1e-12
+# float64 coefficients per KDE chunk in labels_from_ratings (bounds memory at grid 512: 128 items)
+_LABEL_CHUNK_BYTES = 256 * 2**20
+
+
+class DistributionLabels(NamedTuple):
+    """``U`` items: ``probs`` (U, k, k) (rows = activation, columns = valence; each table sums to 1)."""
+
+    probs: torch.Tensor
+    status: torch.Tensor  #: (U,) int64 KDEStatus of each item's KDE
+    converged: torch.Tensor  #: (U,) bool, status == BRENTQ
+    bandwidth: torch.Tensor  #: (U, 2) kernel sd along activation and valence
+
+
+def _check_ratings(ratings: torch.Tensor) -> torch.Tensor:
+    check_float_tensor("ratings", ratings, ndim=3)
+    if ratings.shape[-1] != 2:
+        raise ValueError(f"ratings must be (U, A, 2) (activation, valence), got shape {tuple(ratings.shape)}")
+    if ratings.shape[0] == 0 or ratings.shape[1] == 0:
+        raise ValueError(f"ratings is empty (shape {tuple(ratings.shape)}); need U >= 1 items and A >= 1 annotators")
+    return ratings
+
+
+def pseudo_observations(
+    ratings: torch.Tensor, n: int = 200, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """The seed's pseudo-observations: ``(U, A, 2)`` ratings (NaN = missing annotator) -> ``(U, n, 2)``.
+
+    An annotator counts when both of its ratings are finite. Items without any annotator give NaN observations.
+    Differentiable w.r.t. the ratings (subset means and the noise scale). Random draws come from ``generator``
+    (on the ratings' device); the same generator state gives the same observations.
+    """
+    _check_ratings(ratings)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    U, A, _ = ratings.shape
+    dev = ratings.device
+    dtype = ratings.dtype
+    valid = torch.isfinite(ratings).all(-1)  # (U, A)
+    M = valid.sum(1)  # (U,)
+    r = torch.where(valid[..., None], ratings, torch.zeros((), dtype=dtype, device=dev))
+    # subset size uniform in 1..M, then the size smallest of random keys among valid annotators
+    size = 1 + (torch.rand(U, n, generator=generator, device=dev) * M.clamp(min=1)[:, None]).floor().long()
+    size = torch.minimum(size, M.clamp(min=1)[:, None])
+    keys = torch.rand(U, n, A, generator=generator, device=dev)
+    keys = torch.where(valid[:, None, :], keys, torch.full_like(keys, 2.0))
+    rank = keys.argsort(-1).argsort(-1)
+    chosen = (rank < size[..., None]).to(dtype)  # (U, n, A)
+    means = torch.einsum("una,uad->und", chosen, r) / size[..., None].to(dtype)
+    mean_all = r.sum(1) / M.clamp(min=1)[:, None].to(dtype)
+    var = ((r - mean_all[:, None]) ** 2 * valid[..., None]).sum(1) / (M - 1).clamp(min=1)[:, None].to(dtype)
+    half_width = 0.5 * torch.sqrt(var) + NOISE_EPS  # (U, 2)
+    u = torch.rand(U, n, 2, generator=generator, device=dev).to(dtype)
+    obs = (means + (2 * u - 1) * half_width[:, None, :]).clamp(-1, 1)
+    return torch.where((M > 0)[:, None, None], obs, torch.full_like(obs, float("nan")))
+
+
+def _check_k(k: int, grid: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2 or grid & (grid - 1):
+        raise ValueError(f"grid must be a power of two >= 2, got {grid!r}")
+    if grid % k:
+        raise ValueError(f"k={k} must divide grid={grid}")
+
+
+def labels_from_ratings(
+    ratings: torch.Tensor,
+    *,
+    k: int = 4,
+    grid: int = 512,
+    n_observations: int = 200,
+    generator: Optional[torch.Generator] = None,
+    clip_negative: bool = False,
+) -> DistributionLabels:
+    """``k x k`` distribution labels from ``(U, A, 2)`` ratings in [-1, 1] (NaN-padded annotators).
+
+    pseudo-observations (float64) -> hard-histogram diffusion KDE on ``grid x grid`` over ``[-1, 1]^2`` -> block sums
+    / total. All items at once (in memory-bounded chunks). Items without annotators get a uniform table and status
+    NO_POINTS; items where kde_diffusion would fail get the fallback bandwidth and their status (never an error).
+    ``clip_negative`` as in :func:`~kdekit.ops.diffusion_kde.diffusion_kde2d` (the seed clipped; kde_diffusion
+    does not); probs are float64.
+    """
+    _check_ratings(ratings)
+    _check_k(k, grid)
+    obs = pseudo_observations(ratings.detach().to(torch.float64), n_observations, generator)
+    valid = torch.isfinite(obs).all(-1)
+    chunk = max(1, _LABEL_CHUNK_BYTES // (8 * grid * grid))
+    parts = []
+    for s in range(0, obs.shape[0], chunk):
+        res = diffusion_kde2d(
+            obs[s : s + chunk, :, 0],
+            obs[s : s + chunk, :, 1],
+            grid_size=grid,
+            limits=UNIT_SQUARE,
+            mask=valid[s : s + chunk],
+            clip_negative=clip_negative,
+            implicit_grad=False,
+            pool=None if clip_negative else k,
+        )
+        probs = pool_density(res.density, k) if clip_negative else res.density
+        parts.append((probs, res.status, res.converged, res.bandwidth))
+    probs, status, converged, bandwidth = (torch.cat(p) for p in zip(*parts))
+    return DistributionLabels(probs, status, converged, bandwidth)
+
+
+def points_to_distribution(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    k: int = 4,
+    grid: int = 64,
+    sharpness: float = 8.0,
+    limits=UNIT_SQUARE,
+    mask: Optional[torch.Tensor] = None,
+    lengths: Optional[torch.Tensor] = None,
+    implicit_grad: bool = True,
+    clip_negative: bool = False,
+) -> DistributionLabels:
+    """Differentiable ``k x k`` tables from points ``x, y`` (B, N): soft histogram -> diffusion KDE -> pooled.
+
+    Gradients reach ``x, y`` through the soft histogram and (``implicit_grad``) the bandwidth. probs has the
+    points' dtype (float16/bfloat16 computed in float32).
+    """
+    _check_k(k, grid)
+    res = diffusion_kde2d(
+        x,
+        y,
+        grid_size=grid,
+        limits=limits,
+        mask=mask,
+        lengths=lengths,
+        histogram="soft",
+        sharpness=sharpness,
+        clip_negative=clip_negative,
+        implicit_grad=implicit_grad,
+    )
+    return DistributionLabels(pool_density(res.density, k), res.status, res.converged, res.bandwidth)
+

@@ -1,0 +1,219 @@
+"""Evaluation of the individual-annotator models as in the paper (Tavernor et al., IS 2024, section 3.4).
+
+Every number is computed with kdekit's metric functions (``kdekit.tvd``, ``kdekit.jsd`` (natural log),
+``kdekit.CCCMoments``), accumulated over batches and reduced over ranks, so a reported metric equals kdekit's on the
+concatenated tensors and does not depend on the batching or on the number of processes.
+
+- **Distributions:** the baseline's ``softmax`` over its ``k * k`` logits; for annotator models the k x k pooling of
+  a diffusion KDE over pseudo-observations of the per-annotator predictions (:func:`sermodels.losses.
+  predicted_distribution`), with a *soft* histogram (the DiffKDE of training, grid 64, sharpness 8, float64) or a
+  *hard* histogram (grid 512, float64, as the labels), from the utterance's *own* annotators or from *all* trained
+  annotators (the only option zero-shot). Coarser tables (2 x 2 from 4 x 4) are block sums, which equals pooling the
+  same density to the coarser grid.
+- **TVD, JSD** per utterance between the predicted and the target table, averaged over utterances.
+- **Consensus CCC** (activation, valence): the marginal expectation of the predicted table, ``sum_i p_i * pos_i``
+  along each axis, against the mean of the utterance's scaled individual ratings. ``pos`` is set by
+  ``bin_positions``: ``"centres"`` (default: the true bin centres, ``+-0.25, +-0.75`` for k = 4, ``+-0.5`` for
+  k = 2), ``"linspace"`` (the authors' code: ``linspace(-1, 1, k)``, i.e. ``-1, -1/3, 1/3, 1``) or ``"paper"``
+  (the paper's text: ``-1, -0.5, 0.5, 1`` for k = 4, ``-1, 1`` for k = 2).
+- **Annotator-level CCC** (annotator models, own annotators): one CCC per dimension over every (utterance,
+  annotator) pair.
+- CCC uses ``unbiased=True`` (ddof 1, the authors' code and torchmetrics) unless configured otherwise.
+- **Seeds:** :func:`summarize_seeds` gives mean +- std (``ddof=1``) over seeds and a paired two-sided t-test
+  (``scipy.stats.ttest_rel``, seeds paired by position) against the baseline; :func:`format_table1` and
+  :func:`format_table2` print the layout of the paper's Tables 1 and 2 (``*`` = significant improvement, ``+`` =
+  significant decline at ``alpha``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from scipy import stats
+
+import kdekit
+
+from .train.distributed import DistInfo, all_reduce_sums
+
+BIN_POSITIONS = ("centres", "linspace", "paper")
+LOWER_IS_BETTER = ("tvd", "jsd", "loss")
+
+
+def bin_positions(k: int, convention: str = "centres", dtype=torch.float64, device=None) -> torch.Tensor:
+    """Positions ``(k,)`` in ``[-1, 1]`` given to the k bins of each axis when taking expectations (module doc)."""
+    if convention not in BIN_POSITIONS:
+        raise ValueError(f"bin_positions must be one of {BIN_POSITIONS}, got {convention!r}")
+    if k < 2:
+        raise ValueError(f"k must be >= 2, got {k}")
+    if convention == "centres":
+        pos = -1.0 + (2.0 * torch.arange(k, dtype=torch.float64) + 1.0) / k
+    elif convention == "linspace":
+        pos = torch.linspace(-1.0, 1.0, k, dtype=torch.float64)
+    else:
+        table = {2: [-1.0, 1.0], 4: [-1.0, -0.5, 0.5, 1.0]}
+        if k not in table:
+            raise ValueError(f"bin_positions='paper' is defined for k = 2 and 4 only, got k={k}")
+        pos = torch.tensor(table[k], dtype=torch.float64)
+    return pos.to(dtype=dtype, device=device)
+
+
+def expected_values(dist: torch.Tensor, convention: str = "centres") -> torch.Tensor:
+    """``(B, k, k)`` tables (rows = activation) -> ``(B, 2)`` marginal expectations ``[activation, valence]``."""
+    if dist.dim() != 3 or dist.shape[1] != dist.shape[2]:
+        raise ValueError(f"dist must have shape (B, k, k), got {tuple(dist.shape)}")
+    pos = bin_positions(dist.shape[1], convention, dtype=dist.dtype, device=dist.device)
+    return torch.stack([dist.sum(-1) @ pos, dist.sum(-2) @ pos], dim=-1)
+
+
+def coarsen(dist: torch.Tensor, k: int) -> torch.Tensor:
+    """``(B, K, K)`` -> ``(B, k, k)`` block sums; ``k`` must divide ``K``."""
+    K = dist.shape[-1]
+    if K % k:
+        raise ValueError(f"cannot coarsen a {K}x{K} table to {k}x{k}: {k} does not divide {K}")
+    return dist.reshape(*dist.shape[:-2], k, K // k, k, K // k).sum(dim=(-3, -1))
+
+
+class DistributionMetrics:
+    """Streaming TVD/JSD/consensus-CCC of predicted vs target tables at one or more table sizes ``ks``."""
+
+    def __init__(self, ks: Sequence[int] = (4,), convention: str = "centres", unbiased: bool = True):
+        self.ks, self.convention, self.unbiased = tuple(ks), convention, unbiased
+        self.sums: Dict[str, float] = {}
+        self.cccs = {k: kdekit.CCCMoments(dim=0) for k in self.ks}
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, consensus: torch.Tensor) -> None:
+        """``pred``, ``target`` ``(B, K, K)`` probabilities; ``consensus`` ``(B, 2)`` mean ratings."""
+        pred, target, consensus = pred.double(), target.double(), consensus.double()
+        for k in self.ks:
+            p, q = coarsen(pred, k), coarsen(target, k)
+            self._add(f"k{k}_tvd", kdekit.tvd(p, q, dim=(-2, -1)).sum())
+            self._add(f"k{k}_jsd", kdekit.jsd(p, q, dim=(-2, -1)).sum())
+            self.cccs[k].update(expected_values(p, self.convention), consensus)
+        self._add("n", torch.tensor(float(pred.shape[0])))
+
+    def _add(self, key: str, value: torch.Tensor) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + float(value)
+
+    def compute(self, info: Optional[DistInfo] = None) -> Dict[str, float]:
+        info = info or DistInfo()
+        sums = all_reduce_sums(self.sums, info)
+        n = sums.pop("n")
+        out = {key: v / n for key, v in sums.items()}
+        for k, acc in self.cccs.items():
+            c = acc.all_reduce().compute(unbiased=self.unbiased)
+            out[f"k{k}_ccc_activation"], out[f"k{k}_ccc_valence"] = float(c[0]), float(c[1])
+        return out
+
+
+class AnnotatorMetrics:
+    """Streaming annotator-level CCC over every valid (utterance, annotator) pair, per dimension."""
+
+    def __init__(self, unbiased: bool = True):
+        self.unbiased = unbiased
+        self.acc = kdekit.CCCMoments(dim=0)
+
+    def update(self, pred: torch.Tensor, ratings: torch.Tensor) -> None:
+        """``pred``, ``ratings`` ``(B, M, 2)`` with NaN where there is no rating."""
+        mask = ~(torch.isnan(ratings) | torch.isnan(pred))
+        self.acc.update(pred.reshape(-1, 2).double(), ratings.reshape(-1, 2).double(), mask=mask.reshape(-1, 2))
+
+    def compute(self, info: Optional[DistInfo] = None) -> Dict[str, float]:
+        c = self.acc.all_reduce().compute(unbiased=self.unbiased)
+        return {"annotator_ccc_activation": float(c[0]), "annotator_ccc_valence": float(c[1])}
+
+
+# -- seeds, significance, tables --------------------------------------------------------------------------------
+
+
+@dataclass
+class SeedSummary:
+    mean: float
+    std: float
+    n: int
+    p_value: float = math.nan
+    mark: str = ""  # "*" significant improvement over the baseline, "+" significant decline
+
+
+def _lower_is_better(metric: str) -> bool:
+    return any(metric.endswith(s) for s in LOWER_IS_BETTER)
+
+
+def summarize_seeds(results: Mapping[str, Sequence[Mapping[str, float]]], baseline: Optional[str] = "baseline",
+                    alpha: float = 0.05) -> Dict[str, Dict[str, SeedSummary]]:
+    """Per model and metric: mean, std (ddof 1) over seeds and a paired two-sided t-test against ``baseline``.
+
+    ``results[model]`` is a list of per-seed metric dicts in seed order (the baseline's list in the same order).
+    """
+    out: Dict[str, Dict[str, SeedSummary]] = {}
+    base = results.get(baseline) if baseline else None
+    for model, runs in results.items():
+        out[model] = {}
+        keys = [k for k in runs[0] if isinstance(runs[0][k], (int, float))] if runs else []
+        for key in keys:
+            vals = np.array([r[key] for r in runs], dtype=float)
+            s = SeedSummary(mean=float(np.mean(vals)), std=float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
+                            n=len(vals))
+            if base is not None and model != baseline and key in base[0] and len(base) == len(vals) > 1:
+                b = np.array([r[key] for r in base], dtype=float)
+                if np.all(np.isfinite(vals)) and np.all(np.isfinite(b)) and np.any(vals != b):
+                    s.p_value = float(stats.ttest_rel(vals, b).pvalue)
+                    if s.p_value < alpha:
+                        better = (s.mean < float(np.mean(b))) == _lower_is_better(key)
+                        s.mark = "*" if better else "+"
+            out[model][key] = s
+    return out
+
+
+def _cell(s: Optional[SeedSummary]) -> str:
+    if s is None or not math.isfinite(s.mean):
+        return "n/a"
+    std = f"{s.std:.3f}" if math.isfinite(s.std) else "-"
+    return f"{s.mean:.3f}+-{std}{s.mark}"
+
+
+def format_table1(summary: Mapping[str, Mapping[str, SeedSummary]], variant: Mapping[str, str],
+                  k: int = 4, title: str = "") -> str:
+    """Paper Table 1 layout: rows = models; TVD, JSD, activation/valence consensus CCC (+ annotator-level CCC).
+
+    ``variant[model]`` is the metric-key prefix to report for that model (e.g. ``"soft_own"`` or ``"model"``).
+    """
+    cols = [("TVD", "tvd", "v"), ("JSD", "jsd", "v"), ("Act. CCC", "ccc_activation", "v"),
+            ("Val. CCC", "ccc_valence", "v"), ("Ann. Act. CCC", "annotator_ccc_activation", "a"),
+            ("Ann. Val. CCC", "annotator_ccc_valence", "a")]
+    header = ["Model"] + [c[0] + ("↓" if c[1] in ("tvd", "jsd") else "↑") for c in cols]
+    rows = []
+    for model, metrics in summary.items():
+        row = [model]
+        for _, key, kind in cols:
+            full = key if kind == "a" else f"{variant[model]}_k{k}_{key}"
+            row.append(_cell(metrics.get(full)))
+        rows.append(row)
+    return _render(header, rows, title, "* significant improvement vs the baseline, + significant decline "
+                                        "(paired two-sided t-test over seeds, alpha 0.05); n/a = not defined")
+
+
+def format_table2(summaries: Mapping[str, Mapping[str, Mapping[str, SeedSummary]]],
+                  variant: Mapping[str, str], k: int = 4, title: str = "") -> str:
+    """Paper Table 2 layout: for each metric, one row per test corpus; columns = models.
+
+    ``summaries[corpus]`` is :func:`summarize_seeds` of that corpus' zero-shot results.
+    """
+    models = list(next(iter(summaries.values())).keys()) if summaries else []
+    header = ["Metric", "Dataset"] + models
+    rows = []
+    for label, key in (("TVD↓", "tvd"), ("JSD↓", "jsd"), ("Act. CCC↑", "ccc_activation"),
+                       ("Val. CCC↑", "ccc_valence")):
+        for i, (corpus, summary) in enumerate(summaries.items()):
+            rows.append([label if i == 0 else "", corpus]
+                        + [_cell(summary[m].get(f"{variant[m]}_k{k}_{key}")) for m in models])
+    return _render(header, rows, title, "* / + as in Table 1; all trained annotators' heads are used zero-shot")
+
+
+def _render(header: List[str], rows: List[List[str]], title: str, note: str) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    out = ([title] if title else []) + [line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
+    return "\n".join(out + [note])

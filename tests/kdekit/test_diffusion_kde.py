@@ -1,0 +1,446 @@
+"""diffusion_kde1d/2d against kde_diffusion 1.0.5 (live), gradients, dtypes, batching and degenerate items."""
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+import kde_diffusion
+from kdekit.labels import pseudo_observations
+from kdekit.ops.diffusion_kde import (
+    KDEStatus,
+    brentq_batched,
+    diffusion_kde1d,
+    diffusion_kde1d_binned,
+    diffusion_kde2d,
+    diffusion_kde2d_binned,
+)
+from kdekit.ops.pooling import pool_density
+
+UNIT = ((-1.0, 1.0), (-1.0, 1.0))
+FALLBACK = {KDEStatus.SMALLEST_ROOT, KDEStatus.MIN_ABS_F, KDEStatus.SINGLE_LOCATION}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """2 shared cores: intra-op threads only add contention for these small batched ops."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# ------------------------------------------------------------------------------------------------ point families
+
+
+def family(name: str, count: int, seed: int):
+    """``count`` point sets (list of (x, y) float64 arrays) of one family; N varies over 5, 8, 20, 50."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for i in range(count):
+        n = (5, 8, 20, 50)[i % 4]
+        if name == "uniform":
+            xy = rng.uniform(-1, 1, (2, n))
+        elif name == "cluster":
+            centre = rng.uniform(-0.6, 0.6, (2, 1))
+            xy = np.clip(rng.normal(centre, rng.uniform(0.05, 0.3), (2, n)), -1, 1)
+        elif name == "likert":
+            xy = rng.choice([-1, -0.5, 0, 0.5, 1], size=(2, n), p=[0.1, 0.2, 0.4, 0.2, 0.1])
+        elif name == "seedobs":
+            annot = (8, 20)[i % 2]
+            ratings = rng.choice([-1, -0.5, 0, 0.5, 1], size=(1, annot, 2), p=[0.1, 0.2, 0.4, 0.2, 0.1])
+            gen = torch.Generator().manual_seed(seed * 1000 + i)
+            obs = pseudo_observations(torch.tensor(ratings), 200, gen)[0].numpy()
+            xy = obs.T
+        sets.append((np.ascontiguousarray(xy[0]), np.ascontiguousarray(xy[1])))
+    return sets
+
+
+def padded(sets):
+    """(B, Nmax) float64 x, y and lengths from a list of sets."""
+    nmax = max(len(x) for x, _ in sets)
+    X = torch.zeros(len(sets), nmax, dtype=torch.float64)
+    Y = torch.zeros(len(sets), nmax, dtype=torch.float64)
+    L = torch.tensor([len(x) for x, _ in sets])
+    for b, (x, y) in enumerate(sets):
+        X[b, : len(x)] = torch.from_numpy(x)
+        Y[b, : len(y)] = torch.from_numpy(y)
+    return X, Y, L
+
+
+def reference2d(x, y, n, limits):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return kde_diffusion.kde2d(x, y, n=n, limits=limits)
+    except ValueError:
+        return None
+
+
+def reference1d(x, n, limits):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return kde_diffusion.kde1d(x, n=n, limits=limits)
+    except ValueError:
+        return None
+
+
+def rel(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-300))
+
+
+# ------------------------------------------------------------------------------------------------ live comparison
+
+def sign_changes_2d(sets, n, limits_per_set):
+    """Number of sign changes of kde_diffusion's f on a 100-point log grid over (1e-6, 0.1] per set."""
+    from kdekit.ops.dct import dct2
+    from kdekit.ops.diffusion_kde import _Psi2d
+    from kdekit.ops.hard_histogram import hard_histogram2d
+
+    X, Y, L = padded(sets)
+    lim = torch.tensor([[[lo, hi] for lo, hi in lims] for lims in limits_per_set], dtype=torch.float64)
+    mask = torch.arange(X.shape[1])[None, :] < L[:, None]
+    a = dct2(hard_histogram2d(X, Y, n, lim, mask=mask) / L[:, None, None].double())
+    a[:, 0, :] /= 2
+    a[:, :, 0] /= 2
+    grid = torch.logspace(-6, -1, 100, dtype=torch.float64)
+    f = _Psi2d(a**2, L.double()).f(grid.expand(len(sets), -1), torch.arange(len(sets)))
+    return (torch.signbit(f[:, 1:]) != torch.signbit(f[:, :-1])).sum(1)
+
+
+# (family, grid, sets): limits alternate per set between ((-1, 1), (-1, 1)) and kde_diffusion's default
+CASES_2D = [(fam, 64, 200) for fam in ("uniform", "cluster", "likert", "seedobs")]
+CASES_2D += [(fam, 512, 50) for fam in ("uniform", "cluster", "likert", "seedobs")]
+
+
+@pytest.mark.parametrize("fam,n,count", CASES_2D)
+def test_kde2d_matches_kde_diffusion(fam, n, count):
+    """Where kde_diffusion converges: same density/bandwidth/grid; where it raises: a normalised fallback result."""
+    sets = family(fam, count, seed=zlib.crc32(f"{fam}-{n}".encode()))
+    X, Y, L = padded(sets)
+    lims = [UNIT if b % 2 == 0 else None for b in range(count)]
+    unit = diffusion_kde2d(X[0::2], Y[0::2], grid_size=n, limits=UNIT, lengths=L[0::2])
+    auto = diffusion_kde2d(X[1::2], Y[1::2], grid_size=n, limits=None, lengths=L[1::2])
+    counts = {"converged": 0, "failed": 0, "reference_not_finite": 0}
+    used_limits = []
+    for b, (x, y) in enumerate(sets):
+        res, i = (unit, b // 2) if b % 2 == 0 else (auto, b // 2)
+        used_limits.append(((float(res.xgrid[i, 0]), float(2 * res.xgrid[i, -1] - res.xgrid[i, -2])),
+                            (float(res.ygrid[i, 0]), float(2 * res.ygrid[i, -1] - res.ygrid[i, -2]))))
+        ref = reference2d(x, y, n, lims[b])
+        dx = float(res.xgrid[i, 1] - res.xgrid[i, 0])
+        dy = float(res.ygrid[i, 1] - res.ygrid[i, 0])
+        integral = float(res.density[i].sum()) * dx * dy
+        if ref is None or not np.isfinite(ref[0]).all():
+            # kde_diffusion raises, or returns inf (zero data range on an axis with default limits)
+            counts["failed" if ref is None else "reference_not_finite"] += 1
+            assert torch.isfinite(res.density[i]).all() and torch.isfinite(res.bandwidth[i]).all()
+            assert abs(integral - 1) < 1e-12
+            if ref is None:
+                assert KDEStatus(int(res.status[i])) in FALLBACK and not res.converged[i], int(res.status[i])
+            continue
+        counts["converged"] += 1
+        density, (xg, yg), bw = ref
+        assert res.status[i] == KDEStatus.BRENTQ and res.converged[i], (b, int(res.status[i]))
+        tol = 1e-6 if float(res.t[i]) < 1e-5 else 1e-9
+        assert rel(res.density[i].numpy(), density) < tol, (b, rel(res.density[i].numpy(), density))
+        assert rel(res.bandwidth[i].numpy(), bw) < tol
+        assert rel(res.xgrid[i].numpy(), xg) < 1e-14 and rel(res.ygrid[i].numpy(), yg) < 1e-14
+    if n == 64:
+        # multi-root sets: brentq's root is reproduced, not the smallest one (no exception needed)
+        limits_used = [UNIT if lim else u for lim, u in zip(lims, used_limits)]
+        changes = sign_changes_2d(sets, n, limits_used)
+        conv = torch.tensor([bool(((unit if b % 2 == 0 else auto).converged[b // 2])) for b in range(count)])
+        counts["multi_root_converged"] = int(((changes > 1) & conv).sum())
+        counts["multi_root_failed"] = int(((changes > 1) & ~conv).sum())
+    print(f"\n2-D {fam} grid {n}: {counts}")
+    assert counts["converged"] > 0
+
+
+@pytest.mark.parametrize("fam", ("uniform", "cluster", "likert", "seedobs"))
+def test_kde1d_matches_kde_diffusion(fam):
+    """200 sets per family; per set: grid 1024 (every 4th, kde_diffusion's default) or 256, limits (-1, 1) or auto."""
+    sets = family(fam, 200, seed=zlib.crc32(f"{fam}-1d".encode()))
+    X, _, L = padded(sets)
+    combos = {}
+    for b in range(len(sets)):
+        key = (1024 if b % 4 == 1 else 256, (-1.0, 1.0) if b % 2 == 0 else None)
+        combos.setdefault(key, []).append(b)
+    counts = {"converged": 0, "failed": 0, "reference_not_finite": 0}
+    for (n, limits), items in combos.items():
+        res = diffusion_kde1d(X[items], grid_size=n, limits=limits, lengths=L[items])
+        for i, b in enumerate(items):
+            x = sets[b][0]
+            ref = reference1d(x, n, limits)
+            dx = float(res.grid[i, 1] - res.grid[i, 0])
+            if ref is None or not np.isfinite(ref[0]).all():
+                counts["failed" if ref is None else "reference_not_finite"] += 1
+                assert torch.isfinite(res.density[i]).all()
+                assert abs(float(res.density[i].sum()) * dx - 1) < 1e-12
+                if ref is None:
+                    assert KDEStatus(int(res.status[i])) in FALLBACK
+                continue
+            counts["converged"] += 1
+            density, grid, bw = ref
+            assert res.status[i] == KDEStatus.BRENTQ, (b, int(res.status[i]))
+            tol = 1e-6 if float(res.t[i]) < 1e-5 else 1e-9
+            assert rel(res.density[i].numpy(), density) < tol
+            assert abs(float(res.bandwidth[i]) - bw) / bw < tol
+            assert rel(res.grid[i].numpy(), grid) < 1e-14
+    print(f"\n1-D {fam}: {counts}")
+    assert counts["converged"] > 0
+
+
+def test_brentq_batched_matches_scipy_on_multi_root_functions():
+    """Vectorised Brent returns scipy's root (not the smallest) for functions with 1 or 3 roots in the bracket."""
+    from scipy.optimize import brentq
+
+    rng = np.random.default_rng(3)
+    roots = np.sort(rng.uniform(0.01, 0.09, (40, 3)), axis=1)
+    single = rng.uniform(0, 1, 40) < 0.5
+    coef = torch.tensor(roots)
+
+    def f_torch(t, idx):
+        c = coef[idx]
+        cubic = -(t - c[:, :1]) * (t - c[:, 1:2]) * (t - c[:, 2:3]) * 1e3
+        lin = -(t - c[:, :1])
+        return torch.where(torch.tensor(single)[idx][:, None], lin, cubic)
+
+    got, ok = brentq_batched(f_torch, torch.zeros(40, dtype=torch.float64), torch.full((40,), 0.1, dtype=torch.float64))
+    assert ok.all()
+    for b in range(40):
+        r = roots[b]
+        f = (lambda t: -(t - r[0])) if single[b] else (lambda t: -(t - r[0]) * (t - r[1]) * (t - r[2]) * 1e3)
+        assert got[b].item() == pytest.approx(brentq(f, 0, 0.1), rel=1e-15, abs=1e-18)
+
+
+# ------------------------------------------------------------------------------------------------ gradients
+
+
+def _soft_inputs(seed=0, n=6):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(1, n, generator=g, dtype=torch.float64) * 0.3).clamp(-0.9, 0.9)
+    y = (torch.randn(1, n, generator=g, dtype=torch.float64) * 0.3).clamp(-0.9, 0.9)
+    return x.requires_grad_(), y.requires_grad_()
+
+
+def test_gradcheck_soft_implicit():
+    x, y = _soft_inputs(0)
+    res = diffusion_kde2d(x, y, grid_size=16, limits=UNIT, histogram="soft", sharpness=8.0)
+    assert res.status[0] == KDEStatus.BRENTQ
+
+    def fn(x, y):
+        r = diffusion_kde2d(x, y, grid_size=16, limits=UNIT, histogram="soft", sharpness=8.0)
+        return r.density, r.t
+
+    assert torch.autograd.gradcheck(fn, (x, y), eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=True)
+
+
+def test_gradcheck_soft_without_implicit_grad_equals_fixed_time(monkeypatch):
+    """implicit_grad=False: gradient = that of the same formula with t* held fixed (checked by gradcheck)."""
+    from kdekit.ops import diffusion_kde as dk
+
+    x, y = _soft_inputs(1)
+    res = diffusion_kde2d(x, y, grid_size=16, limits=UNIT, histogram="soft", implicit_grad=False)
+    assert res.status[0] == KDEStatus.BRENTQ and not res.t.requires_grad
+    gx, gy = torch.autograd.grad(res.density.pow(2).sum(), (x, y))
+    t_fixed = res.t.detach()
+    # the same pipeline with the solver replaced by the constant t*
+    monkeypatch.setattr(
+        dk, "solve_fixed_point", lambda fn, B, n, single, device: (t_fixed.clone(), torch.zeros(B, dtype=torch.int64))
+    )
+
+    def at_fixed_t(x, y):
+        return diffusion_kde2d(x, y, grid_size=16, limits=UNIT, histogram="soft", implicit_grad=False).density
+
+    assert torch.autograd.gradcheck(at_fixed_t, (x, y), eps=1e-6, atol=1e-5, rtol=1e-3)
+    fx, fy = torch.autograd.grad(at_fixed_t(x, y).pow(2).sum(), (x, y))
+    torch.testing.assert_close(gx, fx, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gy, fy, rtol=1e-12, atol=1e-14)
+
+
+def test_implicit_dt_matches_finite_difference_of_solved_t():
+    x, y = _soft_inputs(2, n=8)
+    res = diffusion_kde2d(x, y, grid_size=32, limits=UNIT, histogram="soft")
+    assert res.status[0] == KDEStatus.BRENTQ
+    gx, gy = torch.autograd.grad(res.t.sum(), (x, y))
+    h = 1e-5
+    for j in range(x.shape[1]):
+        for coord, g in ((0, gx), (1, gy)):
+            vals = []
+            for s in (h, -h):
+                xp, yp = x.detach().clone(), y.detach().clone()
+                (xp if coord == 0 else yp)[0, j] += s
+                vals.append(float(diffusion_kde2d(xp, yp, grid_size=32, limits=UNIT, histogram="soft").t))
+            fd = (vals[0] - vals[1]) / (2 * h)
+            assert float(g[0, j]) == pytest.approx(fd, rel=1e-4, abs=1e-9 * abs(float(res.t.detach())) + 1e-12)
+
+
+# ------------------------------------------------------------------------------------------------ dtypes
+
+
+def test_low_precision_pooled_tables_close_to_float64():
+    g = torch.Generator().manual_seed(5)
+    centre = torch.rand(16, 1, 2, generator=g, dtype=torch.float64) - 0.5
+    pts = (centre + 0.25 * torch.randn(16, 30, 2, generator=g, dtype=torch.float64)).clamp(-1, 1)
+    tables = {}
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        r = diffusion_kde2d(pts[..., 0].to(dtype), pts[..., 1].to(dtype), grid_size=64, limits=UNIT, histogram="soft")
+        assert r.density.dtype == dtype and r.bandwidth.dtype == dtype
+        tables[dtype] = pool_density(r.density.double(), 4)
+    assert (tables[torch.float32] - tables[torch.float64]).abs().max() < 1e-5
+    # float16 rounds the input points (~5e-4): tables within 2e-3
+    assert (tables[torch.float16] - tables[torch.float64]).abs().max() < 2e-3
+    assert torch.isfinite(tables[torch.bfloat16]).all()
+
+
+# ------------------------------------------------------------------------------------------------ batching, masks
+
+
+def test_item_alone_equals_item_in_batch_and_mask_equals_dropping():
+    sets = family("cluster", 6, 11) + family("uniform", 6, 12)
+    X, Y, L = padded(sets)
+    batch = diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, lengths=L)
+    for b, (x, y) in enumerate(sets):
+        alone = diffusion_kde2d(torch.from_numpy(x), torch.from_numpy(y), grid_size=64, limits=UNIT)
+        assert int(alone.status[0]) == int(batch.status[b])
+        torch.testing.assert_close(alone.density[0], batch.density[b], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(alone.t[0], batch.t[b], rtol=1e-12, atol=0)
+    mask = torch.arange(X.shape[1])[None, :] < L[:, None]
+    garbage = torch.where(mask, X, torch.full_like(X, 7.0))
+    masked = diffusion_kde2d(garbage, Y, grid_size=64, limits=UNIT, mask=mask)
+    torch.testing.assert_close(masked.density, batch.density, rtol=0, atol=0)
+
+
+def test_nan_item_does_not_affect_others():
+    sets = family("cluster", 4, 21)
+    X, Y, _ = padded([(x[:5], y[:5]) for x, y in sets])
+    clean = diffusion_kde2d(X, Y, grid_size=64, limits=UNIT)
+    Xn = X.clone()
+    Xn[2, 1] = float("nan")
+    res = diffusion_kde2d(Xn, Y, grid_size=64, limits=UNIT)
+    assert res.status[2] == KDEStatus.NON_FINITE_INPUT and not res.converged[2]
+    assert torch.isfinite(res.density).all()
+    keep = [0, 1, 3]
+    torch.testing.assert_close(res.density[keep], clean.density[keep], rtol=0, atol=0)
+    assert float(res.density[2].sum()) * (2 / 64) ** 2 == pytest.approx(1, abs=1e-12)
+    # masking the NaN point drops it instead
+    m = torch.isfinite(Xn)
+    dropped = diffusion_kde2d(Xn, Y, grid_size=64, limits=UNIT, mask=m)
+    assert dropped.status[2] != KDEStatus.NON_FINITE_INPUT
+    assert float(dropped.n_points[2]) == 4
+
+
+# ------------------------------------------------------------------------------------------------ degenerate items
+
+
+def test_degenerate_items_are_finite_and_normalised():
+    nan = float("nan")
+    X = torch.tensor([[nan, nan, nan], [0.3, 0.3, 0.3], [0.2, 0.0, 0.0], [5.0, 6.0, 7.0], [0.1, -0.2, 0.5]])
+    Y = torch.tensor([[nan, nan, nan], [0.1, 0.1, 0.1], [0.4, 0.0, 0.0], [5.0, 6.0, 7.0], [0.3, 0.2, -0.4]])
+    mask = torch.tensor([[True] * 3, [True] * 3, [True, False, False], [True] * 3, [False] * 3])
+    res = diffusion_kde2d(X.double(), Y.double(), grid_size=64, limits=UNIT, mask=mask)
+    assert res.status[0] == KDEStatus.NON_FINITE_INPUT
+    assert KDEStatus(int(res.status[1])) in (KDEStatus.BRENTQ, KDEStatus.SINGLE_LOCATION)  # identical points
+    assert res.status[2] == KDEStatus.SINGLE_LOCATION  # one point
+    assert res.status[3] == KDEStatus.NO_POINTS_IN_LIMITS
+    assert res.status[4] == KDEStatus.NO_POINTS
+    assert torch.isfinite(res.density).all()
+    integral = res.density.sum((1, 2)) * (2 / 64) ** 2
+    torch.testing.assert_close(integral, torch.ones(5, dtype=torch.float64), rtol=0, atol=1e-12)
+    # identical points with default limits (zero range: value +- 0.5, numpy's convention)
+    auto = diffusion_kde2d(X[1:2].double(), Y[1:2].double(), grid_size=64)
+    assert torch.isfinite(auto.density).all()
+    torch.testing.assert_close(auto.xgrid[0, 0], torch.tensor(-0.2, dtype=torch.float64))
+    assert float(auto.density.sum()) * (1 / 64) ** 2 == pytest.approx(1, abs=1e-12)
+
+
+def test_identical_points_match_kde_diffusion():
+    x = np.full(10, 0.25)
+    y = np.full(10, -0.4)
+    ref = reference2d(x, y, 64, UNIT)
+    assert ref is not None
+    res = diffusion_kde2d(torch.from_numpy(x), torch.from_numpy(y), grid_size=64, limits=UNIT)
+    assert res.status[0] == KDEStatus.BRENTQ
+    assert rel(res.density[0].numpy(), ref[0]) < 1e-6
+
+
+def test_clip_negative_sets_negatives_to_eps():
+    sets = family("likert", 40, 31)
+    X, Y, L = padded(sets)
+    kept = diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, lengths=L)
+    clipped = diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, lengths=L, clip_negative=True)
+    neg = kept.density < 0
+    assert neg.any()
+    eps = torch.finfo(torch.float64).eps
+    assert (clipped.density[neg] == eps).all()
+    torch.testing.assert_close(clipped.density[~neg], kept.density[~neg], rtol=0, atol=0)
+
+
+def test_binned_entry_points_equal_point_entry_points():
+    from kdekit.ops.hard_histogram import hard_histogram1d, hard_histogram2d
+
+    sets = family("cluster", 8, 41)
+    X, Y, L = padded(sets)
+    mask = torch.arange(X.shape[1])[None, :] < L[:, None]
+    pts = diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, mask=mask)
+    binned = hard_histogram2d(X, Y, 64, UNIT, mask=mask)
+    bn = diffusion_kde2d_binned(binned, L.double(), UNIT)
+    # the point path transforms the sparse counts bin by bin, the binned path densely: rounding differs
+    torch.testing.assert_close(bn.density, pts.density, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bn.t, pts.t, rtol=1e-12, atol=0)
+    pts1 = diffusion_kde1d(X, grid_size=256, limits=(-1.0, 1.0), mask=mask)
+    bn1 = diffusion_kde1d_binned(hard_histogram1d(X, 256, (-1.0, 1.0), mask=mask), L.double(), (-1.0, 1.0))
+    torch.testing.assert_close(bn1.density, pts1.density, rtol=0, atol=0)
+
+
+def test_pool_equals_pool_density_of_full_density():
+    sets = family("cluster", 6, 51) + family("likert", 6, 52)
+    X, Y, L = padded(sets)
+    for histogram in ("hard", "soft"):
+        full = diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, lengths=L, histogram=histogram)
+        pooled = diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, lengths=L, histogram=histogram, pool=4)
+        assert pooled.density.shape == (12, 4, 4)
+        torch.testing.assert_close(pooled.density, pool_density(full.density, 4), rtol=1e-11, atol=1e-13)
+        assert torch.equal(pooled.status, full.status)
+    with pytest.raises(ValueError, match="pool cannot be combined with clip_negative"):
+        diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, pool=4, clip_negative=True)
+    with pytest.raises(ValueError, match="pool must be a positive int dividing"):
+        diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, pool=3)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(x=torch.zeros(2, 3, dtype=torch.int64)), "x must have a floating dtype"),
+        (dict(y=torch.zeros(2, 4, dtype=torch.float64)), "y has shape"),
+        (dict(grid_size=1), "grid_size must be >= 2"),
+        (dict(grid_size=64.0), "grid_size must be an int"),
+        (dict(limits=((1.0, -1.0), (-1.0, 1.0))), r"limits \(x axis\) needs lo < hi"),
+        (dict(limits="wide"), "limits must be"),
+        (dict(histogram="fuzzy"), "histogram must be 'hard' or 'soft'"),
+        (dict(mask=torch.ones(2, 2, dtype=torch.bool)), "mask has shape"),
+        (dict(x=torch.zeros(0, 3, dtype=torch.float64), y=torch.zeros(0, 3, dtype=torch.float64)), "empty batch"),
+        (dict(chunk_size=0), "chunk_size must be a positive int"),
+    ],
+)
+def test_bad_input_names_the_argument(kwargs, match):
+    args = dict(x=torch.rand(2, 3, dtype=torch.float64), y=torch.rand(2, 3, dtype=torch.float64))
+    args.update(kwargs)
+    x, y = args.pop("x"), args.pop("y")
+    with pytest.raises((ValueError, TypeError), match=match):
+        diffusion_kde2d(x, y, **args)
+
+
+def test_binned_bad_input():
+    with pytest.raises(ValueError, match="power of two"):
+        diffusion_kde2d_binned(torch.rand(1, 48, 48, dtype=torch.float64), 10, UNIT)
+    with pytest.raises(ValueError, match="limits must be given"):
+        diffusion_kde2d_binned(torch.rand(1, 64, 64, dtype=torch.float64), 10, None)
+    with pytest.raises(ValueError, match="n_points"):
+        diffusion_kde1d_binned(torch.rand(2, 64, dtype=torch.float64), torch.tensor([1.0, -1.0]), (-1.0, 1.0))

@@ -1,0 +1,134 @@
+"""labels_from_ratings / pseudo_observations / points_to_distribution against a per-item kde_diffusion composition."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import kde_diffusion
+from kdekit.labels import DistributionLabels, labels_from_ratings, points_to_distribution, pseudo_observations
+from kdekit.ops.diffusion_kde import KDEStatus, diffusion_kde2d
+from kdekit.ops.pooling import pool_density
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def likert_ratings(U: int, seed: int, max_annot: int = 12) -> torch.Tensor:
+    """(U, max_annot, 2) Likert ratings in {-1, -0.5, 0, 0.5, 1}, NaN-padded to 3..max_annot annotators."""
+    g = torch.Generator().manual_seed(seed)
+    latent = torch.rand(U, 1, 2, generator=g, dtype=torch.float64) * 4 + 1
+    likert = (latent + torch.randn(U, max_annot, 2, generator=g, dtype=torch.float64) * 0.8).round().clamp(1, 5)
+    ratings = (likert - 3) / 2
+    n_annot = torch.randint(3, max_annot + 1, (U,), generator=g)
+    missing = torch.arange(max_annot)[None, :] >= n_annot[:, None]
+    return ratings.masked_fill(missing[..., None], float("nan"))
+
+
+def test_same_generator_seed_gives_identical_labels():
+    ratings = likert_ratings(6, 0)
+    a = labels_from_ratings(ratings, grid=64, generator=torch.Generator().manual_seed(7))
+    b = labels_from_ratings(ratings, grid=64, generator=torch.Generator().manual_seed(7))
+    c = labels_from_ratings(ratings, grid=64, generator=torch.Generator().manual_seed(8))
+    assert isinstance(a, DistributionLabels)
+    assert torch.equal(a.probs, b.probs) and torch.equal(a.status, b.status)
+    assert not torch.equal(a.probs, c.probs)
+    assert a.probs.shape == (6, 4, 4) and a.probs.dtype == torch.float64
+    torch.testing.assert_close(a.probs.sum((1, 2)), torch.ones(6, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_labels_match_per_item_kde_diffusion_composition():
+    """pseudo_observations -> kde_diffusion.kde2d(n=512, limits=[-1,1]^2) -> numpy block sums, item by item."""
+    ratings = likert_ratings(10, 1)
+    labels = labels_from_ratings(ratings, k=4, grid=512, generator=torch.Generator().manual_seed(3))
+    obs = pseudo_observations(ratings, 200, torch.Generator().manual_seed(3)).numpy()
+    compared = 0
+    for u in range(ratings.shape[0]):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                density, _, _ = kde_diffusion.kde2d(obs[u, :, 0], obs[u, :, 1], n=512, limits=((-1, 1), (-1, 1)))
+        except ValueError:
+            assert labels.status[u] != KDEStatus.BRENTQ
+            continue
+        blocks = density.reshape(4, 128, 4, 128).sum(axis=(1, 3))
+        expected = blocks / blocks.sum()
+        assert labels.status[u] == KDEStatus.BRENTQ
+        np.testing.assert_allclose(labels.probs[u].numpy(), expected, rtol=1e-9, atol=1e-12)
+        compared += 1
+    assert compared >= 8
+
+
+def test_item_without_annotators_gets_uniform_table_and_status():
+    ratings = likert_ratings(3, 2)
+    ratings[1] = float("nan")
+    labels = labels_from_ratings(ratings, grid=64, generator=torch.Generator().manual_seed(0))
+    assert labels.status[1] == KDEStatus.NO_POINTS
+    torch.testing.assert_close(labels.probs[1], torch.full((4, 4), 1 / 16, dtype=torch.float64))
+    assert (labels.status[[0, 2]] == KDEStatus.BRENTQ).all()
+
+
+def test_clip_negative_labels_sum_to_one():
+    ratings = likert_ratings(4, 3)
+    labels = labels_from_ratings(ratings, grid=64, clip_negative=True, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(labels.probs.sum((1, 2)), torch.ones(4, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert (labels.probs > 0).all()
+
+
+def test_pseudo_observations_are_noisy_subset_means():
+    """Two annotators: every observation is a, b or (a+b)/2 plus noise within 0.5 sd + 1e-12; one annotator: exact."""
+    ratings = torch.tensor([[[0.5, -1.0], [-0.5, 0.0]], [[0.25, 0.75], [float("nan"), float("nan")]]])
+    obs = pseudo_observations(ratings, 500, torch.Generator().manual_seed(0))
+    assert obs.shape == (2, 500, 2)
+    a, b = ratings[0, 0], ratings[0, 1]
+    means = torch.stack([a, b, (a + b) / 2])  # (3, 2)
+    half = 0.5 * ratings[0].std(0) + 1e-12
+    dist = (obs[0][:, None, :] - means[None]).abs()  # (500, 3, 2)
+    # the same subset for both dimensions
+    assert ((dist <= half + 1e-7).all(-1)).any(-1).all()
+    counts = ((dist <= half + 1e-7).all(-1)).float().mean(0)
+    assert (counts > 0.1).all()  # each subset mean occurs
+    torch.testing.assert_close(obs[1], ratings[1, :1].expand(500, 2), rtol=0, atol=1e-11)
+    assert (obs.abs() <= 1).all()
+
+
+def test_pseudo_observations_are_differentiable():
+    ratings = (torch.rand(2, 5, 2, dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
+    obs = pseudo_observations(ratings, 50, torch.Generator().manual_seed(0))
+    (g,) = torch.autograd.grad(obs.sum(), ratings)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_points_to_distribution_is_the_pooled_soft_kde_and_differentiable():
+    g = torch.Generator().manual_seed(4)
+    pts = (torch.randn(5, 20, 2, generator=g, dtype=torch.float64) * 0.3).clamp(-1, 1)
+    x = pts[..., 0].clone().requires_grad_()
+    y = pts[..., 1].clone().requires_grad_()
+    out = points_to_distribution(x, y)
+    ref = diffusion_kde2d(x.detach(), y.detach(), grid_size=64, limits=((-1, 1), (-1, 1)), histogram="soft")
+    torch.testing.assert_close(out.probs.detach(), pool_density(ref.density, 4), rtol=1e-12, atol=1e-14)
+    loss = -(out.probs[:, 0, 0] + 1e-8).log().sum()
+    gx, gy = torch.autograd.grad(loss, (x, y))
+    assert torch.isfinite(gx).all() and gx.abs().sum() > 0 and gy.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: labels_from_ratings(torch.zeros(3, 4)), "ratings must have 3 dims"),
+        (lambda: labels_from_ratings(torch.zeros(3, 4, 3)), r"ratings must be \(U, A, 2\)"),
+        (lambda: labels_from_ratings(torch.zeros(0, 4, 2)), "ratings is empty"),
+        (lambda: labels_from_ratings(torch.zeros(3, 4, 2), k=3), "k=3 must divide grid=512"),
+        (lambda: labels_from_ratings(torch.zeros(3, 4, 2), grid=100), "grid must be a power of two"),
+        (lambda: pseudo_observations(torch.zeros(3, 4, 2), n=0), "n must be a positive int"),
+        (lambda: pseudo_observations(torch.zeros(3, 4, 2, dtype=torch.int64)), "ratings must have a floating dtype"),
+    ],
+)
+def test_bad_input_names_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+import kdekit
+from kdekit.nn import CCCLoss, DiffusionKDE2d, KDECrossEntropyLoss
+
+
+def _points(B=3, N=6, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(B, N, 2, generator=g, dtype=dtype) * 1.6 - 0.8).unbind(-1)
+
+
+def test_diffusion_kde2d_module_equals_functional():
+    x, y = _points()
+    mod = DiffusionKDE2d(grid=32, k=4, sharpness=8.0)
+    ref = kdekit.points_to_distribution(x, y, k=4, grid=32, sharpness=8.0).probs
+    torch.testing.assert_close(mod(x, y), ref, rtol=0, atol=0)
+    assert "grid=32" in repr(mod)
+
+
+def test_diffusion_kde2d_module_upsamples_like_pseudo_observations():
+    x, y = _points(N=5)
+    mask = torch.ones_like(x, dtype=torch.bool)
+    mask[0, 3:] = False
+    mod = DiffusionKDE2d(grid=32, k=2, n_observations=50)
+    out = mod(x, y, mask=mask, generator=torch.Generator().manual_seed(3))
+    ratings = torch.stack([x, y], -1).masked_fill(~mask[..., None], float("nan"))
+    obs = kdekit.pseudo_observations(ratings, 50, torch.Generator().manual_seed(3))
+    ref = kdekit.points_to_distribution(obs[..., 0], obs[..., 1], k=2, grid=32).probs
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_kde_cross_entropy_matches_manual_and_backprops():
+    x, y = _points()
+    x.requires_grad_(True)
+    pred = DiffusionKDE2d(grid=32)(x, y)
+    target = torch.softmax(torch.randn(3, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), -1)
+    target = target.view(3, 4, 4)
+    loss = KDECrossEntropyLoss()(pred, target)
+    p = pred.flatten(1) / pred.flatten(1).sum(1, keepdim=True)
+    manual = -(target.flatten(1) * torch.log(p + 1e-8)).sum(1).mean()
+    torch.testing.assert_close(loss, manual)
+    loss.backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="target has shape"):
+        KDECrossEntropyLoss()(pred, target[:2])
+
+
+def test_ccc_loss_module():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(4, 20, generator=g, dtype=torch.float64), torch.randn(4, 20, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(CCCLoss()(pred, target), (1 - kdekit.ccc(pred, target)).mean())
+    torch.testing.assert_close(CCCLoss(unbiased=True)(pred, target), (1 - kdekit.ccc(pred, target, unbiased=True)).mean())
