@@ -9,8 +9,10 @@ diffusion KDE          diffusion_kde1d/2d (+ ``_binned``), KDEStatus (per-item s
 distribution labels    pool_density, pseudo_observations, labels_from_ratings, points_to_distribution
 metrics                ccc, ccc_loss, pearson, CCCMoments (streaming, DDP), jsd, kl, tvd
 modules                kdekit.nn: DiffusionKDE2d, KDECrossEntropyLoss, CCCLoss
+backends               backends(), use_backend(name) / KDEKIT_BACKEND=torch|cpp|cuda|triton
 =====================  ============================================================================
 """
+from ._backend import backends, use_backend
 from .compat import kde1d, kde2d
 from .labels import DistributionLabels, labels_from_ratings, points_to_distribution, pseudo_observations
 from .ops.ccc import CCCMoments, ccc, ccc_loss, pearson
@@ -41,5 +43,6 @@ __all__ = [
     "pool_density", "pool_density1d",
     "DistributionLabels", "pseudo_observations", "labels_from_ratings", "points_to_distribution",
     "ccc", "ccc_loss", "pearson", "CCCMoments", "jsd", "kl", "tvd",
+    "backends", "use_backend",
     "nn",
 ]

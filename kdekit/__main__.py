@@ -27,7 +27,7 @@ def synthetic_ratings(n_utterances: int, generator: torch.Generator) -> torch.Te
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kdekit", description=__doc__.splitlines()[0])
-    parser.add_argument("--utterances", type=int, default=256, help="batch size (default 256)")
+    parser.add_argument("--utterances", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--grid", type=int, default=512, help="KDE grid size (default 512)")
     parser.add_argument("--k", type=int, default=4, help="pooled table size k x k (default 4)")
     parser.add_argument("--seed", type=int, default=0)
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
         print(f"| {status.name} | {int(counts[status])} |")
     print(f"\n| step | seconds | ms per utterance |\n|---|---|---|")
     print(f"| labels_from_ratings (batched) | {elapsed:.3f} | {1000 * elapsed / args.utterances:.2f} |")
-    print(f"\nbackends: {', '.join(k for k, v in kdekit.backends().items() if v[0]) if hasattr(kdekit, 'backends') else 'torch'}")
+    print(f"\nbackends available: {', '.join(name for name, (ok, _) in kdekit.backends().items() if ok)}")
 
 
 if __name__ == "__main__":
