@@ -56,7 +56,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def cleanup_distributed() -> None:
+    """Tear the process group down once every rank is done (the barrier keeps a rank from destroying gloo's
+    communicators while another still uses them, which aborted a rank with SIGABRT on a loaded 2-core machine)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
