@@ -227,6 +227,7 @@ def _ddp_worker(rank, world, init_file, x, y, mask, bounds, out_dir):
         red = acc.all_reduce()
         torch.save({"ccc": red.compute(), "ccc_u": red.compute(unbiased=True), "local": acc.compute()},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while the other still uses it
     finally:
         dist.destroy_process_group()
 

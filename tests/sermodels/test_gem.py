@@ -126,6 +126,7 @@ def _ddp_worker(rank, world, init_file, out_file):
         ((ddp(x[half]) - y[half]) ** 2).mean().backward()
         opt.step()
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, f"{out_file}.{rank}")
+    dist.barrier()  # no rank tears gloo down while the other still uses it
     dist.destroy_process_group()
 
 
