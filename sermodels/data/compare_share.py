@@ -7,11 +7,10 @@ keyed on ``filename``, never on file order. No per-annotator ratings exist for t
 """
 from __future__ import annotations
 
-import csv
 import os
 from typing import List
 
-from .corpus import Corpus, Issues
+from .corpus import Corpus, Issues, csv_rows
 from .records import Utterance
 
 NAME = "compare-share"
@@ -31,41 +30,26 @@ def read(root: str, lenient: bool = True) -> Corpus:
             issues.note(path, 0, f"partition file missing: {part}")
             continue
         found = True
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            missing = [c for c in ("filename",) + EMOTIONS if c not in header]
-            if missing:
-                raise ValueError(f"{path}:1: missing column(s) {missing}")
-            for c in header:
-                if c not in ("filename",) + EMOTIONS:
-                    issues.bad(path, 1, f"unknown column {c!r} ignored")
-            for lineno, row in enumerate(reader, 2):
-                if not row or all(not x.strip() for x in row):
-                    continue
-                if len(row) != len(header):
-                    issues.bad(path, lineno, f"expected {len(header)} fields, got {len(row)}")
-                    continue
-                r = {k: v.strip() for k, v in zip(header, row)}
-                fname = r["filename"]
-                if not fname or fname in seen:
-                    issues.bad(path, lineno, f"empty or duplicate filename {fname!r}")
-                    continue
-                cells = [r[e] for e in EMOTIONS]
-                blank = [c == "" for c in cells]
-                if any(blank) and not all(blank):
-                    issues.bad(path, lineno, "some but not all emotion values are blank")
-                    continue
-                try:
-                    shares = {} if all(blank) else {e: float(c) for e, c in zip(EMOTIONS, cells)}
-                except ValueError:
-                    issues.bad(path, lineno, f"non-numeric emotion value in {cells}")
-                    continue
-                seen.add(fname)
-                wav = os.path.join(root, "wav", fname if fname.endswith(".wav") else fname + ".wav")
-                utterances.append(Utterance(utterance_id=os.path.splitext(fname)[0], corpus=NAME,
-                                            audio_path=wav if os.path.isfile(wav) else None, split=split,
-                                            shares=shares))
+        for lineno, r in csv_rows(path, ("filename",) + EMOTIONS, issues):
+            fname = r["filename"]
+            if not fname or fname in seen:
+                issues.bad(path, lineno, f"empty or duplicate filename {fname!r}")
+                continue
+            cells = [r[e] for e in EMOTIONS]
+            blank = [c == "" for c in cells]
+            if any(blank) and not all(blank):
+                issues.bad(path, lineno, "some but not all emotion values are blank")
+                continue
+            try:
+                shares = {} if all(blank) else {e: float(c) for e, c in zip(EMOTIONS, cells)}
+            except ValueError:
+                issues.bad(path, lineno, f"non-numeric emotion value in {cells}")
+                continue
+            seen.add(fname)
+            wav = os.path.join(root, "wav", fname if fname.endswith(".wav") else fname + ".wav")
+            utterances.append(Utterance(utterance_id=os.path.splitext(fname)[0], corpus=NAME,
+                                        audio_path=wav if os.path.isfile(wav) else None, split=split,
+                                        shares=shares))
     if not found:
         raise FileNotFoundError(f"no ComParE label files found under {os.path.join(root, 'lab')} "
                                 f"(expected train.csv, devel.csv, test.csv)")

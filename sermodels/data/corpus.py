@@ -1,6 +1,7 @@
 """The loaded-corpus container and the skip/raise policy shared by every reader."""
 from __future__ import annotations
 
+import csv
 import math
 import os
 from collections import Counter
@@ -31,6 +32,30 @@ class Issues:
 
     def note(self, path: str, line: int, reason: str) -> None:
         self.skipped.append((str(path), int(line), reason))
+
+
+def csv_rows(path: str, columns, issues: "Issues"):
+    """Yield ``(line number, {column: stripped value})`` for the data rows of a CSV file.
+
+    The header must hold every name in ``columns`` (ValueError naming the file otherwise); other columns are reported
+    through ``issues`` and ignored; blank rows are skipped; rows with the wrong number of fields are reported.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise ValueError(f"{path}:1: missing column(s) {missing}; found {header}")
+        for c in header:
+            if c not in columns:
+                issues.bad(path, 1, f"unknown column {c!r} ignored")
+        for lineno, row in enumerate(reader, 2):
+            if not row or all(not x.strip() for x in row):
+                continue
+            if len(row) != len(header):
+                issues.bad(path, lineno, f"expected {len(header)} fields, got {len(row)}")
+                continue
+            yield lineno, {k: v.strip() for k, v in zip(header, row)}
 
 
 def require_file(path: str, what: str) -> str:

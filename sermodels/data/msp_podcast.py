@@ -24,7 +24,7 @@ import re
 from collections import defaultdict
 from typing import Dict, List, Optional
 
-from .corpus import Corpus, Issues, average_repeats, normalise_gender, read_transcript
+from .corpus import Corpus, Issues, average_repeats, csv_rows, normalise_gender, read_transcript
 from .records import Utterance
 
 NAME = "msp-podcast"
@@ -77,22 +77,7 @@ def _consensus_rows(path: str, issues: Issues):
                 continue
             yield i, dict(row, FileName=fname)
         return
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in CONSENSUS_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{path}:1: missing column(s) {missing}; found {header}")
-        for c in header:
-            if c not in CONSENSUS_COLUMNS:
-                issues.bad(path, 1, f"unknown column {c!r} ignored")
-        for lineno, row in enumerate(reader, 2):
-            if not row or all(not x.strip() for x in row):
-                continue
-            if len(row) != len(header):
-                issues.bad(path, lineno, f"expected {len(header)} fields, got {len(row)}")
-                continue
-            yield lineno, dict(zip(header, (x.strip() for x in row)))
+    yield from csv_rows(path, CONSENSUS_COLUMNS, issues)
 
 
 def _detailed_rows(path: str, issues: Issues):

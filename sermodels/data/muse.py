@@ -17,12 +17,11 @@ Consensus = (Activation_Mean, Valence_Mean, NaN) of the chosen column set.
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from typing import Dict, List, Optional, Tuple
 
-from .corpus import Corpus, Issues, index_audio, normalise_gender, read_transcript
+from .corpus import Corpus, Issues, csv_rows, index_audio, normalise_gender, read_transcript
 from .records import Utterance
 
 NAME = "muse"
@@ -74,47 +73,32 @@ def read(root: str, lenient: bool = True, context: bool = False) -> Corpus:
     chosen, other = ("C_", "") if context else ("", "C_")
     utterances: List[Utterance] = []
     seen = set()
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{path}:1: missing column(s) {missing}")
-        for c in header:
-            if c not in COLUMNS:
-                issues.bad(path, 1, f"unknown column {c!r} ignored")
-        for lineno, row in enumerate(reader, 2):
-            if not row or all(not x.strip() for x in row):
-                continue
-            if len(row) != len(header):
-                issues.bad(path, lineno, f"expected {len(header)} fields, got {len(row)}")
-                continue
-            r = {k: v.strip() for k, v in zip(header, row)}
-            uid = r["Sentence_name"]
-            if not uid or uid in seen:
-                issues.bad(path, lineno, f"empty or duplicate Sentence_name {uid!r}")
-                continue
-            try:
-                ratings = parse_annotations(r[f"{chosen}Activation_Annotation"], r[f"{chosen}Valence_Annotation"])
-                consensus = (_num(r[f"{chosen}Activation_Mean"]), _num(r[f"{chosen}Valence_Mean"]), math.nan)
-                duration: Optional[float] = _num(r["Duration"])
-                self_report = (_num(r["S_Activation"]), _num(r["S_Valence"]))
-            except ValueError as e:
-                issues.bad(path, lineno, str(e))
-                continue
-            try:
-                other_ratings = parse_annotations(r[f"{other}Activation_Annotation"], r[f"{other}Valence_Annotation"])
-            except ValueError as e:
-                issues.note(path, lineno, f"{'no-context' if context else 'context'} ratings ignored: {e}")
-                other_ratings = {}
-            seen.add(uid)
-            u = Utterance(utterance_id=uid, corpus=NAME, audio_path=audio.get(uid),
-                          transcript=read_transcript(os.path.join(root, "Combined", "Utterance Transcripts",
-                                                                  uid + ".txt")),
-                          speaker=uid[:2], gender=normalise_gender(r["Gender"]),
-                          duration=None if math.isnan(duration) else duration, ratings=ratings, consensus=consensus)
-            u.extra.update({"stress": STRESS.get(r["Type"].upper(), r["Type"] or None), "question_type": r["Ques_Type"],
-                            "self_report": self_report,
-                            ("ratings_no_context" if context else "ratings_context"): other_ratings})
-            utterances.append(u)
+    for lineno, r in csv_rows(path, COLUMNS, issues):
+        uid = r["Sentence_name"]
+        if not uid or uid in seen:
+            issues.bad(path, lineno, f"empty or duplicate Sentence_name {uid!r}")
+            continue
+        try:
+            ratings = parse_annotations(r[f"{chosen}Activation_Annotation"], r[f"{chosen}Valence_Annotation"])
+            consensus = (_num(r[f"{chosen}Activation_Mean"]), _num(r[f"{chosen}Valence_Mean"]), math.nan)
+            duration: Optional[float] = _num(r["Duration"])
+            self_report = (_num(r["S_Activation"]), _num(r["S_Valence"]))
+        except ValueError as e:
+            issues.bad(path, lineno, str(e))
+            continue
+        try:
+            other_ratings = parse_annotations(r[f"{other}Activation_Annotation"], r[f"{other}Valence_Annotation"])
+        except ValueError as e:
+            issues.note(path, lineno, f"{'no-context' if context else 'context'} ratings ignored: {e}")
+            other_ratings = {}
+        seen.add(uid)
+        u = Utterance(utterance_id=uid, corpus=NAME, audio_path=audio.get(uid),
+                      transcript=read_transcript(os.path.join(root, "Combined", "Utterance Transcripts",
+                                                              uid + ".txt")),
+                      speaker=uid[:2], gender=normalise_gender(r["Gender"]),
+                      duration=None if math.isnan(duration) else duration, ratings=ratings, consensus=consensus)
+        u.extra.update({"stress": STRESS.get(r["Type"].upper(), r["Type"] or None), "question_type": r["Ques_Type"],
+                        "self_report": self_report,
+                        ("ratings_no_context" if context else "ratings_context"): other_ratings})
+        utterances.append(u)
     return Corpus(NAME, root, utterances, issues.skipped)
