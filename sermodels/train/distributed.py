@@ -8,6 +8,7 @@ per-rank batch of ``B / K`` see exactly the global batches of one process with b
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Dict, Iterator, List
@@ -56,9 +57,12 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def cleanup_distributed() -> None:
-    """Tear the process group down once every rank is done (the barrier keeps a rank from destroying gloo's
-    communicators while another still uses them, which aborted a rank with SIGABRT on a loaded 2-core machine)."""
+    """Tear the process group down once every rank is done. ``gc.collect()`` first frees DDP wrappers caught in
+    reference cycles, so the last reference to the gloo process group goes here and not during interpreter
+    finalisation (where joining its worker threads aborted a rank with SIGABRT); the barrier keeps a rank from
+    destroying the communicators while another still uses them."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

@@ -297,6 +297,7 @@ class Trainer:
         finally:
             if writer is not None:
                 writer.close()
+            del net  # the DDP wrapper holds the process group; let cleanup_distributed() release it
         if self.best_path.exists():
             model.load_state_dict(torch.load(self.best_path, map_location=info.device, weights_only=False)["model"])
         return FitResult(history=state["history"], best_epoch=state["best_epoch"],
