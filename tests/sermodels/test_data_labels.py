@@ -1,4 +1,4 @@
-"""Scaling, binning, annotator index, ratings tensor, distribution targets, categories and GloVe label sets."""
+"""Scaling, binning, annotator index, ratings tensor, distribution targets, categories and word-vector label sets."""
 import math
 import os
 
@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from sermodels.data import load_corpus
-from sermodels.data.labels import (AnnotatorIndex, GloVe, bin_low_medium_high, bin_values, distribution_targets,
-                                   majority_category, ratings_tensor, scale_ratings, word_label_sets)
+from sermodels.data.labels import (AnnotatorIndex, bin_low_medium_high, bin_values, distribution_targets,
+                                   load_glove, majority_category, ratings_tensor, scale_ratings,
+                                   word_label_sets)
 from sermodels.data.records import Utterance
 from sermodels.data.synthetic import write_synthetic_corpus
 
@@ -107,7 +108,7 @@ def test_majority_category_iemocap4():
 
 
 def test_glove_vectors_and_label_sets():
-    g = GloVe()
+    g = load_glove()
     np.testing.assert_allclose(g.vector("the")[:3], [0.418, 0.24968, -0.41242], rtol=1e-5)
     ang, anger = g.vector("angry"), g.vector("anger")
     assert float(ang @ anger / np.linalg.norm(ang) / np.linalg.norm(anger)) == pytest.approx(0.80, abs=0.01)
@@ -128,4 +129,4 @@ def test_glove_vectors_and_label_sets():
     np.testing.assert_allclose(sets["S1"][m1], g.vector("happiness"))
     np.testing.assert_allclose(sets["S2"][m1], np.mean([g.vector(w) for w in ("excitement", "happiness",
                                                                               "happiness")], axis=0), rtol=1e-6)
-    assert g.nearest(sets["S1"][m1], ["anger", "happiness", "sadness", "neutral"]) == ["happiness"]
+    assert g.nearest(sets["S1"][m1], candidates=["anger", "happiness", "sadness", "neutral"]) == ["happiness"]
