@@ -34,6 +34,16 @@ class Issues:
         self.skipped.append((str(path), int(line), reason))
 
 
+def _header(reader) -> List[str]:
+    return [h.strip() for h in next(reader, [])]
+
+
+def csv_header(path: str) -> List[str]:
+    """The stripped column names of a CSV file's first line (``[]`` for an empty file)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return _header(csv.reader(f))
+
+
 def csv_rows(path: str, columns, issues: "Issues"):
     """Yield ``(line number, {column: stripped value})`` for the data rows of a CSV file.
 
@@ -42,7 +52,7 @@ def csv_rows(path: str, columns, issues: "Issues"):
     """
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
+        header = _header(reader)
         missing = [c for c in columns if c not in header]
         if missing:
             raise ValueError(f"{path}:1: missing column(s) {missing}; found {header}")

@@ -16,7 +16,6 @@ test3; ``SpkrID`` ``Unknown`` -> speaker None; gender -> 'F'/'M'/None. Audio is 
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -24,7 +23,7 @@ import re
 from collections import defaultdict
 from typing import Dict, List, Optional
 
-from .corpus import Corpus, Issues, average_repeats, csv_rows, normalise_gender, read_transcript
+from .corpus import Corpus, Issues, average_repeats, csv_header, csv_rows, normalise_gender, read_transcript
 from .records import Utterance
 
 NAME = "msp-podcast"
@@ -82,58 +81,47 @@ def _consensus_rows(path: str, issues: Issues):
 
 def _detailed_rows(path: str, issues: Issues):
     """Yield (line, file id, worker, (act, val, dom), category, secondary list)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        if "FileName" not in header:
-            raise ValueError(f"{path}:1: missing column 'FileName'; found {header}")
-        layout = next((DETAIL_LAYOUTS[c] for c in header if c in DETAIL_LAYOUTS), None)
-        if layout is None:
-            raise ValueError(f"{path}:1: unknown labels_detailed layout; need one of the columns "
-                             f"{sorted(DETAIL_LAYOUTS)}, found {header}")
-        expected = {"FileName", "EmoDetail"} if layout == "v1.x" else \
-            {"FileName", "Workers" if layout == "v1.6" else "WorkerID", *DETAIL_COLUMNS}
-        missing = expected - set(header)
-        if missing:
-            raise ValueError(f"{path}:1: {layout} layout is missing column(s) {sorted(missing)}")
-        for c in header:
-            if c not in expected:
-                issues.bad(path, 1, f"unknown column {c!r} ignored")
-        for lineno, row in enumerate(reader, 2):
-            if not row or all(not x.strip() for x in row):
+    header = csv_header(path)
+    if "FileName" not in header:
+        raise ValueError(f"{path}:1: missing column 'FileName'; found {header}")
+    layout = next((DETAIL_LAYOUTS[c] for c in header if c in DETAIL_LAYOUTS), None)
+    if layout is None:
+        raise ValueError(f"{path}:1: unknown labels_detailed layout; need one of the columns "
+                         f"{sorted(DETAIL_LAYOUTS)}, found {header}")
+    expected = {"FileName", "EmoDetail"} if layout == "v1.x" else \
+        {"FileName", "Workers" if layout == "v1.6" else "WorkerID", *DETAIL_COLUMNS}
+    missing = expected - set(header)
+    if missing:
+        raise ValueError(f"{path}:1: {layout} layout is missing column(s) {sorted(missing)}")
+    for lineno, r in csv_rows(path, expected, issues):
+        uid = os.path.splitext(r["FileName"].strip())[0]
+        if layout == "v1.x":
+            m = EMODETAIL_RE.match(r["EmoDetail"])
+            if m is None:
+                issues.bad(path, lineno, f"malformed EmoDetail: {r['EmoDetail'][:80]!r}")
                 continue
-            if len(row) != len(header):
-                issues.bad(path, lineno, f"expected {len(header)} fields, got {len(row)}")
-                continue
-            r = dict(zip(header, row))
-            uid = os.path.splitext(r["FileName"].strip())[0]
-            if layout == "v1.x":
-                m = EMODETAIL_RE.match(r["EmoDetail"])
-                if m is None:
-                    issues.bad(path, lineno, f"malformed EmoDetail: {r['EmoDetail'][:80]!r}")
-                    continue
-                worker, cat, sec = m["ann"], m["cat"].strip(), m["sec"]
-                vals = (m["a"], m["v"], m["d"])
-            else:
-                worker = r["Workers" if layout == "v1.6" else "WorkerID"].strip()
-                cat, sec = r["EmoClass_Major"].strip(), r["EmoClass_Second"]
-                vals = (r["EmoAct"], r["EmoVal"], r["EmoDom"])
-            try:
-                avd = tuple(_num(x) for x in vals)
-            except ValueError:
-                issues.bad(path, lineno, f"non-numeric attribute {vals}")
-                continue
-            if not worker:
-                issues.bad(path, lineno, "empty worker id")
-                continue
-            if any(math.isnan(x) for x in avd):
-                issues.note(path, lineno, f"NaN attribute row dropped ({uid}, {worker})")
-                continue
-            if not all(SCALE[0] <= x <= SCALE[1] for x in avd):
-                issues.note(path, lineno, f"out-of-range rating dropped ({uid}, {worker}): {avd}")
-                continue
-            secondary = [s.strip() for s in (sec or "").split(",") if s.strip()]
-            yield lineno, uid, worker, avd, cat, secondary
+            worker, cat, sec = m["ann"], m["cat"].strip(), m["sec"]
+            vals = (m["a"], m["v"], m["d"])
+        else:
+            worker = r["Workers" if layout == "v1.6" else "WorkerID"].strip()
+            cat, sec = r["EmoClass_Major"].strip(), r["EmoClass_Second"]
+            vals = (r["EmoAct"], r["EmoVal"], r["EmoDom"])
+        try:
+            avd = tuple(_num(x) for x in vals)
+        except ValueError:
+            issues.bad(path, lineno, f"non-numeric attribute {vals}")
+            continue
+        if not worker:
+            issues.bad(path, lineno, "empty worker id")
+            continue
+        if any(math.isnan(x) for x in avd):
+            issues.note(path, lineno, f"NaN attribute row dropped ({uid}, {worker})")
+            continue
+        if not all(SCALE[0] <= x <= SCALE[1] for x in avd):
+            issues.note(path, lineno, f"out-of-range rating dropped ({uid}, {worker}): {avd}")
+            continue
+        secondary = [s.strip() for s in (sec or "").split(",") if s.strip()]
+        yield lineno, uid, worker, avd, cat, secondary
 
 
 def read(root: str, lenient: bool = True) -> Corpus:

@@ -1,6 +1,5 @@
 """Synthetic corpus: files in each real format read back exactly; audio prosody follows the latent state."""
 import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -9,16 +8,8 @@ import soundfile as sf
 from sermodels.data import load_corpus
 from sermodels.data.features import log_mel
 from sermodels.data.synthetic import FORMATS, synth_voice, write_synthetic_corpus
+from test_data_readers import same  # NaN-aware equality of records
 
-
-def same(a, b):
-    if isinstance(a, float) and isinstance(b, float):
-        return (math.isnan(a) and math.isnan(b)) or a == b
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    return a == b
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
