@@ -2,12 +2,15 @@
 
 * ``KDEKIT_SKIP_EXT=1``: no extension (torch fallback only).
 * CPU kernels: one ``CppExtension`` with every ``csrc/*.cpp`` and ``csrc/cpu/*.cpp`` (``-O3 -g0``, OpenMP).
-* CUDA kernels (``csrc/cuda/*.cu``, torch-free launchers) are added as a ``CUDAExtension`` only when a CUDA build of
-  torch and a CUDA toolkit are present, or when ``KDEKIT_FORCE_CUDA=1`` (the CPU torch wheel cannot build them).
+* CUDA kernels (``csrc/cuda/*.cu``, each registering ``TORCH_LIBRARY_IMPL(kdekit, CUDA, m)``) join them in a
+  ``CUDAExtension`` only when a CUDA build of torch and a CUDA toolkit are present, or when ``KDEKIT_FORCE_CUDA=1``
+  (the CPU torch wheel cannot link them). nvcc flags: ``NVCC_FLAGS`` of ``csrc/cuda/nvcc_check.py`` (``-O3
+  -std=c++20``), the compile check CI runs on every ``.cu`` with the CPU wheel.
 * Skipped silently when ``csrc/`` holds no sources or torch's extension tooling cannot be imported.
 """
 import glob
 import os
+import runpy
 
 from setuptools import setup
 
@@ -35,7 +38,8 @@ def extension_modules():
         ext = cpp_extension.CUDAExtension(
             "kdekit._C",
             sources + cuda_sources,
-            extra_compile_args={"cxx": cxx + ["-DKDEKIT_WITH_CUDA"], "nvcc": ["-O3", "-std=c++17"]},
+            extra_compile_args={"cxx": cxx,
+                                "nvcc": runpy.run_path("csrc/cuda/nvcc_check.py")["NVCC_FLAGS"]},
             extra_link_args=["-fopenmp"],
         )
     else:

@@ -1,5 +1,9 @@
 // Concordance correlation coefficient over the last dim of (B, N) on CUDA: one block per row, corrected two-pass
-// moments with fixed-order block reductions in float64; forward and backward (same formulas as csrc/cpu/ccc.cpp).
+// moments with fixed-order block reductions in float64 for every input dtype; forward and backward (same formulas
+// as csrc/cpu/ccc.cpp: NaN value and zero gradient for undefined items).
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+
 #include <cmath>
 
 #include "common.cuh"
@@ -28,6 +32,7 @@ __device__ Moments row_moments(const T* x, const T* y, int64_t N, double* shared
     m2y += dy * dy;
     cxy += dx * dy;
   }
+  // one refinement step of the means (exact centring up to rounding); the moments change by n * shift^2
   const double ex = block_sum(rx, shared) / N, ey = block_sum(ry, shared) / N;
   return {mx0 + ex, my0 + ey, block_sum(m2x, shared) - N * ex * ex, block_sum(m2y, shared) - N * ey * ey,
           block_sum(cxy, shared) - N * ex * ey};
@@ -39,19 +44,19 @@ __global__ void ccc_fwd(const T* x, const T* y, T* out, int64_t N, double ddof) 
   const int64_t b = blockIdx.x;
   const Moments m = row_moments(x + b * N, y + b * N, N, shared);
   const double d = m.mx - m.my, den = m.m2x + m.m2y + (N - ddof) * d * d;
-  if (threadIdx.x == 0) out[b] = (N > ddof && den > 0) ? static_cast<T>(2.0 * m.cxy / den) : static_cast<T>(NAN);
+  if (threadIdx.x == 0) out[b] = static_cast<T>((N > ddof && den > 0) ? 2.0 * m.cxy / den : NAN);
 }
 
 template <typename T>
-__global__ void ccc_bwd(const T* grad, const T* x, const T* y, T* gx, T* gy, int64_t N, double ddof) {
+__global__ void ccc_bwd(const double* grad, const T* x, const T* y, T* gx, T* gy, int64_t N, double ddof) {
   __shared__ double shared[kThreads];
   const int64_t b = blockIdx.x;
   const T *xb = x + b * N, *yb = y + b * N;
   const Moments m = row_moments(xb, yb, N, shared);
   const double d = m.mx - m.my, den = m.m2x + m.m2y + (N - ddof) * d * d;
   const bool ok = N > ddof && den > 0;
-  const double g = static_cast<double>(grad[b]);
-  const double a = ok ? 2.0 * g / den : NAN, c = ok ? 2.0 * g * m.cxy / (den * den) : NAN;
+  const double g = grad[b];
+  const double a = ok ? 2.0 * g / den : 0.0, c = ok ? 2.0 * g * m.cxy / (den * den) : 0.0;  // 0: undefined
   const double shift = 2.0 * (N - ddof) * d / N;
   for (int64_t i = threadIdx.x; i < N; i += kThreads) {
     const double dx = static_cast<double>(xb[i]) - m.mx, dy = static_cast<double>(yb[i]) - m.my;
@@ -60,31 +65,49 @@ __global__ void ccc_bwd(const T* grad, const T* x, const T* y, T* gx, T* gy, int
   }
 }
 
+void check_pair(const at::Tensor& x, const at::Tensor& y) {
+  check_float_cuda(x, "x");
+  TORCH_CHECK(x.dim() == 2 && x.size(1) >= 1, "x must be (B, N) with N >= 1, got ", x.sizes());
+  check_points(y, "y", x);
+}
+
+at::Tensor ccc_cuda(const at::Tensor& x_, const at::Tensor& y_, bool unbiased) {
+  check_pair(x_, y_);
+  const c10::cuda::CUDAGuard guard(x_.device());
+  auto x = x_.contiguous(), y = y_.contiguous();
+  const int64_t B = x.size(0), N = x.size(1);
+  auto out = at::empty({B}, x.options());
+  if (B == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ccc_cuda", [&] {
+    ccc_fwd<scalar_t><<<static_cast<unsigned>(B), kThreads, 0, current_stream()>>>(
+        x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N, unbiased ? 1.0 : 0.0);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> ccc_backward_cuda(const at::Tensor& grad_, const at::Tensor& x_,
+                                                     const at::Tensor& y_, bool unbiased) {
+  check_pair(x_, y_);
+  check_grad(grad_, {x_.size(0)}, x_);
+  const c10::cuda::CUDAGuard guard(x_.device());
+  auto x = x_.contiguous(), y = y_.contiguous(), grad = grad_.to(at::kDouble).contiguous();
+  const int64_t B = x.size(0), N = x.size(1);
+  auto gx = at::empty_like(x), gy = at::empty_like(y);
+  if (B == 0) return {gx, gy};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ccc_backward_cuda", [&] {
+    ccc_bwd<scalar_t><<<static_cast<unsigned>(B), kThreads, 0, current_stream()>>>(
+        grad.const_data_ptr<double>(), x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+        gx.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), N, unbiased ? 1.0 : 0.0);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {gx, gy};
+}
+
 }  // namespace
 }  // namespace kdekit_cuda
 
-extern "C" {
-int kdekit_ccc_f32(const float* x, const float* y, float* out, int64_t B, int64_t N, int unbiased, intptr_t stream) {
-  kdekit_cuda::ccc_fwd<float><<<static_cast<unsigned>(B), kdekit_cuda::kThreads, 0, kdekit_cuda::as_stream(stream)>>>(
-      x, y, out, N, unbiased ? 1.0 : 0.0);
-  return static_cast<int>(cudaGetLastError());
-}
-int kdekit_ccc_f64(const double* x, const double* y, double* out, int64_t B, int64_t N, int unbiased,
-                   intptr_t stream) {
-  kdekit_cuda::ccc_fwd<double><<<static_cast<unsigned>(B), kdekit_cuda::kThreads, 0,
-                                 kdekit_cuda::as_stream(stream)>>>(x, y, out, N, unbiased ? 1.0 : 0.0);
-  return static_cast<int>(cudaGetLastError());
-}
-int kdekit_ccc_backward_f32(const float* g, const float* x, const float* y, float* gx, float* gy, int64_t B, int64_t N,
-                            int unbiased, intptr_t stream) {
-  kdekit_cuda::ccc_bwd<float><<<static_cast<unsigned>(B), kdekit_cuda::kThreads, 0, kdekit_cuda::as_stream(stream)>>>(
-      g, x, y, gx, gy, N, unbiased ? 1.0 : 0.0);
-  return static_cast<int>(cudaGetLastError());
-}
-int kdekit_ccc_backward_f64(const double* g, const double* x, const double* y, double* gx, double* gy, int64_t B,
-                            int64_t N, int unbiased, intptr_t stream) {
-  kdekit_cuda::ccc_bwd<double><<<static_cast<unsigned>(B), kdekit_cuda::kThreads, 0,
-                                 kdekit_cuda::as_stream(stream)>>>(g, x, y, gx, gy, N, unbiased ? 1.0 : 0.0);
-  return static_cast<int>(cudaGetLastError());
-}
+TORCH_LIBRARY_IMPL(kdekit, CUDA, m) {
+  m.impl("ccc", &kdekit_cuda::ccc_cuda);
+  m.impl("ccc_backward", &kdekit_cuda::ccc_backward_cuda);
 }

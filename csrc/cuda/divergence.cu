@@ -1,88 +1,135 @@
-// KL / Jensen-Shannon divergence over the last dim of (B, K) on CUDA: one block per row, fixed-order float64 block
-// reduction; forward and backward with the conventions of csrc/cpu/divergence.cpp (kind 0 = kl, 1 = jsd).
+// KL / Jensen-Shannon divergence and total variation distance over the last dim of (B, K) on CUDA: one block per row,
+// fixed-order float64 block reduction for every input dtype; forward and backward with the conventions of
+// csrc/cpu/divergence.cpp:
+//   kl  = sum p log(p / q)                (0 log(0 / q) = 0);  d/dp = log(p / q) + 1, d/dq = -p / q (0 where p = 0)
+//   jsd = (kl(p, m) + kl(q, m)) / 2       clamped at 0 (zero gradient where clamped), m = (p + q) / 2
+//   tvd = sum |p - q| / 2                 d/dp = sign(p - q) / 2 = -d/dq (0 at p = q)
+// kl/jsd rows whose value is NaN (a negative entry) get a zero gradient.
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+
 #include <cmath>
+#include <string>
 
 #include "common.cuh"
 
 namespace kdekit_cuda {
 namespace {
 
+enum Kind : int { kKL = 0, kJSD = 1, kTVD = 2 };
+
+Kind parse_kind(c10::string_view kind) {
+  if (kind == "kl") return kKL;
+  if (kind == "jsd") return kJSD;
+  if (kind == "tvd") return kTVD;
+  TORCH_CHECK(false, "kind must be 'kl', 'jsd' or 'tvd', got '", std::string(kind), "'");
+}
+
+// p != 0 (not p > 0): an unchecked negative entry gives NaN, as in the torch path
 __device__ __forceinline__ double rel_entr(double p, double q) { return p != 0 ? p * log(p / q) : 0.0; }
 
 template <typename T>
-__device__ double row_divergence(const T* p, const T* q, int64_t K, int kind, double* shared) {
+__device__ double row_divergence(const T* p, const T* q, int64_t K, Kind kind, double* shared) {
   double sum = 0;
   for (int64_t i = threadIdx.x; i < K; i += kThreads) {
     const double pi = static_cast<double>(p[i]), qi = static_cast<double>(q[i]);
-    if (kind == 0) {
+    if (kind == kKL) {
       sum += rel_entr(pi, qi);
-    } else {
+    } else if (kind == kJSD) {
       const double m = 0.5 * (pi + qi);
-      sum += 0.5 * (rel_entr(pi, m) + rel_entr(qi, m));
+      sum += rel_entr(pi, m) + rel_entr(qi, m);
+    } else {
+      sum += fabs(pi - qi);
     }
   }
-  return block_sum(sum, shared);
+  const double total = block_sum(sum, shared);
+  return kind == kKL ? total : 0.5 * total;
 }
 
 template <typename T>
-__global__ void divergence_fwd(const T* p, const T* q, T* out, int64_t K, int kind) {
+__global__ void divergence_fwd(const T* p, const T* q, T* out, int64_t K, Kind kind) {
   __shared__ double shared[kThreads];
   const int64_t b = blockIdx.x;
   double v = row_divergence(p + b * K, q + b * K, K, kind, shared);
-  if (kind == 1 && v < 0) v = 0;
+  if (kind == kJSD && v < 0) v = 0;
   if (threadIdx.x == 0) out[b] = static_cast<T>(v);
 }
 
 template <typename T>
-__global__ void divergence_bwd(const T* grad, const T* p, const T* q, T* gp, T* gq, int64_t K, int kind) {
+__global__ void divergence_bwd(const double* grad, const T* p, const T* q, T* gp, T* gq, int64_t K, Kind kind) {
   __shared__ double shared[kThreads];
   const int64_t b = blockIdx.x;
   const T *pb = p + b * K, *qb = q + b * K;
-  double g = static_cast<double>(grad[b]);
-  if (kind == 1 && row_divergence(pb, qb, K, kind, shared) < 0) g = 0;  // clamped at 0
+  const double v = kind == kTVD ? 0.0 : row_divergence(pb, qb, K, kind, shared);
+  const double g = isnan(v) || (kind == kJSD && v < 0) ? 0.0 : grad[b];  // NaN row, or jsd clamped at 0
   for (int64_t i = threadIdx.x; i < K; i += kThreads) {
     const double pi = static_cast<double>(pb[i]), qi = static_cast<double>(qb[i]);
     double dp, dq;
-    if (kind == 0) {
+    if (kind == kKL) {
       dp = pi > 0 ? log(pi / qi) + 1.0 : 0.0;
       dq = pi > 0 ? -pi / qi : 0.0;
-    } else {
+    } else if (kind == kJSD) {
       const double m = 0.5 * (pi + qi);
       const double own_p = pi > 0 ? log(pi / m) + 1.0 - pi / (2 * m) : 0.0;
       const double own_q = qi > 0 ? log(qi / m) + 1.0 - qi / (2 * m) : 0.0;
-      dp = 0.5 * (own_p - (qi > 0 ? qi / (2 * m) : 0.0));
-      dq = 0.5 * (own_q - (pi > 0 ? pi / (2 * m) : 0.0));
+      const double cross_p = qi > 0 ? qi / (2 * m) : 0.0;  // d/dp of q log(q / m)
+      const double cross_q = pi > 0 ? pi / (2 * m) : 0.0;
+      dp = 0.5 * (own_p - cross_p);
+      dq = 0.5 * (own_q - cross_q);
+    } else {
+      dp = pi > qi ? 0.5 : (pi < qi ? -0.5 : 0.0);
+      dq = -dp;
     }
     gp[b * K + i] = static_cast<T>(g * dp);
     gq[b * K + i] = static_cast<T>(g * dq);
   }
 }
 
+void check_pair(const at::Tensor& p, const at::Tensor& q) {
+  check_float_cuda(p, "p");
+  TORCH_CHECK(p.dim() == 2, "p must be (B, K), got ", p.sizes());
+  check_points(q, "q", p);
+}
+
+at::Tensor divergence_cuda(const at::Tensor& p_, const at::Tensor& q_, c10::string_view kind_) {
+  check_pair(p_, q_);
+  const Kind kind = parse_kind(kind_);
+  const c10::cuda::CUDAGuard guard(p_.device());
+  auto p = p_.contiguous(), q = q_.contiguous();
+  const int64_t B = p.size(0), K = p.size(1);
+  auto out = at::empty({B}, p.options());
+  if (B == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "divergence_cuda", [&] {
+    divergence_fwd<scalar_t><<<static_cast<unsigned>(B), kThreads, 0, current_stream()>>>(
+        p.const_data_ptr<scalar_t>(), q.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), K, kind);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> divergence_backward_cuda(const at::Tensor& grad_, const at::Tensor& p_,
+                                                            const at::Tensor& q_, c10::string_view kind_) {
+  check_pair(p_, q_);
+  check_grad(grad_, {p_.size(0)}, p_);
+  const Kind kind = parse_kind(kind_);
+  const c10::cuda::CUDAGuard guard(p_.device());
+  auto p = p_.contiguous(), q = q_.contiguous(), grad = grad_.to(at::kDouble).contiguous();
+  const int64_t B = p.size(0), K = p.size(1);
+  auto gp = at::empty_like(p), gq = at::empty_like(q);
+  if (B == 0 || K == 0) return {gp, gq};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "divergence_backward_cuda", [&] {
+    divergence_bwd<scalar_t><<<static_cast<unsigned>(B), kThreads, 0, current_stream()>>>(
+        grad.const_data_ptr<double>(), p.const_data_ptr<scalar_t>(), q.const_data_ptr<scalar_t>(),
+        gp.data_ptr<scalar_t>(), gq.data_ptr<scalar_t>(), K, kind);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {gp, gq};
+}
+
 }  // namespace
 }  // namespace kdekit_cuda
 
-extern "C" {
-int kdekit_divergence_f32(const float* p, const float* q, float* out, int64_t B, int64_t K, int kind, intptr_t stream) {
-  kdekit_cuda::divergence_fwd<float><<<static_cast<unsigned>(B), kdekit_cuda::kThreads, 0,
-                                       kdekit_cuda::as_stream(stream)>>>(p, q, out, K, kind);
-  return static_cast<int>(cudaGetLastError());
-}
-int kdekit_divergence_f64(const double* p, const double* q, double* out, int64_t B, int64_t K, int kind,
-                          intptr_t stream) {
-  kdekit_cuda::divergence_fwd<double><<<static_cast<unsigned>(B), kdekit_cuda::kThreads, 0,
-                                        kdekit_cuda::as_stream(stream)>>>(p, q, out, K, kind);
-  return static_cast<int>(cudaGetLastError());
-}
-int kdekit_divergence_backward_f32(const float* g, const float* p, const float* q, float* gp, float* gq, int64_t B,
-                                   int64_t K, int kind, intptr_t stream) {
-  kdekit_cuda::divergence_bwd<float><<<static_cast<unsigned>(B), kdekit_cuda::kThreads, 0,
-                                       kdekit_cuda::as_stream(stream)>>>(g, p, q, gp, gq, K, kind);
-  return static_cast<int>(cudaGetLastError());
-}
-int kdekit_divergence_backward_f64(const double* g, const double* p, const double* q, double* gp, double* gq,
-                                   int64_t B, int64_t K, int kind, intptr_t stream) {
-  kdekit_cuda::divergence_bwd<double><<<static_cast<unsigned>(B), kdekit_cuda::kThreads, 0,
-                                        kdekit_cuda::as_stream(stream)>>>(g, p, q, gp, gq, K, kind);
-  return static_cast<int>(cudaGetLastError());
-}
+TORCH_LIBRARY_IMPL(kdekit, CUDA, m) {
+  m.impl("divergence", &kdekit_cuda::divergence_cuda);
+  m.impl("divergence_backward", &kdekit_cuda::divergence_backward_cuda);
 }
