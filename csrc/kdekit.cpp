@@ -38,7 +38,8 @@ TORCH_LIBRARY(kdekit, m) {
   // Concordance correlation coefficient over the last dim of (B, N): population (ddof 0) or unbiased moments.
   m.def("ccc(Tensor x, Tensor y, bool unbiased) -> Tensor");
   m.def("ccc_backward(Tensor grad, Tensor x, Tensor y, bool unbiased) -> (Tensor, Tensor)");
-  // kind: "kl" = sum p log(p/q), "jsd" = (kl(p, m) + kl(q, m)) / 2, over the last dim of (B, K); 0 log 0 = 0.
+  // kind over the last dim of (B, K): "kl" = sum p log(p/q), "jsd" = (kl(p, m) + kl(q, m)) / 2 (0 log 0 = 0; a
+  // kl/jsd row with a negative or non-finite entry gives NaN and a zero gradient), "tvd" = sum |p - q| / 2.
   m.def("divergence(Tensor p, Tensor q, str kind) -> Tensor");
   m.def("divergence_backward(Tensor grad, Tensor p, Tensor q, str kind) -> (Tensor, Tensor)");
 }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-from typing import Dict, Iterable, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 
@@ -33,30 +33,47 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _triton_status() -> Tuple[bool, str]:
+_probed: Dict[tuple, Tuple[bool, str]] = {}  # (backend, what it depends on) -> (available, reason)
+
+
+def _probe_triton(interpret: bool) -> Tuple[bool, str]:
     try:
         import triton  # noqa: F401
     except ImportError as exc:
         return False, f"triton not importable: {exc}"
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+    if interpret:
         return True, "interpreter (TRITON_INTERPRET=1): runs on CPU tensors, slowly"
     if torch.cuda.is_available():
         return True, f"triton {triton.__version__} on {torch.cuda.get_device_name()}"
     return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernels in the interpreter)"
 
 
+def _probe_cuda(loaded: bool) -> Tuple[bool, str]:
+    if not loaded:
+        return False, _ext.LOAD_ERROR or "not built"
+    if not _ext.has_kernel("soft_histogram2d", "CUDA"):
+        return False, "kdekit._C was built without CUDA kernels (needs a CUDA torch + toolkit, or KDEKIT_FORCE_CUDA=1)"
+    if not torch.cuda.is_available():
+        return False, "no CUDA device"
+    return True, "kdekit._C CUDA kernels loaded"
+
+
+def _status(name: str) -> Tuple[bool, str]:
+    """``(available, reason)`` of one backend. The probes (imports, dispatch tables, CUDA) run once per state of
+    what they depend on (``TRITON_INTERPRET``, whether ``kdekit._C`` loaded), so :func:`select` stays cheap."""
+    if name == "torch":
+        return True, "reference torch ops"
+    if name == "cpp":
+        return (True, "kdekit._C CPU kernels loaded") if _ext.LOADED else (False, _ext.LOAD_ERROR or "not built")
+    key = (name, os.environ.get("TRITON_INTERPRET", "0") == "1") if name == "triton" else (name, _ext.LOADED)
+    if key not in _probed:
+        _probed[key] = (_probe_triton if name == "triton" else _probe_cuda)(key[1])
+    return _probed[key]
+
+
 def backends() -> Dict[str, Tuple[bool, str]]:
     """``{name: (available, reason)}`` for ``torch``, ``cpp``, ``cuda`` and ``triton``."""
-    cpp = (True, "kdekit._C CPU kernels loaded") if _ext.LOADED else (False, _ext.LOAD_ERROR or "not built")
-    if not _ext.LOADED:
-        cuda = (False, _ext.LOAD_ERROR or "not built")
-    elif not _ext.has_kernel("soft_histogram2d", "CUDA"):
-        cuda = (False, "kdekit._C was built without CUDA kernels (needs a CUDA torch + toolkit, or KDEKIT_FORCE_CUDA=1)")
-    elif not torch.cuda.is_available():
-        cuda = (False, "no CUDA device")
-    else:
-        cuda = (True, "kdekit._C CUDA kernels loaded")
-    return {"torch": (True, "reference torch ops"), "cpp": cpp, "cuda": cuda, "triton": _triton_status()}
+    return {name: _status(name) for name in BACKENDS}
 
 
 def forced_backend() -> Optional[str]:
@@ -78,16 +95,14 @@ def use_backend(name: str) -> Iterator[None]:
         _forced.reset(token)
 
 
-def select(tensor: torch.Tensor, implemented: Iterable[str]) -> str:
+def select(tensor: torch.Tensor, implemented: Sequence[str]) -> str:
     """Backend for an op that implements ``implemented`` (always including ``torch``), for inputs like ``tensor``."""
-    implemented = tuple(implemented)
     forced = forced_backend()
-    available = backends()
     on_cuda = tensor.device.type == "cuda"
     if forced is not None:
         if forced not in implemented or forced == "triton" and tensor.dtype == torch.float64:
             return "torch"  # Triton kernels accumulate in float32: float64 never goes to them
-        ok, why = available[forced]
+        ok, why = _status(forced)
         if not ok:
             raise RuntimeError(f"backend {forced!r} was forced but is unavailable: {why}")
         if forced == "cpp" and on_cuda or forced == "cuda" and not on_cuda:
@@ -96,13 +111,12 @@ def select(tensor: torch.Tensor, implemented: Iterable[str]) -> str:
             raise RuntimeError("backend 'triton' runs CPU tensors only under TRITON_INTERPRET=1")
         return forced
     if on_cuda:
-        order = ("cuda", "triton") if tensor.dtype == torch.float64 else ("triton", "cuda")
-        order = tuple(b for b in order if not (b == "triton" and tensor.dtype == torch.float64))
+        order = ("cuda",) if tensor.dtype == torch.float64 else ("triton", "cuda")
     elif tensor.device.type == "cpu":
         order = ("cpp",)
     else:
         order = ()
     for name in order:
-        if name in implemented and available[name][0]:
+        if name in implemented and _status(name)[0]:
             return name
     return "torch"

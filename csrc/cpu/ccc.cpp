@@ -1,6 +1,8 @@
-// Concordance correlation coefficient over the last dim of (B, N), one item per task, float64 accumulation.
+// Concordance correlation coefficient over the last dim of (B, N) (any strides: a transposed view needs no copy),
+// one item per task, float64 accumulation.
 //   ccc = 2 C / (M2x + M2y + (n - ddof) (mx - my)^2)   (C, M2: centred co-/second moments; NaN if undefined)
-//   d ccc / d x_i = 2 (y_i - my) / D - 2 C / D^2 (2 (x_i - mx) + 2 (n - ddof) (mx - my) / n), y symmetric.
+//   d ccc / d x_i = 2 (y_i - my) / D - 2 C / D^2 (2 (x_i - mx) + 2 (n - ddof) (mx - my) / n), y symmetric;
+//   zero for undefined items.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -15,17 +17,18 @@ struct Moments {
   double n, mx, my, m2x, m2y, cxy;
 };
 
+// moments of row x[i * incx], y[i * incy], i < N
 template <typename T>
-Moments moments(const T* x, const T* y, int64_t N) {
+Moments moments(const T* x, int64_t incx, const T* y, int64_t incy, int64_t N) {
   double sx = 0, sy = 0;
   for (int64_t i = 0; i < N; ++i) {
-    sx += static_cast<double>(x[i]);
-    sy += static_cast<double>(y[i]);
+    sx += static_cast<double>(x[i * incx]);
+    sy += static_cast<double>(y[i * incy]);
   }
   double mx = sx / N, my = sy / N;
   double m2x = 0, m2y = 0, cxy = 0, rx = 0, ry = 0;
   for (int64_t i = 0; i < N; ++i) {
-    const double dx = static_cast<double>(x[i]) - mx, dy = static_cast<double>(y[i]) - my;
+    const double dx = static_cast<double>(x[i * incx]) - mx, dy = static_cast<double>(y[i * incy]) - my;
     rx += dx;
     ry += dy;
     m2x += dx * dx;
@@ -43,18 +46,17 @@ void check_pair(const at::Tensor& x, const at::Tensor& y) {
   check_points(y, "y", x.size(0), x.size(1), x.scalar_type());
 }
 
-at::Tensor ccc_cpu(const at::Tensor& x_, const at::Tensor& y_, bool unbiased) {
-  check_pair(x_, y_);
-  auto x = x_.contiguous(), y = y_.contiguous();
+at::Tensor ccc_cpu(const at::Tensor& x, const at::Tensor& y, bool unbiased) {
+  check_pair(x, y);
   const int64_t B = x.size(0), N = x.size(1);
   const double ddof = unbiased ? 1.0 : 0.0;
   auto out = at::empty({B}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ccc_cpu", [&] {
     const scalar_t *px = x.data_ptr<scalar_t>(), *py = y.data_ptr<scalar_t>();
     scalar_t* po = out.data_ptr<scalar_t>();
-    at::parallel_for(0, B, std::max<int64_t>(1, 4096 / N), [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, item_grain(10.0 * N), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        const Moments m = moments(px + b * N, py + b * N, N);
+        const Moments m = moments(px + b * x.stride(0), x.stride(1), py + b * y.stride(0), y.stride(1), N);
         const double d = m.mx - m.my;
         const double den = m.m2x + m.m2y + (m.n - ddof) * d * d;
         po[b] = (m.n > ddof && den > 0) ? static_cast<scalar_t>(2.0 * m.cxy / den)
@@ -78,16 +80,16 @@ std::tuple<at::Tensor, at::Tensor> ccc_backward_cpu(const at::Tensor& grad_, con
     const scalar_t *px = x.data_ptr<scalar_t>(), *py = y.data_ptr<scalar_t>();
     const double* pg = grad.data_ptr<double>();
     scalar_t *pgx = gx.data_ptr<scalar_t>(), *pgy = gy.data_ptr<scalar_t>();
-    at::parallel_for(0, B, std::max<int64_t>(1, 4096 / N), [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, item_grain(20.0 * N), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const scalar_t *xb = px + b * N, *yb = py + b * N;
-        const Moments m = moments(xb, yb, N);
+        const Moments m = moments(xb, 1, yb, 1, N);
         const double d = m.mx - m.my;
         const double den = m.m2x + m.m2y + (m.n - ddof) * d * d;
         const bool ok = m.n > ddof && den > 0;
         const double g = pg[b];
-        const double a = ok ? 2.0 * g / den : std::numeric_limits<double>::quiet_NaN();
-        const double c = ok ? 2.0 * g * m.cxy / (den * den) : std::numeric_limits<double>::quiet_NaN();
+        // undefined (NaN) items get a zero gradient, as in the torch path
+        const double a = ok ? 2.0 * g / den : 0.0, c = ok ? 2.0 * g * m.cxy / (den * den) : 0.0;
         const double shift = 2.0 * (m.n - ddof) * d / m.n;
         for (int64_t i = 0; i < N; ++i) {
           const double dx = static_cast<double>(xb[i]) - m.mx, dy = static_cast<double>(yb[i]) - m.my;

@@ -1,40 +1,237 @@
 // Fused 2-D soft histogram (forward and backward) on CPU.
 //
-// Per item b (one thread): the item's sigmoid differences A_x, A_y (N x bins, bins + 1 sigmoids per point and axis)
-// live in per-thread buffers reused across items, so the (B, N, bins) matrices never exist; products use BLAS.
-//   forward:  H = A_x^T (w A_y)
-//   backward: with G = dL/dH, u = A_x[n] G, v = G A_y[n]^T:
-//             dL/dw_n = <A_x[n], v>,  dL/dx_n = w_n <dA_x[n], v>,  dL/dy_n = w_n <u, dA_y[n]>,
-//             dA[i] = s (sigmoid'(s (x - e_i)) - sigmoid'(s (x - e_{i+1}))),  sigmoid' = sigmoid (1 - sigmoid).
+//   A[n, i] = sigmoid(s (x_n - e_i)) - sigmoid(s (x_n - e_{i+1}))     (bins + 1 sigmoids per point and axis)
+//   forward:  H = A_x^T diag(w) A_y
+//   backward: with G = dL/dH, v = A_y G^T, u = A_x G (both N x bins):
+//             dL/dw_n = <A_x[n], v[n]>,  dL/dx_n = w_n <dA_x[n], v[n]>,  dL/dy_n = w_n <dA_y[n], u[n]>,
+//             dA[n, i] = s (c_i (1 - c_i) - c_{i+1} (1 - c_{i+1})),  c_e = sigmoid(s (x_n - e_e)).
+//
+// Each item is computed by one thread, in the same order whatever the thread count (bitwise reproducible). Points are
+// processed in tiles of kTile: the tile's A (and dA) rows live in per-thread buffers, so the (B, N, bins) matrices
+// never exist. The sigmoids use a vectorised exp (Cody-Waite reduction + Taylor polynomial, ~1 ulp) and the products
+// a register-blocked micro-kernel, both written with GCC vector extensions (the bins axis padded with zeros to whole
+// register blocks). On x86-64 the kernels are compiled for AVX-512 (64-byte vectors), AVX2 + FMA (32) and the
+// baseline (16), and run_widest_simd picks one per CPU; results differ between these in the last bits only.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
 
+#define KDEKIT_INLINE inline __attribute__((always_inline))
+#define KDEKIT_INLINE_LAMBDA __attribute__((always_inline))
+#pragma GCC optimize("fp-contract=fast")  // fused multiply-adds (-std=c++20 turns contraction off)
+#pragma GCC diagnostic ignored "-Wpsabi"  // vector arguments of always-inline helpers never cross an ABI boundary
+
 namespace kdekit {
 namespace {
 
-template <typename T>
-struct AxisEdges {
-  std::vector<T> edges;
-  AxisEdges(T lo, T hi, int64_t bins) : edges(bins + 1) {
-    const T step = (hi - lo) / static_cast<T>(bins);
-    for (int64_t e = 0; e <= bins; ++e) edges[e] = bin_edge(lo, hi, step, e, bins);
+constexpr int64_t kTile = 32;  // points per tile
+
+// Vectors of `Bytes` bytes (64: AVX-512, 32: AVX2, 16: SSE2) and the exp constants per scalar type.
+template <typename T, int Bytes>
+struct Simd;
+
+template <int Bytes>
+struct Simd<float, Bytes> {
+  typedef float V __attribute__((vector_size(Bytes)));
+  typedef int32_t I __attribute__((vector_size(Bytes)));
+  static constexpr int kLanes = Bytes / 4, kMantissa = 23, kBias = 127, kDegree = 7;
+  static constexpr float kMaxArg = 87.0f;       // exp(+-87) is a normal float
+  static constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  static constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693145751953125f,
+                         kLn2Lo = 1.42860682030941723212e-6f;
+};
+
+template <int Bytes>
+struct Simd<double, Bytes> {
+  typedef double V __attribute__((vector_size(Bytes)));
+  typedef int64_t I __attribute__((vector_size(Bytes)));
+  static constexpr int kLanes = Bytes / 8, kMantissa = 52, kBias = 1023, kDegree = 13;
+  static constexpr double kMaxArg = 708.0;
+  static constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double kLog2e = 1.4426950408889634, kLn2Hi = 6.93147180369123816490e-01,
+                          kLn2Lo = 1.90821492927058770002e-10;
+};
+
+template <typename V, typename T>
+KDEKIT_INLINE V load(const T* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename V, typename T>
+KDEKIT_INLINE void store(T* p, V v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+// exp(t) per lane: t = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial, 2^k through the exponent bits.
+// |t| is clamped to kMaxArg (exp(-kMaxArg) stands for 0 in a sigmoid); NaN stays NaN.
+template <typename S>
+KDEKIT_INLINE typename S::V vexp(typename S::V t) {
+  using V = typename S::V;
+  using I = typename S::I;
+  using T = decltype(S::kMaxArg + 0);
+  const V round = V{} + S::kRound;
+  t = t > S::kMaxArg ? V{} + S::kMaxArg : t;
+  t = t < -S::kMaxArg ? V{} - S::kMaxArg : t;
+  const V shifted = t * S::kLog2e + round;  // k in the low mantissa bits
+  const V k = shifted - round;
+  const V r = (t - k * S::kLn2Hi) - k * S::kLn2Lo;
+  T coef[S::kDegree + 1];  // 1 / j!
+  coef[0] = 1;
+  for (int j = 1; j <= S::kDegree; ++j) coef[j] = coef[j - 1] / T(j);
+  V p = V{} + coef[S::kDegree];
+  for (int j = S::kDegree - 1; j >= 0; --j) p = p * r + coef[j];
+  const I scale = (((I)shifted - (I)round) + S::kBias) << S::kMantissa;
+  return p * (V)scale;
+}
+
+// The kernels for one vector width: per-thread tile buffers with the bins axis padded to `ld` (a multiple of the
+// micro-kernel's kCols vectors; edges past e_bins repeat hi, so padded columns of A and dA are exactly 0).
+template <typename T, int Bytes>
+struct Kernel {
+  using Scalar = T;
+  using S = Simd<T, Bytes>;
+  using V = typename S::V;
+  static constexpr int L = S::kLanes;
+  static constexpr int kRows = Bytes == 64 ? 8 : 4, kCols = 2;  // register block of the micro-kernel: 16 or 8 vectors
+
+  const T *x, *y, *w;
+  const double *rx, *ry;
+  int64_t N, bins, ld;
+  T s;
+  std::vector<T> ex, ey, cdf, dcdf, ax, ay, dax, day;
+
+  KDEKIT_INLINE Kernel(const T* x_, const T* y_, const T* w_, const double* rx_, const double* ry_, int64_t N_,
+                       int64_t bins_, T s_, bool backward)
+      : x(x_), y(y_), w(w_), rx(rx_), ry(ry_), N(N_), bins(bins_),
+        ld((bins_ + kCols * L - 1) / (kCols * L) * (kCols * L)), s(s_),
+        ex(ld + L), ey(ld + L), cdf(ld + L), dcdf(backward ? ld + L : 0), ax(kTile * ld, T(0)),
+        ay(kTile * ld, T(0)), dax(backward ? kTile * ld : 0, T(0)), day(backward ? kTile * ld : 0, T(0)) {}
+
+  KDEKIT_INLINE void set_edges(std::vector<T>& e, const double* range) const {
+    const T lo = static_cast<T>(range[0]), hi = static_cast<T>(range[1]), step = (hi - lo) / static_cast<T>(bins);
+    for (int64_t k = 0; k < ld + L; ++k) e[k] = bin_edge(lo, hi, step, std::min(k, bins), bins);
+  }
+
+  // One tile row: mass[i] = scale * A[i] and, if dmass, dmass[i] = dA[i], for i < ld.
+  KDEKIT_INLINE void point(T xn, T scale, const std::vector<T>& edges, T* mass, T* dmass) {
+    for (int64_t e = 0; e < ld + L; e += L) {
+      const V c = T(1) / (T(1) + vexp<S>(s * (load<V>(&edges[e]) - xn)));
+      store(&cdf[e], c);
+      if (dmass) store(&dcdf[e], c * (T(1) - c));
+    }
+    for (int64_t i = 0; i < ld; i += L) {
+      store(mass + i, scale * (load<V>(&cdf[i]) - load<V>(&cdf[i + 1])));
+      if (dmass) store(dmass + i, s * (load<V>(&dcdf[i]) - load<V>(&dcdf[i + 1])));
+    }
+  }
+
+  // C[r, :] (+)= sum_{k < K} A[r * a_row + k * a_k] B[k, :] for r < kRows; B and C have ld columns (row stride ld).
+  static KDEKIT_INLINE void gemm_rows(const T* A, int64_t a_row, int64_t a_k, const T* B, int64_t K, int64_t ld,
+                                      T* C, bool accumulate) {
+    for (int64_t j = 0; j < ld; j += kCols * L) {
+      V acc[kRows][kCols];
+#pragma GCC unroll 8
+      for (int r = 0; r < kRows; ++r)
+        for (int c = 0; c < kCols; ++c) acc[r][c] = accumulate ? load<V>(C + r * ld + j + c * L) : V{};
+      for (int64_t k = 0; k < K; ++k) {
+        V b[kCols];
+        for (int c = 0; c < kCols; ++c) b[c] = load<V>(B + k * ld + j + c * L);
+#pragma GCC unroll 8
+        for (int r = 0; r < kRows; ++r) {
+          const T a = A[r * a_row + k * a_k];
+          for (int c = 0; c < kCols; ++c) acc[r][c] += a * b[c];
+        }
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < kRows; ++r)
+        for (int c = 0; c < kCols; ++c) store(C + r * ld + j + c * L, acc[r][c]);
+    }
+  }
+
+  KDEKIT_INLINE void forward(T* out, int64_t b0, int64_t b1) {
+    std::vector<T> H(ld * ld);
+    for (int64_t b = b0; b < b1; ++b) {
+      set_edges(ex, rx + 2 * b);
+      set_edges(ey, ry + 2 * b);
+      std::fill(H.begin(), H.end(), T(0));
+      for (int64_t n0 = 0; n0 < N; n0 += kTile) {
+        const int64_t nt = std::min(kTile, N - n0);
+        for (int64_t n = 0; n < nt; ++n) {
+          const int64_t bn = b * N + n0 + n;
+          point(x[bn], T(1), ex, &ax[n * ld], nullptr);
+          point(y[bn], w[bn], ey, &ay[n * ld], nullptr);
+        }
+        for (int64_t i0 = 0; i0 < bins; i0 += kRows)  // H[i, :] += sum_n A_x[n, i] (w A_y)[n, :]
+          gemm_rows(&ax[i0], 1, ld, ay.data(), nt, ld, &H[i0 * ld], true);
+      }
+      for (int64_t i = 0; i < bins; ++i) std::copy_n(&H[i * ld], bins, out + (b * bins + i) * bins);
+    }
+  }
+
+  KDEKIT_INLINE void backward(const T* grad, T* gx, T* gy, T* gw, int64_t b0, int64_t b1) {
+    std::vector<T> G(ld * ld, T(0)), GT(ld * ld, T(0)), u(kTile * ld), v(kTile * ld);
+    for (int64_t b = b0; b < b1; ++b) {
+      set_edges(ex, rx + 2 * b);
+      set_edges(ey, ry + 2 * b);
+      for (int64_t i = 0; i < bins; ++i)
+        for (int64_t j = 0; j < bins; ++j) G[i * ld + j] = GT[j * ld + i] = grad[(b * bins + i) * bins + j];
+      for (int64_t n0 = 0; n0 < N; n0 += kTile) {
+        const int64_t nt = std::min(kTile, N - n0);
+        for (int64_t n = 0; n < nt; ++n) {
+          point(x[b * N + n0 + n], T(1), ex, &ax[n * ld], &dax[n * ld]);
+          point(y[b * N + n0 + n], T(1), ey, &ay[n * ld], &day[n * ld]);
+        }
+        for (int64_t r0 = 0; r0 < nt; r0 += kRows) {  // rows past nt are stale and never written out
+          gemm_rows(&ay[r0 * ld], ld, 1, GT.data(), bins, ld, &v[r0 * ld], false);  // v[n, i] = sum_j G[i, j] A_y[n, j]
+          gemm_rows(&ax[r0 * ld], ld, 1, G.data(), bins, ld, &u[r0 * ld], false);   // u[n, j] = sum_i A_x[n, i] G[i, j]
+        }
+        for (int64_t n = 0; n < nt; ++n) {
+          V sw{}, sx{}, sy{};
+          for (int64_t i = n * ld; i < (n + 1) * ld; i += L) {
+            const V vi = load<V>(&v[i]);
+            sw += load<V>(&ax[i]) * vi;
+            sx += load<V>(&dax[i]) * vi;
+            sy += load<V>(&day[i]) * load<V>(&u[i]);
+          }
+          T tw = 0, tx = 0, ty = 0;
+          for (int l = 0; l < L; ++l) tw += sw[l], tx += sx[l], ty += sy[l];
+          const int64_t bn = b * N + n0 + n;
+          gw[bn] = tw;
+          gx[bn] = w[bn] * tx;
+          gy[bn] = w[bn] * ty;
+        }
+      }
+    }
   }
 };
 
-// mass[i] = sigmoid(s (x - e_i)) - sigmoid(s (x - e_{i+1})); if dmass: its derivative in x.
-template <typename T>
-inline void sigmoid_mass(T x, T s, const T* edges, int64_t bins, T* cdf, T* mass, T* dmass) {
-  for (int64_t e = 0; e <= bins; ++e) cdf[e] = T(1) / (T(1) + std::exp(-s * (x - edges[e])));
-  for (int64_t i = 0; i < bins; ++i) mass[i] = cdf[i] - cdf[i + 1];
-  if (dmass) {
-    for (int64_t i = 0; i < bins; ++i)
-      dmass[i] = s * (cdf[i] * (T(1) - cdf[i]) - cdf[i + 1] * (T(1) - cdf[i + 1]));
-  }
+// Runs f(std::integral_constant<int, Bytes>) compiled for the widest vector ISA of this CPU: x86-64-v4 (AVX-512,
+// 64 bytes), x86-64-v3 (AVX2 + FMA, 32 bytes), else the baseline (16 bytes). f must be always-inline so that its body
+// is compiled for the chosen target.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+template <typename F>
+__attribute__((target("arch=x86-64-v4"))) void run_v4(const F& f) { f(std::integral_constant<int, 64>{}); }
+template <typename F>
+__attribute__((target("arch=x86-64-v3"))) void run_v3(const F& f) { f(std::integral_constant<int, 32>{}); }
+template <typename F>
+void run_widest_simd(const F& f) {
+  static const int level = (__builtin_cpu_init(), __builtin_cpu_supports("x86-64-v4") ? 4
+                                                  : __builtin_cpu_supports("x86-64-v3") ? 3 : 0);
+  if (level == 4) return run_v4(f);
+  if (level == 3) return run_v3(f);
+  f(std::integral_constant<int, 16>{});
 }
+#else
+template <typename F>
+void run_widest_simd(const F& f) { f(std::integral_constant<int, 16>{}); }
+#endif
 
 void check_inputs(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx,
                   const at::Tensor& ry, int64_t bins) {
@@ -47,12 +244,22 @@ void check_inputs(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w,
   TORCH_CHECK(bins >= 2, "bins must be >= 2, got ", bins);
 }
 
-// Sigmoid differences of one item's points: mass (N, bins) and, if dmass, d mass / dx; a per-thread tile.
-template <typename T>
-void item_mass(const T* x, int64_t N, T s, const AxisEdges<T>& ax, int64_t bins, std::vector<T>& cdf, T* mass,
-               T* dmass) {
-  for (int64_t n = 0; n < N; ++n)
-    sigmoid_mass(x[n], s, ax.edges.data(), bins, cdf.data(), mass + n * bins, dmass ? dmass + n * bins : nullptr);
+// Runs body(kernel, b0, b1) over chunks of items, with the Kernel for x's dtype and this CPU's vector width.
+template <typename Body>
+void for_items(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx,
+               const at::Tensor& ry, int64_t bins, double sharpness, bool backward, const Body& body) {
+  const int64_t B = x.size(0), N = x.size(1);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "soft_histogram2d_cpu", [&] {
+    const scalar_t *px = x.data_ptr<scalar_t>(), *py = y.data_ptr<scalar_t>(), *pw = w.data_ptr<scalar_t>();
+    const double *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
+    at::parallel_for(0, B, item_grain(2.0 * N * bins * bins), [&](int64_t b0, int64_t b1) {
+      run_widest_simd([&](auto width) KDEKIT_INLINE_LAMBDA {
+        Kernel<scalar_t, decltype(width)::value> k(px, py, pw, prx, pry, N, bins, static_cast<scalar_t>(sharpness),
+                                                   backward);
+        body(k, b0, b1);
+      });
+    });
+  });
 }
 
 at::Tensor soft_histogram2d_cpu(const at::Tensor& x_, const at::Tensor& y_, const at::Tensor& w_,
@@ -60,26 +267,10 @@ at::Tensor soft_histogram2d_cpu(const at::Tensor& x_, const at::Tensor& y_, cons
   check_inputs(x_, y_, w_, rx_, ry_, bins);
   auto x = x_.contiguous(), y = y_.contiguous(), w = w_.contiguous();
   auto rx = rx_.contiguous(), ry = ry_.contiguous();
-  const int64_t B = x.size(0), N = x.size(1);
-  auto out = at::empty({B, bins, bins}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "soft_histogram2d_cpu", [&] {
-    const scalar_t *px = x.data_ptr<scalar_t>(), *py = y.data_ptr<scalar_t>(), *pw = w.data_ptr<scalar_t>();
-    const double *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
-    const scalar_t s = static_cast<scalar_t>(sharpness);
-    at::parallel_for(0, B, item_grain(2.0 * N * bins * bins), [&](int64_t b0, int64_t b1) {
-      auto mx = at::empty({N, bins}, x.options()), my = at::empty({N, bins}, x.options());
-      std::vector<scalar_t> cdf(bins + 1);
-      for (int64_t b = b0; b < b1; ++b) {
-        AxisEdges<scalar_t> ex(prx[2 * b], prx[2 * b + 1], bins), ey(pry[2 * b], pry[2 * b + 1], bins);
-        scalar_t *pmx = mx.data_ptr<scalar_t>(), *pmy = my.data_ptr<scalar_t>();
-        item_mass(px + b * N, N, s, ex, bins, cdf, pmx, (scalar_t*)nullptr);
-        item_mass(py + b * N, N, s, ey, bins, cdf, pmy, (scalar_t*)nullptr);
-        for (int64_t n = 0; n < N; ++n)
-          for (int64_t j = 0; j < bins; ++j) pmy[n * bins + j] *= pw[b * N + n];
-        auto H = out.select(0, b);
-        at::mm_out(H, mx.t(), my);  // (bins, N) x (N, bins), BLAS
-      }
-    });
+  auto out = at::empty({x.size(0), bins, bins}, x.options());
+  for_items(x, y, w, rx, ry, bins, sharpness, false, [&](auto& k, int64_t b0, int64_t b1) KDEKIT_INLINE_LAMBDA {
+    using T = typename std::decay_t<decltype(k)>::Scalar;
+    k.forward(out.data_ptr<T>(), b0, b1);
   });
   return out;
 }
@@ -88,48 +279,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_histogram2d_backward_cpu(
     const at::Tensor& grad_, const at::Tensor& x_, const at::Tensor& y_, const at::Tensor& w_,
     const at::Tensor& rx_, const at::Tensor& ry_, int64_t bins, double sharpness) {
   check_inputs(x_, y_, w_, rx_, ry_, bins);
-  const int64_t B = x_.size(0), N = x_.size(1);
+  const int64_t B = x_.size(0);
   TORCH_CHECK(grad_.dim() == 3 && grad_.size(0) == B && grad_.size(1) == bins && grad_.size(2) == bins,
               "grad must have shape (", B, ", ", bins, ", ", bins, "), got ", grad_.sizes());
   auto x = x_.contiguous(), y = y_.contiguous(), w = w_.contiguous();
   auto rx = rx_.contiguous(), ry = ry_.contiguous();
   auto grad = grad_.to(x.scalar_type()).contiguous();
   auto gx = at::empty_like(x), gy = at::empty_like(x), gw = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "soft_histogram2d_backward_cpu", [&] {
-    const scalar_t *px = x.data_ptr<scalar_t>(), *py = y.data_ptr<scalar_t>(), *pw = w.data_ptr<scalar_t>();
-    const double *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
-    scalar_t *pgx = gx.data_ptr<scalar_t>(), *pgy = gy.data_ptr<scalar_t>(), *pgw = gw.data_ptr<scalar_t>();
-    const scalar_t s = static_cast<scalar_t>(sharpness);
-    at::parallel_for(0, B, item_grain(2.0 * N * bins * bins), [&](int64_t b0, int64_t b1) {
-      auto opts = x.options();
-      auto mx = at::empty({N, bins}, opts), my = at::empty({N, bins}, opts);
-      auto dmx = at::empty({N, bins}, opts), dmy = at::empty({N, bins}, opts);
-      auto u = at::empty({N, bins}, opts), v = at::empty({N, bins}, opts);
-      std::vector<scalar_t> cdf(bins + 1);
-      for (int64_t b = b0; b < b1; ++b) {
-        AxisEdges<scalar_t> ex(prx[2 * b], prx[2 * b + 1], bins), ey(pry[2 * b], pry[2 * b + 1], bins);
-        item_mass(px + b * N, N, s, ex, bins, cdf, mx.data_ptr<scalar_t>(), dmx.data_ptr<scalar_t>());
-        item_mass(py + b * N, N, s, ey, bins, cdf, my.data_ptr<scalar_t>(), dmy.data_ptr<scalar_t>());
-        auto G = grad.select(0, b);
-        at::mm_out(u, mx, G);      // u[n, j] = sum_i A_x[n, i] G[i, j]
-        at::mm_out(v, my, G.t());  // v[n, i] = sum_j G[i, j] A_y[n, j]
-        const scalar_t *pmx = mx.data_ptr<scalar_t>(), *pdmx = dmx.data_ptr<scalar_t>();
-        const scalar_t *pdmy = dmy.data_ptr<scalar_t>(), *pu = u.data_ptr<scalar_t>(), *pv = v.data_ptr<scalar_t>();
-        for (int64_t n = 0; n < N; ++n) {
-          scalar_t sw = 0, sx = 0, sy = 0;
-          for (int64_t i = 0; i < bins; ++i) {
-            const int64_t e = n * bins + i;
-            sw += pmx[e] * pv[e];
-            sx += pdmx[e] * pv[e];
-            sy += pu[e] * pdmy[e];
-          }
-          const int64_t bn = b * N + n;
-          pgw[bn] = sw;
-          pgx[bn] = pw[bn] * sx;
-          pgy[bn] = pw[bn] * sy;
-        }
-      }
-    });
+  for_items(x, y, w, rx, ry, bins, sharpness, true, [&](auto& k, int64_t b0, int64_t b1) KDEKIT_INLINE_LAMBDA {
+    using T = typename std::decay_t<decltype(k)>::Scalar;
+    k.backward(grad.data_ptr<T>(), gx.data_ptr<T>(), gy.data_ptr<T>(), gw.data_ptr<T>(), b0, b1);
   });
   return {gx, gy, gw};
 }

@@ -9,6 +9,12 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+try:  # optional: without triton, kdekit._backend.select() never picks the "triton" backend
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = tl = None
+
 Range = Union[Tuple[float, float], torch.Tensor]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -120,3 +126,19 @@ def resolve_range(name: str, rng, batch: int, device, dtype) -> torch.Tensor:
         bad = int(torch.nonzero(r[:, 0] >= r[:, 1])[0, 0])
         raise ValueError(f"{name} needs lo < hi, got lo={r[bad, 0].item()} hi={r[bad, 1].item()} (item {bad})")
     return r
+
+
+def triton_jit(fn):
+    """``triton.jit(fn)``, or ``fn`` itself when triton is not installed (it is then never launched).
+
+    Decorated at import: set ``TRITON_INTERPRET=1`` before importing kdekit to run the kernels on CPU tensors.
+    """
+    return fn if triton is None else triton.jit(fn)
+
+
+def call_without_autograd(op, *args):
+    """``op(*args)`` for a call that records no gradient (the caller checked), dispatched below autograd: skips the
+    Python wrapper that ``register_autograd`` puts in front of an op (~5 us a call, which a metric on small inputs
+    notices). The result has no ``grad_fn``."""
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args)

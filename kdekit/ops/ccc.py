@@ -17,6 +17,10 @@ Conventions (sums over the valid entries along ``dim``; ``n`` = their count)::
 - Numerics: corrected two-pass (inputs are centred before any product, see ``_moments``), so large offsets do not
   cancel and constant inputs give zero variance. float16/bfloat16 are computed in float32 and returned in the input
   dtype.
+- Backends (:func:`kdekit._backend.select`): without a mask and without a recorded gradient, :func:`ccc` runs one
+  fused kernel: ``cpp``/``cuda`` (``torch.ops.kdekit.ccc``, float64 accumulation) or ``triton`` (:func:`ccc_triton`,
+  float32 accumulation, any input strides). Masks and gradients take the torch path (which also has higher-order
+  gradients).
 - :class:`CCCMoments` accumulates the moments in float64 with Chan et al.'s pairwise merge, so CCC over data split
   across batches or ranks equals CCC over all of it (not an average of per-part CCCs).
 """
@@ -28,7 +32,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .._backend import select
-from ._utils import check_float_tensor, check_same, compute_dtype
+from ._utils import call_without_autograd, check_float_tensor, check_same, compute_dtype, tl, triton, triton_jit
 
 Dims = Union[int, Sequence[int]]
 Moments = Tuple[torch.Tensor, ...]  # (n, mean_x, mean_y, mean_x - mean_y, M2_x, M2_y, C_xy)
@@ -127,19 +131,138 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def rows_over(dims: Tuple[int, ...], *tensors: torch.Tensor):
-    """Tensors of one shape as contiguous ``(batch, reduced)`` rows (the reduced ``dims`` flattened last), for the
-    fused kernels, and the keepdim shape of a per-row result."""
+def rows_over(dims: Tuple[int, ...], keepdim: bool, *tensors: torch.Tensor):
+    """Tensors of one shape as ``(batch, reduced)`` rows for the fused kernels (the reduced ``dims`` flattened last;
+    a view where possible, e.g. a transpose: the kernels take strides), and the shape of a per-row result (reduced
+    dims kept with size 1 if ``keepdim``, else dropped)."""
     shape = tensors[0].shape
-    batch = [d for d in range(len(shape)) if d not in dims]
+    order = (*(d for d in range(len(shape)) if d not in dims), *dims)
+    if order != tuple(range(len(shape))):
+        tensors = tuple(t.permute(order) for t in tensors)
     n = math.prod(shape[d] for d in dims)
-    rows = tuple(t.permute(*batch, *dims).reshape(-1, n).contiguous() for t in tensors)
-    return rows, [1 if d in dims else s for d, s in enumerate(shape)]
+    out_shape = [1 if d in dims else s for d, s in enumerate(shape) if keepdim or d not in dims]
+    return tuple(t.reshape(-1, n) for t in tensors), out_shape
 
 
 def finish_reduction(out: torch.Tensor, dims: Tuple[int, ...], keepdim: bool, dtype: torch.dtype) -> torch.Tensor:
     """Drop the size-1 reduced ``dims`` of ``out`` unless ``keepdim``; cast to the output ``dtype``."""
-    return (out if keepdim else out.squeeze(dims)).to(dtype)
+    out = out if keepdim else out.squeeze(dims)
+    return out if out.dtype == dtype else out.to(dtype)
+
+
+# ---- Triton kernels: one program per row, float32 accumulation, the maths of csrc/cpu/ccc.cpp ----
+
+
+@triton_jit
+def _ccc_row_moments(x_ptr, y_ptr, N, inc_x, inc_y, BLOCK_N: tl.constexpr):
+    """Corrected two-pass ``(mean_x, mean_y, M2_x, M2_y, C_xy)`` of the row ``x_ptr[i * inc_x]``, ``i < N``."""
+    sx = tl.zeros([BLOCK_N], dtype=tl.float32)
+    sy = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        n = n0 + tl.arange(0, BLOCK_N)
+        sx += tl.load(x_ptr + n * inc_x, mask=n < N, other=0.0).to(tl.float32)
+        sy += tl.load(y_ptr + n * inc_y, mask=n < N, other=0.0).to(tl.float32)
+    mx = tl.sum(sx, axis=0) / N
+    my = tl.sum(sy, axis=0) / N
+    rx = tl.zeros([BLOCK_N], dtype=tl.float32)
+    ry = tl.zeros([BLOCK_N], dtype=tl.float32)
+    m2x = tl.zeros([BLOCK_N], dtype=tl.float32)
+    m2y = tl.zeros([BLOCK_N], dtype=tl.float32)
+    cxy = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        n = n0 + tl.arange(0, BLOCK_N)
+        dx = tl.where(n < N, tl.load(x_ptr + n * inc_x, mask=n < N, other=0.0).to(tl.float32) - mx, 0.0)
+        dy = tl.where(n < N, tl.load(y_ptr + n * inc_y, mask=n < N, other=0.0).to(tl.float32) - my, 0.0)
+        rx += dx
+        ry += dy
+        m2x += dx * dx
+        m2y += dy * dy
+        cxy += dx * dy
+    ex = tl.sum(rx, axis=0) / N  # one refinement step of the means
+    ey = tl.sum(ry, axis=0) / N
+    return (mx + ex, my + ey, tl.sum(m2x, axis=0) - N * ex * ex, tl.sum(m2y, axis=0) - N * ey * ey,
+            tl.sum(cxy, axis=0) - N * ex * ey)
+
+
+@triton_jit
+def _ccc_fwd_kernel(x_ptr, y_ptr, out_ptr, N, sxb, sxn, syb, syn, ddof, BLOCK_N: tl.constexpr):
+    b = tl.program_id(0)
+    mx, my, m2x, m2y, cxy = _ccc_row_moments(x_ptr + b * sxb, y_ptr + b * syb, N, sxn, syn, BLOCK_N)
+    d = mx - my
+    den = m2x + m2y + (N - ddof) * d * d
+    ok = (N > ddof) & (den > 0)
+    tl.store(out_ptr + b, tl.where(ok, 2.0 * cxy / tl.where(ok, den, 1.0), float("nan")))
+
+
+@triton_jit
+def _ccc_bwd_kernel(g_ptr, x_ptr, y_ptr, gx_ptr, gy_ptr, N, sxb, sxn, syb, syn, ddof, BLOCK_N: tl.constexpr):
+    # d ccc / d x_i = 2 (y_i - my) / D - 2 C / D^2 (2 (x_i - mx) + 2 (n - ddof) (mx - my) / n), y symmetric
+    b = tl.program_id(0)
+    mx, my, m2x, m2y, cxy = _ccc_row_moments(x_ptr + b * sxb, y_ptr + b * syb, N, sxn, syn, BLOCK_N)
+    d = mx - my
+    den = m2x + m2y + (N - ddof) * d * d
+    ok = (N > ddof) & (den > 0)
+    g = tl.where(ok, tl.load(g_ptr + b).to(tl.float32), 0.0)  # undefined (NaN) items: zero gradient
+    den = tl.where(ok, den, 1.0)
+    a = 2.0 * g / den
+    c = 2.0 * g * cxy / (den * den)
+    shift = 2.0 * (N - ddof) * d / N
+    for n0 in range(0, N, BLOCK_N):
+        n = n0 + tl.arange(0, BLOCK_N)
+        dx = tl.load(x_ptr + b * sxb + n * sxn, mask=n < N, other=0.0).to(tl.float32) - mx
+        dy = tl.load(y_ptr + b * syb + n * syn, mask=n < N, other=0.0).to(tl.float32) - my
+        tl.store(gx_ptr + b * N + n, a * dy - c * (2.0 * dx + shift), mask=n < N)
+        tl.store(gy_ptr + b * N + n, a * dx - c * (2.0 * dy - shift), mask=n < N)
+
+
+def _block_n(n: int) -> int:
+    return min(1024, max(16, triton.next_power_of_2(n)))
+
+
+@torch.library.custom_op("kdekit::ccc_triton", mutates_args=())
+def ccc_triton(x: torch.Tensor, y: torch.Tensor, unbiased: bool) -> torch.Tensor:
+    """Triton twin of ``torch.ops.kdekit.ccc``: CCC of ``(B, N)`` rows of any float dtype and strides, ``(B,)``
+    float32 (float32 accumulation; NaN where undefined, zero gradient there)."""
+    out = torch.empty(x.shape[0], device=x.device, dtype=torch.float32)
+    _ccc_fwd_kernel[(x.shape[0],)](x, y, out, x.shape[1], *x.stride(), *y.stride(), float(unbiased),
+                                   BLOCK_N=_block_n(x.shape[1]))
+    return out
+
+
+@ccc_triton.register_fake
+def _(x, y, unbiased):
+    return x.new_empty((x.shape[0],), dtype=torch.float32)
+
+
+@torch.library.custom_op("kdekit::ccc_triton_backward", mutates_args=())
+def ccc_triton_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                        unbiased: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients ``(dL/dx, dL/dy)`` of :func:`ccc_triton` for ``grad = dL/dccc`` ``(B,)``, float32 ``(B, N)``."""
+    gx = torch.empty(x.shape, device=x.device, dtype=torch.float32)
+    gy = torch.empty_like(gx)
+    _ccc_bwd_kernel[(x.shape[0],)](grad.contiguous(), x, y, gx, gy, x.shape[1], *x.stride(), *y.stride(),
+                                   float(unbiased), BLOCK_N=_block_n(x.shape[1]))
+    return gx, gy
+
+
+@ccc_triton_backward.register_fake
+def _(grad, x, y, unbiased):
+    return x.new_empty(x.shape, dtype=torch.float32), y.new_empty(y.shape, dtype=torch.float32)
+
+
+def _ccc_triton_setup(ctx, inputs, output):
+    x, y, unbiased = inputs
+    ctx.save_for_backward(x, y)
+    ctx.unbiased = unbiased
+
+
+def _ccc_triton_grad(ctx, grad):
+    x, y = ctx.saved_tensors
+    gx, gy = ccc_triton_backward(grad, x, y, ctx.unbiased)
+    return gx.to(x.dtype), gy.to(y.dtype), None
+
+
+ccc_triton.register_autograd(_ccc_triton_grad, setup_context=_ccc_triton_setup)
 
 
 def ccc(
@@ -164,10 +287,18 @@ def ccc(
     """
     dims, mask = _check_pair(pred, target, dim, mask)
     ct = compute_dtype(pred.dtype)
-    if mask is None and not needs_grad(pred, target) and select(pred, ("torch", "cpp")) == "cpp":
-        (x, y), kept = rows_over(dims, pred.to(ct), target.to(ct))
-        out = torch.ops.kdekit.ccc(x, y, unbiased).reshape(kept)  # fused moments, float64 accumulation
-        return finish_reduction(out, dims, keepdim, pred.dtype)
+    if mask is None and not needs_grad(pred, target):
+        backend = select(pred, ("torch", "cpp", "cuda", "triton"))
+        if backend != "torch":
+            (x, y), shape = rows_over(dims, keepdim, pred, target)
+            if backend == "triton":
+                out = call_without_autograd(ccc_triton, x, y, unbiased)
+            else:
+                if x.dtype != ct:
+                    x, y = x.to(ct), y.to(ct)
+                out = call_without_autograd(torch.ops.kdekit.ccc.default, x, y, unbiased)
+            out = out.reshape(shape)
+            return out if out.dtype == pred.dtype else out.to(pred.dtype)
     m = _moments(pred.to(ct), target.to(ct), dims, mask)
     return finish_reduction(_ccc_from_moments(m, unbiased), dims, keepdim, pred.dtype)
 

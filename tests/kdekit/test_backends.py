@@ -6,7 +6,7 @@ import torch
 import kdekit._backend as backend_mod
 from kdekit._backend import backends, forced_backend, select, use_backend
 from kdekit.ops.ccc import ccc
-from kdekit.ops.divergence import jsd, kl
+from kdekit.ops.divergence import jsd, kl, tvd
 from kdekit.ops.hard_histogram import hard_histogram2d
 from kdekit.ops.soft_histogram import soft_histogram2d
 
@@ -108,7 +108,7 @@ def test_hard_histogram_backends_agree(name, dtype):
     torch.testing.assert_close(g, torch.ones_like(w).where((x.abs() <= 1) & (y.abs() <= 1), 0))
 
 
-@pytest.mark.parametrize("name", [b for b in AVAILABLE if b in ("torch", "cpp")])
+@pytest.mark.parametrize("name", [b for b in AVAILABLE if b != "cuda"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_metric_backends_agree_with_torch_values_and_gradients(name, dtype, tol):
     g = torch.Generator().manual_seed(3)
@@ -122,6 +122,7 @@ def test_metric_backends_agree_with_torch_values_and_gradients(name, dtype, tol)
         (lambda: ccc(a, b, dim=-1, unbiased=True, keepdim=True), (a, b)),
         (lambda: kl(p, q, dim=(-2, -1)), (p, q)),
         (lambda: jsd(p, q, dim=-1, base=2), (p, q)),
+        (lambda: tvd(p, q, dim=(0, 2), keepdim=True), (p, q)),
     ]
     for fn, inputs in cases:
         with torch.no_grad():  # the fused metric kernels serve evaluation; with grad the torch path runs
@@ -130,5 +131,27 @@ def test_metric_backends_agree_with_torch_values_and_gradients(name, dtype, tol)
         ref = _run("torch", fn)
         torch.testing.assert_close(got, ref, **tol[dtype])
         cot = torch.rand(got.shape, generator=g, dtype=dtype)
-        for gg, gr in zip(torch.autograd.grad((got * cot).sum(), inputs), torch.autograd.grad((ref * cot).sum(), inputs)):
+        grads = torch.autograd.grad((got * cot).sum(), inputs), torch.autograd.grad((ref * cot).sum(), inputs)
+        for gg, gr in zip(*grads):
             torch.testing.assert_close(gg, gr, **tol[dtype])
+
+
+def test_probes_run_once_per_state_and_follow_triton_interpret(monkeypatch):
+    monkeypatch.delenv("KDEKIT_BACKEND", raising=False)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(backend_mod, "_probed", {})
+    calls = []
+    probe = backend_mod._probe_triton
+    monkeypatch.setattr(backend_mod, "_probe_triton", lambda interpret: calls.append(interpret) or probe(interpret))
+    x = torch.zeros(2, device="cuda" if torch.cuda.is_available() else "cpu")
+    for _ in range(3):
+        select(x, ("torch", "cpp", "triton"))
+        backends()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    interpreted_off = backends()["triton"]
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    interpreted_on = backends()["triton"]
+    assert calls == [True, False]  # probed once per TRITON_INTERPRET value, not per call
+    if interpreted_on[0]:  # triton importable
+        assert "interpreter" in interpreted_on[1]
+        assert interpreted_off[0] == torch.cuda.is_available()

@@ -11,7 +11,20 @@ from hypothesis import strategies as st
 from scipy.stats import pearsonr
 from torchmetrics.functional import concordance_corrcoef
 
-from kdekit.ops.ccc import CCCMoments, ccc, ccc_loss, pearson
+from kdekit._backend import backends, use_backend
+from kdekit.ops.ccc import CCCMoments, ccc, ccc_loss, ccc_triton, ccc_triton_backward, pearson
+
+KERNELS = [name for name in ("cpp", "triton") if backends()[name][0]]  # triton: the interpreter (tests/conftest.py)
+
+
+@pytest.fixture(autouse=True)
+def nan_filled_buffers():
+    """Fresh buffers (torch.empty in the Triton launchers, at::empty in the C++ kernels) are NaN-filled, so an output
+    element a kernel leaves unwritten fails the comparisons."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
 
 
 def ccc_numpy(x, y, ddof):
@@ -19,6 +32,16 @@ def ccc_numpy(x, y, ddof):
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     sxy = np.sum((x - x.mean()) * (y - y.mean())) / (x.size - ddof)
     return 2 * sxy / (x.var(ddof=ddof) + y.var(ddof=ddof) + (x.mean() - y.mean()) ** 2)
+
+
+def ccc_reference(x, y, dim, ddof):
+    """ccc_numpy of every item of float64 copies, ``dim`` (int or tuple) reduced."""
+    dims = (dim,) if isinstance(dim, int) else dim
+    dims = [d % x.dim() for d in dims]
+    rows = [t.double().movedim(dims, list(range(-len(dims), 0))).flatten(x.dim() - len(dims)) for t in (x, y)]
+    out = [ccc_numpy(a, b, ddof) for a, b in zip(rows[0].reshape(-1, rows[0].shape[-1]).numpy(),
+                                                  rows[1].reshape(-1, rows[1].shape[-1]).numpy())]
+    return torch.tensor(out, dtype=torch.float64).reshape(rows[0].shape[:-1])
 
 
 def correlated(shape, seed, dtype=torch.float64, offset=0.3):
@@ -47,6 +70,72 @@ def test_ccc_unbiased_matches_torchmetrics(n):
     torch.testing.assert_close(ccc(x.T, y.T, dim=0, unbiased=True), ref, rtol=0, atol=1e-12)
     # the two conventions differ by O(1/n): the default is Lin's population form, not torchmetrics'
     assert (ccc(x, y) - ref).abs().max() > 1e-4 / n
+
+
+@pytest.mark.parametrize("backend", ["torch", *KERNELS])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_every_backend_matches_numpy_moments(backend, dtype, tol):
+    # small: the Triton interpreter runs one program per item. dim=0 hands the kernels strided (transposed) rows.
+    x, y = correlated((3, 2, 37), seed=20, dtype=dtype)
+    for dim, unbiased in ((-1, False), (0, True), ((0, 2), False)):
+        with use_backend(backend):
+            out = ccc(x, y, dim=dim, unbiased=unbiased)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.double(), ccc_reference(x, y, dim, int(unbiased)), **tol[dtype])
+
+
+def _kernel(backend):
+    return ccc_triton if backend == "triton" else torch.ops.kdekit.ccc
+
+
+@pytest.mark.parametrize("backend", KERNELS)
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_kernel_values_and_gradients_match_the_torch_reference(backend, unbiased, tol):
+    x, y = correlated((4, 45), seed=21, dtype=torch.float32)
+    x[2], y[2] = 0.25, 0.25  # both constant and equal: undefined, NaN with a zero gradient
+    xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
+    out = _kernel(backend)(xs, ys, unbiased)
+    xr, yr = x.double().requires_grad_(), y.double().requires_grad_()
+    with use_backend("torch"):
+        ref = ccc(xr, yr, unbiased=unbiased)
+    torch.testing.assert_close(out.double(), ref.detach(), **tol[torch.float32], equal_nan=True)
+    assert torch.isnan(out[2]) and torch.isfinite(out[[0, 1, 3]]).all()
+    cot = torch.tensor([0.5, -1.0, 1.0, 2.0])
+    got = torch.autograd.grad((out * cot).nansum(), (xs, ys))
+    want = torch.autograd.grad((ref * cot.double()).nansum(), (xr, yr))
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32 and (g[2] == 0).all()
+        torch.testing.assert_close(g.double(), w, **tol[torch.float32])
+
+
+@pytest.mark.skipif("cpp" not in KERNELS, reason="kdekit._C not built")
+def test_cpp_kernel_gradcheck_float64():
+    x, y = correlated((3, 6), seed=22)
+    args = (x.t().requires_grad_(), y.t().requires_grad_())  # strided rows
+    assert torch.autograd.gradcheck(lambda a, b: torch.ops.kdekit.ccc(a, b, True), args)
+    assert torch.autograd.gradcheck(lambda a, b: torch.ops.kdekit.ccc(a, b, False), args)
+
+
+@pytest.mark.skipif("triton" not in KERNELS, reason="triton unavailable")
+def test_triton_ops_opcheck_and_repeatability():
+    x, y = correlated((3, 20), seed=23, dtype=torch.float32)
+    args = (x.requires_grad_(), y.t().contiguous().t().requires_grad_(), True)
+    torch.library.opcheck(ccc_triton, args)
+    torch.library.opcheck(ccc_triton_backward, (torch.rand(3), x.detach(), y.detach(), False))
+    assert torch.equal(ccc_triton(*args), ccc_triton(*args))  # one program per item, no atomics
+
+
+@pytest.mark.skipif("triton" not in KERNELS, reason="triton unavailable")
+def test_triton_kernels_loop_over_rows_longer_than_a_block(tol):
+    x, y = correlated((2, 1100), seed=24, dtype=torch.float32)  # two 1024-wide tiles per pass
+    xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
+    out = ccc_triton(xs, ys, True)
+    xr, yr = x.double().requires_grad_(), y.double().requires_grad_()
+    with use_backend("torch"):
+        ref = ccc(xr, yr, unbiased=True)
+    torch.testing.assert_close(out.double(), ref.detach(), **tol[torch.float32])
+    for g, w in zip(torch.autograd.grad(out.sum(), (xs, ys)), torch.autograd.grad(ref.sum(), (xr, yr))):
+        torch.testing.assert_close(g.double(), w, atol=1e-7, rtol=1e-3)  # entries ~1e-3
 
 
 def test_pearson_matches_scipy():

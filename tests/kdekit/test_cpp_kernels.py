@@ -27,13 +27,14 @@ def _points(B, N, dtype=torch.float64, seed=0, scale=0.4):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_soft_histogram_matches_torch_reference(dtype, tol):
+@pytest.mark.parametrize("bins", [2, 24, 70])  # padding of the bins axis to the vector width, one and several blocks
+def test_soft_histogram_matches_torch_reference(dtype, bins, tol):
     x, y = _points(3, 37, dtype)
     w = torch.rand(3, 37, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
     r = _ranges(3)
-    out = ops.soft_histogram2d(x, y, w, r, r, 24, 8.0)
+    out = ops.soft_histogram2d(x, y, w, r, r, bins, 8.0)
     with use_backend("torch"):
-        ref = soft_histogram2d(x.double(), y.double(), 24, ((-1, 1), (-1, 1)), 8.0, weights=w.double())
+        ref = soft_histogram2d(x.double(), y.double(), bins, ((-1, 1), (-1, 1)), 8.0, weights=w.double())
     torch.testing.assert_close(out.double(), ref, **tol[dtype])
 
 
@@ -157,14 +158,21 @@ def test_divergences_match_scipy_and_gradcheck():
 
 
 def test_results_do_not_depend_on_thread_count():
+    """Bitwise equal with 1 and 2 threads; 48 soft-histogram items of 200 points and 64 bins are split across threads
+    (item_grain: ~2^26 flops per chunk)."""
     x, y, w, r, count = _kde_inputs(8, 50, seed=11)
+    xs, ys = _points(48, 200, torch.float32, seed=12)
+    ws = torch.rand(48, 200, generator=torch.Generator().manual_seed(13))
+    grad = torch.randn(48, 64, 64, generator=torch.Generator().manual_seed(14))
+    rs = _ranges(48)
     threads = torch.get_num_threads()
     outs = []
     for n in (1, 2):
         torch.set_num_threads(n)
         try:
-            outs.append((ops.soft_histogram2d(x, y, w, r, r, 32, 8.0), ops.kde2d_points(x, y, w, r, r, count, 64, 4, 0.1,
-                                                                                          2e-12, EPS4, 100)[0]))
+            outs.append((ops.soft_histogram2d(xs, ys, ws, rs, rs, 64, 8.0),
+                         *ops.soft_histogram2d_backward(grad, xs, ys, ws, rs, rs, 64, 8.0),
+                         ops.kde2d_points(x, y, w, r, r, count, 64, 4, 0.1, 2e-12, EPS4, 100)[0]))
         finally:
             torch.set_num_threads(threads)
     for a, b in zip(*outs):

@@ -10,7 +10,21 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 from scipy.stats import entropy
 
-from kdekit.ops.divergence import jsd, kl, tvd
+from kdekit._backend import backends, use_backend
+from kdekit.ops.divergence import divergence_triton, divergence_triton_backward, jsd, kl, tvd
+
+KERNELS = [name for name in ("cpp", "triton") if backends()[name][0]]  # triton: the interpreter (tests/conftest.py)
+FUNCTIONS = {"kl": kl, "jsd": jsd, "tvd": tvd}
+
+
+@pytest.fixture(autouse=True)
+def nan_filled_buffers():
+    """Fresh buffers (torch.empty in the Triton launchers, at::empty in the C++ kernels) are NaN-filled, so an output
+    element a kernel leaves unwritten fails the comparisons."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
 
 
 def distributions(shape, seed, zeros=0.0, dtype=torch.float64):
@@ -65,7 +79,124 @@ def test_tvd_matches_numpy_and_is_not_the_seed_squared_l2():
     np.testing.assert_allclose(out.numpy(), 0.5 * np.abs(p.numpy() - q.numpy()).sum(-1), rtol=0, atol=1e-15)
     assert not np.allclose(out.numpy(), ((p - q) ** 2).sum(-1).numpy())
     # any finite reals are accepted (KDE grids may have negative lobes)
-    torch.testing.assert_close(tvd(p - 0.2, q), 0.5 * (p - 0.2 - q).abs().sum(-1), rtol=0, atol=0)
+    np.testing.assert_allclose(tvd(p - 0.2, q).numpy(), 0.5 * np.abs(p.numpy() - 0.2 - q.numpy()).sum(-1), rtol=0,
+                               atol=1e-15)
+
+
+def _scipy_reference(kind, p, q):
+    a, b = rows(p.double()), rows(q.double())
+    if kind == "kl":
+        ref = rel_entr(a, b).sum(-1)
+    elif kind == "jsd":
+        m = (a + b) / 2
+        ref = 0.5 * (rel_entr(a, m).sum(-1) + rel_entr(b, m).sum(-1))
+    else:
+        ref = 0.5 * np.abs(a - b).sum(-1)
+    return torch.from_numpy(ref).reshape(p.shape[:-1])
+
+
+@pytest.mark.parametrize("backend", ["torch", *KERNELS])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_every_backend_matches_scipy(backend, dtype, tol):
+    # small: the Triton interpreter is slow. (B, 4, 4) tables over (-2, -1) as in the W3 benchmark; zeros in both.
+    p, q = distributions((6, 16), seed=30, zeros=0.3, dtype=dtype), distributions((6, 16), seed=31, zeros=0.3,
+                                                                                     dtype=dtype)
+    q[0], q[1, :5] = p[0], 0.0  # identical rows; q = 0 < p gives kl = inf
+    q[1] = q[1] / q[1].sum()
+    for kind, fn in FUNCTIONS.items():
+        with use_backend(backend):
+            out = fn(p.reshape(6, 4, 4), q.reshape(6, 4, 4), dim=(-2, -1))
+            out_t = fn(p.t(), q.t(), dim=0)  # strided rows
+        assert out.dtype == dtype and out.shape == (6,)
+        ref = _scipy_reference(kind, p, q)
+        for got in (out, out_t):
+            torch.testing.assert_close(got.double(), ref, **tol[dtype])
+        assert out[0] == 0 and (torch.isinf(out[1]) if kind == "kl" else torch.isfinite(out[1]))
+
+
+@pytest.mark.parametrize("backend", KERNELS)
+@pytest.mark.parametrize("kind", ["kl", "jsd", "tvd"])
+def test_kernel_values_and_gradients_match_the_torch_reference(backend, kind, tol):
+    p, q = distributions((5, 12), seed=32, zeros=0.3, dtype=torch.float32), distributions((5, 12), seed=33,
+                                                                                            dtype=torch.float32)
+    p[4, :3] = q[4, :3]  # tvd ties: zero gradient
+    op = divergence_triton if backend == "triton" else torch.ops.kdekit.divergence
+    ps, qs = p.clone().requires_grad_(), q.clone().requires_grad_()
+    out = op(ps, qs, kind)
+    pr, qr = p.double().requires_grad_(), q.double().requires_grad_()
+    with use_backend("torch"):
+        ref = FUNCTIONS[kind](pr, qr)
+    torch.testing.assert_close(out.double(), ref.detach(), **tol[torch.float32])
+    cot = torch.linspace(-1.0, 2.0, 5)
+    got = torch.autograd.grad((out * cot).sum(), (ps, qs))
+    want = torch.autograd.grad((ref * cot.double()).sum(), (pr, qr))
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g.double(), w, **tol[torch.float32])
+
+
+@pytest.mark.skipif("triton" not in KERNELS, reason="triton unavailable")
+def test_triton_kernels_loop_over_rows_longer_than_a_block(tol):
+    p, q = distributions((3, 70), seed=40, zeros=0.2, dtype=torch.float32), distributions((3, 70), seed=41,
+                                                                                            dtype=torch.float32)
+    for kind in ("kl", "jsd", "tvd"):  # 64-wide tiles: two per row
+        ps, qs = p.clone().requires_grad_(), q.clone().requires_grad_()
+        out = divergence_triton(ps, qs, kind)
+        pr, qr = p.double().requires_grad_(), q.double().requires_grad_()
+        with use_backend("torch"):
+            ref = FUNCTIONS[kind](pr, qr)
+        torch.testing.assert_close(out.double(), ref.detach(), **tol[torch.float32])
+        for g, w in zip(torch.autograd.grad(out.sum(), (ps, qs)), torch.autograd.grad(ref.sum(), (pr, qr))):
+            torch.testing.assert_close(g.double(), w, **tol[torch.float32])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the Triton interpreter (numpy) on the bad entries
+@pytest.mark.parametrize("backend", KERNELS)
+def test_kernels_flag_rows_with_a_bad_entry(backend):
+    op = divergence_triton if backend == "triton" else torch.ops.kdekit.divergence
+    p, q = distributions((4, 6), seed=34, dtype=torch.float32), distributions((4, 6), seed=35, dtype=torch.float32)
+    p[1, 2], q[2, 5], p[3, 0] = -0.1, float("nan"), float("inf")
+    for kind in ("kl", "jsd"):
+        out = op(p, q, kind)
+        assert torch.isfinite(out[0]) and torch.isnan(out[1:]).all()
+        gp, gq = (divergence_triton_backward if backend == "triton" else torch.ops.kdekit.divergence_backward)(
+            torch.ones(4), p, q, kind)
+        assert (gp[1:] == 0).all() and (gq[1:] == 0).all() and torch.isfinite(gp[0]).all()
+    assert torch.isfinite(op(p[:2], q[:2], "tvd")).all()  # tvd takes any reals
+
+
+@pytest.mark.skipif("cpp" not in KERNELS, reason="kdekit._C not built")
+def test_cpp_kernel_gradcheck_float64_and_opcheck_tvd():
+    p = distributions((3, 5), seed=36).requires_grad_()
+    q = distributions((3, 5), seed=37).requires_grad_()
+    for kind in ("kl", "jsd", "tvd"):
+        assert torch.autograd.gradcheck(lambda a, b: torch.ops.kdekit.divergence(a, b, kind), (p, q))
+    torch.library.opcheck(torch.ops.kdekit.divergence, (p, q, "tvd"))
+    torch.library.opcheck(torch.ops.kdekit.divergence_backward, (torch.rand(3, dtype=torch.float64), p.detach(),
+                                                                 q.detach(), "tvd"))
+    with pytest.raises(RuntimeError, match="kind must be"):
+        torch.ops.kdekit.divergence(p.detach(), q.detach(), "hellinger")
+
+
+@pytest.mark.skipif("cpp" not in KERNELS, reason="kdekit._C not built")
+def test_cpp_float32_log_is_accurate_over_the_float_range():
+    # float32 rows use a polynomial log: x log(x / 1) over 1e-30 .. 1e30 against float64
+    x = torch.logspace(-30, 30, 20001, dtype=torch.float32)
+    out = torch.ops.kdekit.divergence(x[:, None], torch.ones_like(x)[:, None], "kl")
+    ref = x.double() * torch.log(x.double())
+    assert ((out.double() - ref).abs() / ref.abs().clamp(min=1e-300)).max() < 3e-7
+    assert torch.ops.kdekit.divergence(x[:3, None], torch.zeros(3, 1), "kl").isinf().all()  # q = 0 < p
+
+
+@pytest.mark.skipif("triton" not in KERNELS, reason="triton unavailable")
+def test_triton_ops_opcheck_and_repeatability():
+    p = distributions((3, 7), seed=38, zeros=0.3, dtype=torch.float32).requires_grad_()
+    q = distributions((3, 7), seed=39, dtype=torch.float32).requires_grad_()
+    torch.library.opcheck(divergence_triton, (p, q, "jsd"))
+    torch.library.opcheck(divergence_triton_backward, (torch.rand(3), p.detach(), q.detach(), "kl"))
+    assert torch.equal(divergence_triton(p, q, "jsd"), divergence_triton(p, q, "jsd"))
+    with pytest.raises(ValueError, match="kind must be"):
+        divergence_triton(p, q, "hellinger")
 
 
 def test_mask_equals_dropping():
@@ -143,24 +274,33 @@ def test_inputs_unchanged_including_zeros():
     assert (p == 0).any()  # the seed's JSD would have overwritten these with 1e-8
 
 
-def test_validation():
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the Triton interpreter (numpy) on the bad entries
+@pytest.mark.parametrize("backend", ["torch", *KERNELS])
+def test_validation(backend):
     p, q = distributions((2, 5), seed=20), distributions((2, 5), seed=21)
+    if backend == "triton":
+        p, q = p.float(), q.float()
     neg = p.clone()
     neg[1, 2] = -0.1
-    for fn in (jsd, kl):
-        with pytest.raises(ValueError, match="p must be finite and non-negative"):
-            fn(neg, q)
-        with pytest.raises(ValueError, match="q must be finite and non-negative"):
-            fn(p, q.masked_fill(q > 0.3, float("nan")))
-        assert torch.isnan(fn(neg, q, validate=False)[1])  # unchecked: the log of a negative is NaN
-        mask = torch.ones_like(p, dtype=torch.bool)
-        mask[1, 2] = False
-        assert torch.isfinite(fn(neg, q, mask=mask)).all()  # only valid entries are checked
+    with use_backend(backend):
+        for fn in (jsd, kl):
+            with pytest.raises(ValueError, match="p must be finite and non-negative"):
+                fn(neg, q)
+            with pytest.raises(ValueError, match="q must be finite and non-negative"):
+                fn(p, q.masked_fill(q > 0.3, float("nan")))
+            with pytest.raises(ValueError, match="q must be finite and non-negative"):
+                fn(p, q.masked_fill(q > 0.3, float("inf")))
+            out = fn(neg, q, validate=False)  # unchecked: the item with a bad entry is NaN, the others are not
+            assert torch.isnan(out[1]) and torch.isfinite(out[0])
+            mask = torch.ones_like(p, dtype=torch.bool)
+            mask[1, 2] = False
+            assert torch.isfinite(fn(neg, q, mask=mask)).all()  # only valid entries are checked
+        assert torch.isfinite(tvd(neg, q)).all()
     for fn in (jsd, kl, tvd):
         with pytest.raises(ValueError, match="q has shape"):
             fn(p, q[:, :4])
         with pytest.raises(TypeError, match="q has dtype"):
-            fn(p, q.float())
+            fn(p, q.half())
         with pytest.raises(TypeError, match="p must have a floating dtype"):
             fn(p.long(), q.long())
         with pytest.raises(ValueError, match="mask has shape"):

@@ -4,10 +4,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kdekit._backend import backends, use_backend
 from kdekit.ops.hard_histogram import hard_histogram1d, hard_histogram2d
 
 NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 R2 = ((-1.0, 1.0), (-1.0, 1.0))
+# hard_histogram2d backends runnable here (triton: the interpreter on CPU tensors, float64 never goes to it)
+BACKENDS = [name for name in ("torch", "cpp", "triton") if backends()[name][0]]
+BACKEND_DTYPES = [(b, d) for b in BACKENDS for d in (torch.float32, torch.float64)
+                  if (b, d) != ("triton", torch.float64)]
 # bins/range pairs: exactly representable edges, and edges float32 cannot represent (1-D and 2-D rules differ there)
 CASES = [(64, (-1.0, 1.0)), (10, (-0.8, 0.7)), (7, (0.1, 0.3))]
 
@@ -35,43 +40,49 @@ def test_1d_matches_numpy_histogram(dtype, bins, rng_):
     np.testing.assert_array_equal(out.numpy(), ref)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend,dtype", BACKEND_DTYPES)
 @pytest.mark.parametrize("bins,rng_", CASES)
-def test_2d_matches_numpy_histogram2d(dtype, bins, rng_):
+def test_2d_matches_numpy_histogram2d(backend, dtype, bins, rng_):
     x = _data(2, (3, 150), rng_, bins, NP_DTYPES[dtype])
     y_rng = (rng_[0] - 0.25, rng_[1])
     y = _data(3, (3, 150), y_rng, bins, NP_DTYPES[dtype])
-    out = hard_histogram2d(torch.from_numpy(x), torch.from_numpy(y), bins, (rng_, y_rng))
+    with use_backend(backend):
+        out = hard_histogram2d(torch.from_numpy(x), torch.from_numpy(y), bins, (rng_, y_rng))
     assert out.dtype == dtype and out.shape == (3, bins, bins)
     ref = np.stack([np.histogram2d(a, b, bins, range=(rng_, y_rng))[0] for a, b in zip(x, y)])
     np.testing.assert_array_equal(out.numpy(), ref)
 
 
-def test_float32_edge_rule_differs_between_1d_and_2d_like_numpy():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_edge_rule_differs_between_1d_and_2d_like_numpy(backend):
     # float32(-0.8) < -0.8: numpy.histogram (float32 edges) puts it in bin 1, numpy.histogram2d (float64 edges) in bin 0
     x = torch.tensor([[-0.8]], dtype=torch.float32)
     np.testing.assert_array_equal(hard_histogram1d(x, 10, (-1.0, 1.0))[0].numpy(),
                                   np.histogram(x.numpy()[0], 10, range=(-1, 1))[0])
-    h2 = hard_histogram2d(x, torch.zeros_like(x), 10, ((-1.0, 1.0), (-1.0, 1.0)))[0].sum(-1)
+    with use_backend(backend):
+        h2 = hard_histogram2d(x, torch.zeros_like(x), 10, ((-1.0, 1.0), (-1.0, 1.0)))[0].sum(-1)
     ref2 = np.histogram2d(x.numpy()[0], np.zeros(1, np.float32), 10, range=((-1, 1), (-1, 1)))[0].sum(-1)
     np.testing.assert_array_equal(h2.numpy(), ref2)
     assert hard_histogram1d(x, 10, (-1.0, 1.0))[0, 1] == 1 and h2[0] == 1
 
 
-def test_likert_ties():
+@pytest.mark.parametrize("backend,dtype", BACKEND_DTYPES)
+def test_likert_ties(backend, dtype):
     g = np.random.default_rng(4)
     levels = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
     x = levels[g.integers(0, 5, (6, 40))]
     y = levels[g.integers(0, 5, (6, 40))]
     for bins in (4, 5, 64):
-        out = hard_histogram2d(torch.from_numpy(x), torch.from_numpy(y), bins, ((-1, 1), (-1, 1)))
+        with use_backend(backend):
+            out = hard_histogram2d(torch.from_numpy(x).to(dtype), torch.from_numpy(y).to(dtype), bins, R2)
         ref = np.stack([np.histogram2d(a, b, bins, range=((-1, 1), (-1, 1)))[0] for a, b in zip(x, y)])
         np.testing.assert_array_equal(out.numpy(), ref)
         np.testing.assert_array_equal(hard_histogram1d(torch.from_numpy(x), bins, (-1, 1)).numpy(),
                                       np.stack([np.histogram(a, bins, range=(-1, 1))[0] for a in x]))
 
 
-def test_per_item_ranges():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_item_ranges(backend):
     g = np.random.default_rng(5)
     x = g.normal(size=(4, 80))
     y = g.normal(size=(4, 80))
@@ -81,25 +92,37 @@ def test_per_item_ranges():
     ref1 = np.stack([np.histogram(a, 9, range=tuple(ri))[0] for a, ri in zip(x, r)])
     np.testing.assert_array_equal(out1.numpy(), ref1)
     r2 = torch.from_numpy(np.stack([r, ry], axis=1))  # (B, 2, 2)
-    out2 = hard_histogram2d(torch.from_numpy(x), torch.from_numpy(y), 9, r2)
-    ref2 = np.stack([np.histogram2d(a, b, 9, range=(tuple(ri), tuple(si)))[0] for a, b, ri, si in zip(x, y, r, ry)])
+    with use_backend(backend):  # float64 under "triton" runs the torch path
+        out2 = hard_histogram2d(torch.from_numpy(x).float(), torch.from_numpy(y).float(), 9, r2)
+    ref2 = np.stack([np.histogram2d(a, b, 9, range=(tuple(ri), tuple(si)))[0]
+                     for a, b, ri, si in zip(x.astype(np.float32), y.astype(np.float32), r, ry)])
     np.testing.assert_array_equal(out2.numpy(), ref2)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_weights_match_numpy(dtype):
+@pytest.mark.parametrize("backend,dtype", BACKEND_DTYPES)
+def test_weights_match_numpy_and_weight_gradient_is_the_bin_gather(backend, dtype):
     x = _data(6, (3, 60), (-1.0, 1.0), 8, NP_DTYPES[dtype])
     y = _data(7, (3, 60), (-1.0, 1.0), 8, NP_DTYPES[dtype])
     w = np.random.default_rng(8).uniform(0.1, 2.0, (3, 60)).astype(NP_DTYPES[dtype])
     out1 = hard_histogram1d(torch.from_numpy(x), 8, (-1, 1), weights=torch.from_numpy(w))
     ref1 = np.stack([np.histogram(a, 8, range=(-1, 1), weights=wi)[0] for a, wi in zip(x, w)])
     np.testing.assert_allclose(out1.numpy(), ref1, rtol=1e-6 if dtype == torch.float32 else 1e-13)
-    out2 = hard_histogram2d(torch.from_numpy(x), torch.from_numpy(y), 8, R2, weights=torch.from_numpy(w))
+    wt = torch.from_numpy(w).requires_grad_()
+    with use_backend(backend):
+        out2 = hard_histogram2d(torch.from_numpy(x), torch.from_numpy(y), 8, R2, weights=wt)
     ref2 = np.stack([np.histogram2d(a, b, 8, range=((-1, 1), (-1, 1)), weights=wi)[0] for a, b, wi in zip(x, y, w)])
-    np.testing.assert_allclose(out2.numpy(), ref2, rtol=1e-6 if dtype == torch.float32 else 1e-13)
+    np.testing.assert_allclose(out2.detach().numpy(), ref2, rtol=1e-6 if dtype == torch.float32 else 1e-13)
+    cot = torch.randn(out2.shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    out2.backward(cot)
+    for b in range(3):  # dL/dw_n = cot[b, bin_x(n), bin_y(n)], 0 for dropped points
+        ix = np.clip(np.searchsorted(np.linspace(-1, 1, 9), x[b], side="right") - 1, 0, 7)
+        iy = np.clip(np.searchsorted(np.linspace(-1, 1, 9), y[b], side="right") - 1, 0, 7)
+        kept = (np.abs(x[b]) <= 1) & (np.abs(y[b]) <= 1)
+        np.testing.assert_array_equal(wt.grad[b].numpy(), np.where(kept, cot[b].numpy()[ix, iy], 0))
 
 
-def test_ragged_mask_and_lengths_equal_dropping_padding():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ragged_mask_and_lengths_equal_dropping_padding(backend):
     g = np.random.default_rng(9)
     lengths = np.array([5, 0, 17, 30])
     x = g.uniform(-1, 1, (4, 30))
@@ -111,21 +134,31 @@ def test_ragged_mask_and_lengths_equal_dropping_padding():
     mask = torch.from_numpy(~pad)
     ref1 = np.stack([np.histogram(x[b, :n], 6, range=(-1, 1))[0] for b, n in enumerate(lengths)])
     ref2 = np.stack([np.histogram2d(x[b, :n], y[b, :n], 6, range=((-1, 1), (-1, 1)))[0] for b, n in enumerate(lengths)])
+    w = torch.ones(4, 30, dtype=torch.float32, requires_grad=True)
     for kw in (dict(mask=mask), dict(lengths=torch.from_numpy(lengths))):
         np.testing.assert_array_equal(hard_histogram1d(xt, 6, (-1, 1), **kw).numpy(), ref1)
-        np.testing.assert_array_equal(hard_histogram2d(xt, yt, 6, ((-1, 1), (-1, 1)), **kw).numpy(), ref2)
+        with use_backend(backend):
+            h2 = hard_histogram2d(xt.float(), yt.float(), 6, R2, weights=w, **kw)
+        np.testing.assert_array_equal(h2.detach().numpy(), ref2)
+        (grad,) = torch.autograd.grad(h2.sum(), w)
+        assert (grad[torch.from_numpy(pad)] == 0).all()  # padded points: no gradient, whatever their bin
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision_counts_like_float32_of_same_values(dtype):
+def test_low_precision_counts_like_float32_of_same_values(backend, dtype):
     x = torch.rand(3, 200, generator=torch.Generator().manual_seed(10)) * 2.2 - 1.1
     xl = x.to(dtype)
     out = hard_histogram1d(xl, 16, (-1, 1))
     assert out.dtype == dtype
     # edges of [-1, 1] with 16 bins are exact in every dtype, so binning the same values in float32 must agree
     torch.testing.assert_close(out.float(), hard_histogram1d(xl.float(), 16, (-1, 1)), rtol=0, atol=0)
-    out2 = hard_histogram2d(xl, xl.flip(-1), 16, ((-1, 1), (-1, 1)))
-    torch.testing.assert_close(out2.float(), hard_histogram2d(xl.float(), xl.flip(-1).float(), 16, ((-1, 1), (-1, 1))))
+    with use_backend(backend):
+        out2 = hard_histogram2d(xl, xl.flip(-1), 16, R2)
+    assert out2.dtype == dtype
+    ref2 = np.stack([np.histogram2d(a, b, 16, range=R2)[0]
+                     for a, b in zip(xl.double().numpy(), xl.flip(-1).double().numpy())])
+    np.testing.assert_array_equal(out2.float().numpy(), ref2)  # counts <= 200: exact in float16 and bfloat16
 
 
 def test_unbatched_input_and_weight_gradient():

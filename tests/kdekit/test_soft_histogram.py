@@ -5,10 +5,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import expit
 
+from kdekit._backend import backends, use_backend
 from kdekit.ops.hard_histogram import hard_histogram1d, hard_histogram2d
 from kdekit.ops.soft_histogram import soft_histogram1d, soft_histogram2d
 
 R2 = ((-1.0, 1.0), (-1.0, 1.0))
+# soft_histogram2d backends runnable here (triton: the interpreter on CPU tensors, float64 never goes to it)
+BACKENDS = [name for name in ("torch", "cpp", "triton") if backends()[name][0]]
+
+
+def _skip_float64_triton(backend, dtype):
+    if backend == "triton" and dtype == torch.float64:
+        pytest.skip("float64 never goes to Triton (select() runs the torch path)")
 
 
 # ---- independent float64 reference: the seed's centre formula, explicit loops ---------------------------------------
@@ -59,16 +67,20 @@ def _points(seed, shape, lo=-1.2, hi=1.2):
 
 # ---- values vs reference --------------------------------------------------------------------------------------------
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # Triton interpreter: exp -> inf
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("sharpness", [8.0, 64.0])
-def test_values_match_reference(dtype, sharpness, tol):
+def test_values_match_reference(backend, dtype, sharpness, tol):
+    _skip_float64_triton(backend, dtype)
     x = torch.from_numpy(_points(1, (3, 25))).to(dtype)
     y = torch.from_numpy(_points(2, (3, 25))).to(dtype)
     w = torch.from_numpy(np.random.default_rng(3).uniform(0.2, 2.0, (3, 25))).to(dtype)
     xn, yn, wn = (t.double().numpy() for t in (x, y, w))  # reference on the same (rounded) inputs
     rng2 = ((-1.0, 1.0), (-0.5, 1.5))
     h1 = soft_histogram1d(x, 16, (-1, 1), sharpness, weights=w)
-    h2 = soft_histogram2d(x, y, 16, rng2, sharpness, weights=w)
+    with use_backend(backend):
+        h2 = soft_histogram2d(x, y, 16, rng2, sharpness, weights=w)
     assert h1.dtype == dtype and h2.dtype == dtype and h1.shape == (3, 16) and h2.shape == (3, 16, 16)
     ref1 = np.stack([ref_hist1d(xn[b], 16, (-1, 1), sharpness, wn[b]) for b in range(3)])
     ref2 = np.stack([ref_hist2d(xn[b], yn[b], 16, rng2, sharpness, wn[b]) for b in range(3)])
@@ -132,7 +144,8 @@ def test_large_sharpness_approaches_hard_histogram_for_interior_points():
 
 # ---- gradients -------------------------------------------------------------------------------------------------------
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
+def test_gradcheck_float64(backend):
     g = torch.Generator().manual_seed(8)
     x = (torch.rand(2, 5, generator=g, dtype=torch.float64) * 2.4 - 1.2).requires_grad_()
     y = (torch.rand(2, 5, generator=g, dtype=torch.float64) * 2.4 - 1.2).requires_grad_()
@@ -141,19 +154,23 @@ def test_gradcheck_float64():
     rng2 = ((-1.0, 1.0), (-0.5, 1.0))
     lengths = torch.tensor([4, 2])
     gradcheck = torch.autograd.gradcheck
-    assert gradcheck(lambda a, b, c: soft_histogram2d(a, b, 4, rng2, 3.0, weights=c, mask=mask), (x, y, w))
-    assert gradcheck(lambda a, c: soft_histogram1d(a, 5, (-1, 1), 3.0, weights=c, normalize=True), (x, w))
-    assert gradcheck(lambda a, b: soft_histogram2d(a, b, 4, R2, 3.0, normalize=True, lengths=lengths), (x, y))
+    with use_backend(backend):
+        assert gradcheck(lambda a, b, c: soft_histogram2d(a, b, 4, rng2, 3.0, weights=c, mask=mask), (x, y, w))
+        assert gradcheck(lambda a, c: soft_histogram1d(a, 5, (-1, 1), 3.0, weights=c, normalize=True), (x, w))
+        assert gradcheck(lambda a, b: soft_histogram2d(a, b, 4, R2, 3.0, normalize=True, lengths=lengths), (x, y))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_gradient_matches_analytic_reference(dtype):
+def test_gradient_matches_analytic_reference(backend, dtype):
+    _skip_float64_triton(backend, dtype)
     bins, s = 12, 8.0
     xn, yn = _points(9, (2, 15)), _points(10, (2, 15))
     wn = np.random.default_rng(11).uniform(0.2, 2.0, (2, 15))
     gn = np.random.default_rng(12).normal(size=(2, bins, bins))
     x, y, w = (torch.from_numpy(t).to(dtype).requires_grad_() for t in (xn, yn, wn))
-    (soft_histogram2d(x, y, bins, R2, s, weights=w) * torch.from_numpy(gn).to(dtype)).sum().backward()
+    with use_backend(backend):
+        (soft_histogram2d(x, y, bins, R2, s, weights=w) * torch.from_numpy(gn).to(dtype)).sum().backward()
     atol = 1e-12 if dtype == torch.float64 else 1e-5
     for b in range(2):
         refs = ref_grad2d(xn[b], yn[b], bins, R2, s, wn[b], gn[b])
@@ -162,7 +179,8 @@ def test_gradient_matches_analytic_reference(dtype):
             np.testing.assert_allclose(t.grad[b].double().numpy() / scale, ref / scale, rtol=0, atol=atol)
 
 
-def test_mask_equals_dropping_points_values_and_gradients():
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])
+def test_mask_equals_dropping_points_values_and_gradients(backend):
     g = np.random.default_rng(13)
     lengths = [6, 1, 11]
     xn, yn = g.uniform(-1.1, 1.1, (3, 11)), g.uniform(-1.1, 1.1, (3, 11))
@@ -171,18 +189,46 @@ def test_mask_equals_dropping_points_values_and_gradients():
     xn[pad], yn[pad], wn[pad] = np.nan, np.inf, np.nan  # padding must neither poison values nor gradients
     x, y, w = (torch.from_numpy(t).requires_grad_() for t in (xn, yn, wn))
     gn = torch.from_numpy(g.normal(size=(3, 8, 8)))
-    out = soft_histogram2d(x, y, 8, R2, 8.0, weights=w, mask=torch.from_numpy(~pad))
+    with use_backend(backend):
+        out = soft_histogram2d(x, y, 8, R2, 8.0, weights=w, mask=torch.from_numpy(~pad))
     assert torch.isfinite(out).all()
     (out * gn).sum().backward()
     for t in (x, y, w):
         assert torch.isfinite(t.grad).all() and (t.grad[torch.from_numpy(pad)] == 0).all()
     for b, n in enumerate(lengths):
         xb, yb, wb = (torch.from_numpy(t[b, :n]).requires_grad_() for t in (xn, yn, wn))
-        alone = soft_histogram2d(xb, yb, 8, R2, 8.0, weights=wb)
+        with use_backend(backend):
+            alone = soft_histogram2d(xb, yb, 8, R2, 8.0, weights=wb)
         torch.testing.assert_close(out[b], alone, rtol=0, atol=1e-13)
         (alone * gn[b]).sum().backward()
         for full, part in zip((x, y, w), (xb, yb, wb)):
             torch.testing.assert_close(full.grad[b, :n], part.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_fused_backend_matches_torch_path_at_the_same_dtype(backend, dtype, tol):
+    """Values and gradients of a masked, weighted batch (NaN in the padding) against the torch path run in the same
+    dtype; the per-dtype tolerance scales with the largest reference value."""
+    _skip_float64_triton(backend, dtype)
+    g = np.random.default_rng(14)
+    xn, yn, wn = g.uniform(-1.2, 1.2, (4, 33)), g.uniform(-1.2, 1.2, (4, 33)), g.uniform(0.2, 2.0, (4, 33))
+    lengths = torch.tensor([33, 20, 1, 0])
+    pad = (torch.arange(33)[None, :] >= lengths[:, None]).numpy()
+    xn[pad], wn[pad] = np.nan, np.inf
+    cot = torch.from_numpy(g.normal(size=(4, 20, 20))).to(dtype)
+
+    def run(name):
+        x, y, w = (torch.from_numpy(t).to(dtype).requires_grad_() for t in (xn, yn, wn))
+        with use_backend(name):
+            h = soft_histogram2d(x, y, 20, ((-1, 1), (-0.8, 1.1)), 8.0, weights=w, lengths=lengths)
+        return (h, *torch.autograd.grad((h * cot).sum(), (x, y, w)))
+
+    for got, ref in zip(run(backend), run("torch")):
+        assert got.dtype == dtype and torch.isfinite(got).all()
+        scale = ref.abs().max().double()
+        torch.testing.assert_close(got.double() / scale, ref.double() / scale, atol=tol[dtype]["atol"], rtol=0)
+    assert (run(backend)[0][3] == 0).all()  # an all-padded item
 
 
 def test_bad_arguments_raise():
