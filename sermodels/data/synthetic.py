@@ -117,7 +117,7 @@ def _write_wav(path: str, text: str, activation: float, valence: float, gender: 
 class _Population:
     """Latent states, speakers and annotators shared by every format writer."""
 
-    def __init__(self, n_utterances: int, n_annotators: int, rng: np.random.Generator):
+    def __init__(self, n_utterances: int, n_annotators: int, rng: np.random.Generator, annotator_bias: float = 0.15):
         if n_utterances < 1:
             raise ValueError(f"n_utterances must be >= 1, got {n_utterances}")
         if n_annotators < 2:
@@ -127,7 +127,7 @@ class _Population:
         self.emotion = [codes[i % 4] for i in rng.permutation(n_utterances)]
         centre = np.array([EMOTIONS[c] for c in self.emotion])
         self.latent = np.clip(centre + rng.normal(0, 0.2, centre.shape), -1, 1)  # (U, 2) activation, valence
-        self.bias = rng.normal(0, 0.15, (n_annotators, 2))
+        self.bias = rng.normal(0, annotator_bias, (n_annotators, 2))
         self.noise = rng.uniform(0.1, 0.3, n_annotators)
         self.n_annotators = n_annotators
 
@@ -171,12 +171,14 @@ def _write_text(path: str, text: str) -> None:
 
 def write_synthetic_corpus(root, fmt: str = "msp-improv", n_utterances: int = 24, n_annotators: int = 12,
                            seed: int = 0, audio: bool = True, sample_rate: int = 16000,
-                           engine: str = "auto") -> List[Utterance]:
+                           engine: str = "auto", annotator_bias: float = 0.15) -> List[Utterance]:
     """Write a synthetic corpus in format ``fmt`` under ``root``; return the ground-truth records.
 
     ``fmt`` is any :func:`sermodels.data.load_corpus` name. Ratings are integers on the corpus scale (MSP-Improv's
     activation is written in its stored, reversed orientation, so the reader's ``6 - A`` gives back the truth).
-    Clips last 0.8-1.2 s with the numpy engine.
+    Clips last 0.8-1.2 s with the numpy engine. Each annotator's (activation, valence) bias is drawn from
+    N(0, ``annotator_bias``²) on the [-1, 1] scale (one Likert step of a 1-5 scale is 0.5); per-rating noise has an
+    annotator-specific sd in [0.1, 0.3].
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -187,7 +189,9 @@ def write_synthetic_corpus(root, fmt: str = "msp-improv", n_utterances: int = 24
     root = str(root)
     os.makedirs(root, exist_ok=True)
     rng = np.random.default_rng(seed)
-    pop = _Population(n_utterances, n_annotators, rng)
+    if not (annotator_bias >= 0 and math.isfinite(annotator_bias)):
+        raise ValueError(f"annotator_bias must be a finite number >= 0, got {annotator_bias!r}")
+    pop = _Population(n_utterances, n_annotators, rng, annotator_bias)
     writer = {"msp-improv": _improv, "iemocap": _iemocap, "msp-podcast": _podcast, "muse": _muse,
               "compare-share": _compare, "generic": _generic}[fmt]
     utterances = writer(root, pop, rng)

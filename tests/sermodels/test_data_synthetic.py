@@ -57,3 +57,20 @@ def test_bad_arguments(tmp_path):
         write_synthetic_corpus(tmp_path, "ravdess")
     with pytest.raises(ValueError, match="n_annotators"):
         write_synthetic_corpus(tmp_path, "iemocap", n_annotators=1)
+
+
+def test_annotator_bias_sets_how_much_annotators_disagree(tmp_path):
+    """Per-annotator mean offsets from the utterance consensus grow with ``annotator_bias``; a bad value is refused."""
+    def offset_spread(bias):
+        utts = write_synthetic_corpus(tmp_path / str(bias), "generic", n_utterances=200, n_annotators=8, seed=3,
+                                      audio=False, annotator_bias=bias)
+        offsets = {}
+        for u in utts:
+            mean = np.mean([r[0] for r in u.ratings.values()])
+            for a, r in u.ratings.items():
+                offsets.setdefault(a, []).append(r[0] - mean)
+        return np.std([np.mean(v) for v in offsets.values()])
+
+    assert offset_spread(0.5) > 2 * offset_spread(0.0)
+    with pytest.raises(ValueError, match="annotator_bias"):
+        write_synthetic_corpus(tmp_path / "bad", "generic", n_utterances=4, audio=False, annotator_bias=-0.1)
