@@ -6,7 +6,8 @@
   dimensions) plus independent noise ``U(-h, h)``, ``h = 0.5 sd + 1e-12`` per dimension, ``sd`` = unbiased std of the
   item's ratings (0 for a single annotator, where the seed would produce NaN), clamped to ``[-1, 1]``.
 * :func:`labels_from_ratings`: pseudo-observations -> hard-histogram diffusion KDE on a ``grid x grid`` grid
-  (default 512) on ``[-1, 1]^2`` in float64 -> ``k x k`` block sums / total (:func:`~kdekit.ops.pooling.pool_density`).
+  (default 512) on ``[-1, 1]^2`` in float64 (the fused ``kdekit::kde2d_points`` kernel under the ``cpp`` backend)
+  -> ``k x k`` block sums / total (:func:`~kdekit.ops.pooling.pool_density`).
 * :func:`points_to_distribution`: points -> soft histogram (sharpness 8) -> diffusion KDE (grid 64) -> ``k x k``
   table, differentiable in the points (the DiffKDE training path; upsample with :func:`pseudo_observations` first
   to reproduce the seed exactly).
@@ -72,8 +73,10 @@ def pseudo_observations(
     size = torch.minimum(size, M.clamp(min=1)[:, None])
     keys = torch.rand(U, n, A, generator=generator, device=dev)
     keys = torch.where(valid[:, None, :], keys, torch.full_like(keys, 2.0))
-    rank = keys.argsort(-1).argsort(-1)
-    chosen = (rank < size[..., None]).to(dtype)  # (U, n, A)
+    # annotator order[j] has rank j: chosen where j < size (one argsort and a scatter, not a second argsort)
+    order = keys.argsort(-1)
+    first = (torch.arange(A, device=dev) < size[..., None]).to(dtype)
+    chosen = torch.zeros_like(first).scatter_(-1, order, first)  # (U, n, A)
     means = torch.einsum("una,uad->und", chosen, r) / size[..., None].to(dtype)
     mean_all = r.sum(1) / M.clamp(min=1)[:, None].to(dtype)
     var = ((r - mean_all[:, None]) ** 2 * valid[..., None]).sum(1) / (M - 1).clamp(min=1)[:, None].to(dtype)

@@ -8,7 +8,9 @@
 // block only when the bound on everything outside it, 16 m^2 (R_tail C_all + R_all C_tail), is below kTailEps times
 // the block's own sum; so dropped terms are below the float64 rounding of the full sum and results agree with the
 // full-grid computation to rounding. From points, the spectrum is computed lazily for the leading block only:
-// a[k, l] = 4 / N sum_u c_u cos(pi k (2 i_u + 1) / 2n) cos(pi l (2 j_u + 1) / 2n) over the occupied bins u.
+// a[k, l] = 4 / N sum_u c_u cos(pi k (2 i_u + 1) / 2n) cos(pi l (2 j_u + 1) / 2n) over the occupied bins u, grouped
+// by the bins of one axis (see Spectrum). The full density C^T S C (S = smoothed spectrum, C = cosines) uses the
+// symmetry C[k, n-1-m] = (-1)^k C[k, m] on both axes (half the products), or the factors when they are few.
 //
 // The root solve copies scipy.optimize.brentq (the classic Brent algorithm of scipy's brentq.c: same bracket
 // bookkeeping, interpolation/extrapolation steps and stopping rule), so iterates match kde_diffusion's.
@@ -17,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -59,63 +62,151 @@ std::shared_ptr<const CosineTable> cosine_table(int64_t n) {
   return entry;
 }
 
+// AVX2 clone of the hot loops, chosen at load time where the CPU has it, and a portable default clone. Both add the
+// same products in the same order (no FMA contraction), so results do not depend on the clone.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define KDEKIT_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define KDEKIT_VECTOR_CLONES
+#endif
+
+typedef double v4d __attribute__((vector_size(32)));  // 4 doubles: one AVX2 register, two SSE2 ones
+
+// out[r * ldo + w] = sum over j = j0, j0 + js, ... < j1 of A[r * lda + j] * B[j * ldb + w] (r < rows, w < cols),
+// each sum accumulated from 0 in increasing j whatever the tiling (4 x 8 register tiles, scalar edges).
+KDEKIT_VECTOR_CLONES
+void gemm_strided(int64_t rows, int64_t cols, int64_t j0, int64_t j1, int64_t js, const double* A, int64_t lda,
+                  const double* B, int64_t ldb, double* out, int64_t ldo) {
+  constexpr int R = 4, W = 8;
+  auto edge = [&](int64_t r, int64_t w) {
+    double acc = 0.0;
+    for (int64_t j = j0; j < j1; j += js) acc += A[r * lda + j] * B[j * ldb + w];
+    out[r * ldo + w] = acc;
+  };
+  int64_t r = 0;
+  for (; r + R <= rows; r += R) {
+    int64_t w = 0;
+    for (; w + W <= cols; w += W) {
+      v4d acc[R][2] = {};
+      for (int64_t j = j0; j < j1; j += js) {
+        v4d b0, b1;
+        std::memcpy(&b0, B + j * ldb + w, sizeof b0);
+        std::memcpy(&b1, B + j * ldb + w + 4, sizeof b1);
+        for (int i = 0; i < R; ++i) {
+          const double a = A[(r + i) * lda + j];
+          const v4d av = {a, a, a, a};
+          acc[i][0] += av * b0;
+          acc[i][1] += av * b1;
+        }
+      }
+      for (int i = 0; i < R; ++i) {
+        std::memcpy(out + (r + i) * ldo + w, &acc[i][0], sizeof(v4d));
+        std::memcpy(out + (r + i) * ldo + w + 4, &acc[i][1], sizeof(v4d));
+      }
+    }
+    for (; w < cols; ++w)
+      for (int i = 0; i < R; ++i) edge(r + i, w);
+  }
+  for (; r < rows; ++r)
+    for (int64_t w = 0; w < cols; ++w) edge(r, w);
+}
+
+// v[l] = sum_{k < K} r[k] a2[k * n + l] for l < K (rows in increasing k, four at a time).
+KDEKIT_VECTOR_CLONES
+void weighted_row_sum(int64_t K, int64_t n, const double* r, const double* a2, double* v) {
+  for (int64_t l = 0; l < K; ++l) v[l] = 0.0;
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) {
+    const double r0 = r[k], r1 = r[k + 1], r2 = r[k + 2], r3 = r[k + 3];
+    const double *a0 = a2 + k * n, *a1 = a0 + n, *a2r = a1 + n, *a3 = a2r + n;
+    for (int64_t l = 0; l < K; ++l) v[l] += (r0 * a0[l] + r1 * a1[l]) + (r2 * a2r[l] + r3 * a3[l]);
+  }
+  for (; k < K; ++k) {
+    const double rk = r[k];
+    const double* row = a2 + k * n;
+    for (int64_t l = 0; l < K; ++l) v[l] += rk * row[l];
+  }
+}
+
 // Halved DCT spectrum a and a^2 (n x n, row = x frequency); entries valid for k, l < known.
+// From points it is kept as R factor pairs, a[k, l] = sum_i px[k * R + i] py[i * n + l], one per occupied bin of the
+// axis with fewer occupied bins (px: that bin's cosines, py: the mass-weighted cosine sum of its points on the other
+// axis; the halving of row and column 0 folded into the factors). Items whose points share few bins on one axis
+// (identical ratings on a dimension) have a small R, which makes their psi forms and density cheap.
 struct Spectrum {
-  int64_t n = 0, known = 0;
+  int64_t n = 0, known = 0, R = 0;  // R = 0: dense input (kde2d_solve)
   double amax2 = 0;  // bound on every a[k, l]^2
-  std::vector<double> a, a2;
-  // point source (kde2d_points): occupied bins and their mass / N
-  const CosineTable* table = nullptr;
-  std::vector<int64_t> bin_x, bin_y;
-  std::vector<double> mass;
+  std::vector<double> a, a2, px, py;
 
   void reset(int64_t n_) {
     n = n_;
     known = 0;
+    R = 0;
     if (static_cast<int64_t>(a.size()) != n * n) {
       a.assign(n * n, 0.0);
       a2.assign(n * n, 0.0);
     }
   }
 
-  // Make a[k, l] available for k, l < K (point source: adds the new L-shaped band).
+  // Factors from occupied bins (bx, by) with mass m (mass / N), sorted by bx then by.
+  void factor(const CosineTable& table, const std::vector<int64_t>& bx, const std::vector<int64_t>& by,
+              const std::vector<double>& m) {
+    const int64_t U = static_cast<int64_t>(m.size());
+    std::vector<int64_t> xs(bx), ys(by);
+    std::sort(ys.begin(), ys.end());
+    const int64_t ux = std::unique(xs.begin(), xs.end()) - xs.begin();
+    const int64_t uy = std::unique(ys.begin(), ys.end()) - ys.begin();
+    const bool by_x = ux <= uy;
+    R = by_x ? ux : uy;
+    const std::vector<int64_t>& key = by_x ? bx : by;
+    const std::vector<int64_t>& other = by_x ? by : bx;
+    std::vector<int64_t> order(U);
+    for (int64_t u = 0; u < U; ++u) order[u] = u;
+    if (!by_x) std::stable_sort(order.begin(), order.end(), [&](int64_t l, int64_t r) { return by[l] < by[r]; });
+    // f[i]: cosines of group i's bin on the grouping axis; g[i]: sum of 4 m_u cosines on the other axis
+    std::vector<double> f(R * n), g(R * n, 0.0);
+    const double* T = table.by_m.data();
+    int64_t i = -1;
+    for (int64_t j = 0; j < U; ++j) {
+      const int64_t u = order[j];
+      if (j == 0 || key[u] != key[order[j - 1]]) {
+        ++i;
+        std::copy(T + key[u] * n, T + key[u] * n + n, &f[i * n]);
+      }
+      const double c = 4.0 * m[u];
+      const double* co = T + other[u] * n;
+      double* gi = &g[i * n];
+      for (int64_t l = 0; l < n; ++l) gi[l] += c * co[l];
+    }
+    const std::vector<double>& fx = by_x ? f : g;
+    const std::vector<double>& fy = by_x ? g : f;
+    px.resize(n * R);
+    py.resize(R * n);
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t k = 0; k < n; ++k) px[k * R + r] = fx[r * n + k];
+      std::copy(&fy[r * n], &fy[r * n] + n, &py[r * n]);
+      px[r] *= 0.5;  // k = 0
+      py[r * n] *= 0.5;  // l = 0
+    }
+  }
+
+  // Make a[k, l] available for k, l < K (from the factors: the new L-shaped band).
   void ensure(int64_t K) {
     if (K <= known) return;
     // grow geometrically in multiples of 8 (extra frequencies are harmless: sums use their own leading block)
     K = std::min(n, (std::max(K, known + known / 2) + 7) & ~int64_t(7));
     const int64_t K1 = known;
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t l0 = k < K1 ? K1 : 0;
-      std::fill(&a[k * n + l0], &a[k * n + K], 0.0);
-    }
-    const double* T = table->by_m.data();
-    for (size_t u = 0; u < mass.size(); ++u) {
-      const double* cx = T + bin_x[u] * n;
-      const double* cy = T + bin_y[u] * n;
-      const double c = 4.0 * mass[u];
-      for (int64_t k = 0; k < K; ++k) {
-        const double ck = c * cx[k];
-        const int64_t l0 = k < K1 ? K1 : 0;
-        double* row = &a[k * n];
-        for (int64_t l = l0; l < K; ++l) row[l] += ck * cy[l];
-      }
-    }
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t l0 = k < K1 ? K1 : 0;
-      for (int64_t l = l0; l < K; ++l) {
-        double v = a[k * n + l];
-        if (k == 0) v /= 2;
-        if (l == 0) v /= 2;
-        a[k * n + l] = v;
-        a2[k * n + l] = v * v;
-      }
-    }
+    gemm_strided(K1, K - K1, 0, R, 1, px.data(), R, py.data() + K1, n, &a[K1], n);
+    gemm_strided(K - K1, K, 0, R, 1, px.data() + K1 * R, R, py.data(), n, &a[K1 * n], n);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t l = k < K1 ? K1 : 0; l < K; ++l) a2[k * n + l] = a[k * n + l] * a[k * n + l];
     known = K;
   }
 };
 
 // Frequency weights w_k exp(-pi^2 k^2 t) (w_0 = 1, else 1/2) for k < n, by a recurrence refreshed with an exact exp
-// every 32 steps (relative error < 1e-14). Returns the number of leading non-zero weights (the rest underflow).
+// every 32 steps (relative error < 1e-14). Returns the number of leading weights >= 1e-60: the rest, even times
+// k^10 <= 512^10, are below 1e-32 and cannot change any psi form (all terms >= 0) beyond its rounding.
 int64_t diffusion_weights(double t, int64_t n, std::vector<double>& e) {
   e.resize(n);
   const double c = -(kPi * kPi);
@@ -125,7 +216,7 @@ int64_t diffusion_weights(double t, int64_t n, std::vector<double>& e) {
     const double kk = static_cast<double>(k);
     ek = (k % 32 == 0) ? std::exp((c * (kk * kk)) * t) : ek * q;
     q *= q2;
-    if (ek == 0.0) return k;
+    if (ek < 1e-60) return k;
     e[k] = 0.5 * ek;
   }
   return n;
@@ -197,6 +288,7 @@ class Solver {
       return K;
     };
     int64_t K = first_k(1e-20 * s_.amax2 * R * Cs);
+    if (s_.R > 0 && s_.R * (s_.R + 1) * n < K * K) return factored_sum(n);
     double sum = block_sum(K);
     if (K < n && tail(K) > kTailEps * sum) {
       K = first_k(kTailEps * sum);
@@ -208,16 +300,32 @@ class Solver {
  private:
   double block_sum(int64_t K) {
     s_.ensure(K);
-    const int64_t n = s_.n;
-    v_.assign(K, 0.0);
-    for (int64_t k = 0; k < K; ++k) {
-      const double rk = r_[k];
-      if (rk == 0.0) continue;
-      const double* row = &s_.a2[k * n];
-      for (int64_t l = 0; l < K; ++l) v_[l] += rk * row[l];
-    }
+    v_.resize(K);
+    weighted_row_sum(K, s_.n, r_.data(), s_.a2.data(), v_.data());
     double sum = 0.0;
     for (int64_t l = 0; l < K; ++l) sum += v_[l] * c_[l];
+    return sum;
+  }
+
+  // The same form from the factors, over all nz non-zero weights: a^2 = sum_{i,j} (px_i px_j) (py_i py_j)^T.
+  double factored_sum(int64_t nz) {
+    const int64_t R = s_.R, n = s_.n;
+    g_.assign(R * R, 0.0);
+    for (int64_t k = 0; k < nz; ++k) {
+      const double* p = &s_.px[k * R];
+      for (int64_t i = 0; i < R; ++i) {
+        const double v = r_[k] * p[i];
+        for (int64_t j = 0; j <= i; ++j) g_[i * R + j] += v * p[j];
+      }
+    }
+    double sum = 0.0;
+    for (int64_t i = 0; i < R; ++i)
+      for (int64_t j = 0; j <= i; ++j) {
+        const double *qi = &s_.py[i * n], *qj = &s_.py[j * n];
+        double gy = 0.0;
+        for (int64_t l = 0; l < nz; ++l) gy += c_[l] * qi[l] * qj[l];
+        sum += (i == j ? 1.0 : 2.0) * g_[i * R + j] * gy;
+      }
     return sum;
   }
 
@@ -226,7 +334,7 @@ class Solver {
   double memo_t_ = 0;
   double memo_[36];
   std::vector<double> k2pow_;  // (k^2)^p, p = 0..5
-  std::vector<double> e_, r_, c_, rt_, ct_, v_;
+  std::vector<double> e_, r_, c_, rt_, ct_, v_, g_;
 };
 
 // scipy.optimize.brentq on [xa, xb] with f(xa) given (kde_diffusion: f(0) = 1 exactly whenever gamma is finite).
@@ -366,6 +474,109 @@ int64_t smoothing_weights(double t, int64_t n, std::vector<double>& f) {
   return n;
 }
 
+// Q[p, k] = sum over the grid points m of block p of cos(pi k (2m + 1) / 2n) (row-major, and transposed QT).
+struct PooledCosines {
+  int64_t pool;
+  std::vector<double> Q, QT;
+  PooledCosines(const CosineTable& table, int64_t pool_) : pool(pool_) {
+    const int64_t n = table.n;
+    if (pool == 0) return;
+    Q.assign(pool * n, 0.0);
+    QT.assign(n * pool, 0.0);
+    for (int64_t p = 0; p < pool; ++p)
+      for (int64_t m = p * (n / pool); m < (p + 1) * (n / pool); ++m)
+        for (int64_t k = 0; k < n; ++k) Q[p * n + k] += table.by_m[m * n + k];
+    for (int64_t p = 0; p < pool; ++p)
+      for (int64_t k = 0; k < n; ++k) QT[k * pool + p] = Q[p * n + k];
+  }
+};
+
+// Smoothed spectrum a[k, l] fx[k] fy[l] (k < Kx, l < Ky) -> density C^T (.) C on the grid (not yet scaled), or the
+// pooled block sums Q (.) Q^T. Per-thread scratch buffers.
+struct Synthesis {
+  int64_t n;
+  const CosineTable* table;
+  std::vector<double> S, Z, E;
+
+  void run(Spectrum& s, const std::vector<double>& fx, int64_t Kx, const std::vector<double>& fy, int64_t Ky,
+           const PooledCosines* pooled, double* out) {
+    const int64_t h = n / 2, R = s.R;
+    if (!pooled && R * n * (n + Kx + Ky) < h * Kx * (n + Ky)) return factored(s, fx, Kx, fy, Ky, out);
+    s.ensure(std::max(Kx, Ky));
+    S.resize(Kx * Ky);
+    for (int64_t k = 0; k < Kx; ++k)
+      for (int64_t l = 0; l < Ky; ++l) S[k * Ky + l] = s.a[k * n + l] * fx[k] * fy[l];
+    if (pooled) {
+      const int64_t k = pooled->pool;
+      Z.resize(Kx * k);
+      gemm_strided(Kx, k, 0, Ky, 1, S.data(), Ky, pooled->QT.data(), k, Z.data(), k);
+      gemm_strided(k, k, 0, Kx, 1, pooled->Q.data(), n, Z.data(), k, out, k);
+      return;
+    }
+    // C[k, n-1-m] = (-1)^k C[k, m]: even and odd frequencies summed over half the grid, then combined, per axis;
+    // the axis with fewer frequencies goes last (the n x n stage costs n^2 / 2 per frequency)
+    const double *cm = table->by_m.data(), *ck = table->by_k.data();
+    if (Kx <= Ky) {  // Z = S C (Kx x n), out = C^T Z
+      Z.resize(Kx * n);
+      E.resize(2 * Kx * h);
+      for (int par = 0; par < 2; ++par) gemm_strided(Kx, h, par, Ky, 2, S.data(), Ky, ck, n, &E[par * Kx * h], h);
+      combine_columns(Kx, E.data(), Z.data());
+      E.resize(2 * h * n);
+      for (int par = 0; par < 2; ++par) gemm_strided(h, n, par, Kx, 2, cm, n, Z.data(), n, &E[par * h * n], n);
+      combine_rows(n, E.data(), out);
+    } else {  // Z = C^T S (n x Ky), out = Z C
+      Z.resize(n * Ky);
+      E.resize(2 * h * Ky);
+      for (int par = 0; par < 2; ++par) gemm_strided(h, Ky, par, Kx, 2, cm, n, S.data(), Ky, &E[par * h * Ky], Ky);
+      combine_rows(Ky, E.data(), Z.data());
+      E.resize(2 * n * h);
+      for (int par = 0; par < 2; ++par) gemm_strided(n, h, par, Ky, 2, Z.data(), Ky, ck, n, &E[par * n * h], h);
+      combine_columns(n, E.data(), out);
+    }
+  }
+
+  // out (n x cols): rows p and n-1-p = even +- odd, from E = [even (h x cols); odd (h x cols)].
+  void combine_rows(int64_t cols, const double* E, double* out) const {
+    const int64_t h = n / 2;
+    for (int64_t p = 0; p < h; ++p)
+      for (int64_t q = 0; q < cols; ++q) {
+        const double ev = E[p * cols + q], od = E[(h + p) * cols + q];
+        out[p * cols + q] = ev + od;
+        out[(n - 1 - p) * cols + q] = ev - od;
+      }
+  }
+
+  // out (rows x n): columns q and n-1-q = even +- odd, from E = [even (rows x h); odd (rows x h)].
+  void combine_columns(int64_t rows, const double* E, double* out) const {
+    const int64_t h = n / 2;
+    for (int64_t k = 0; k < rows; ++k)
+      for (int64_t q = 0; q < h; ++q) {
+        const double ev = E[k * h + q], od = E[(rows + k) * h + q];
+        out[k * n + q] = ev + od;
+        out[k * n + n - 1 - q] = ev - od;
+      }
+  }
+
+  // Few factors (points on few bins of one axis): density = Gx^T Gy, G[i, m] = sum_k factor_i[k] f[k] C[k, m].
+  void factored(const Spectrum& s, const std::vector<double>& fx, int64_t Kx, const std::vector<double>& fy,
+                int64_t Ky, double* out) {
+    const int64_t R = s.R;
+    S.resize(R * (Kx + Ky));
+    double *ax = S.data(), *ay = S.data() + R * Kx;
+    for (int64_t i = 0; i < R; ++i) {
+      for (int64_t k = 0; k < Kx; ++k) ax[i * Kx + k] = s.px[k * R + i] * fx[k];
+      for (int64_t l = 0; l < Ky; ++l) ay[i * Ky + l] = s.py[i * n + l] * fy[l];
+    }
+    Z.resize(2 * R * n);
+    gemm_strided(R, n, 0, Kx, 1, ax, Kx, table->by_k.data(), n, Z.data(), n);
+    gemm_strided(R, n, 0, Ky, 1, ay, Ky, table->by_k.data(), n, &Z[R * n], n);
+    E.resize(n * R);
+    for (int64_t i = 0; i < R; ++i)
+      for (int64_t p = 0; p < n; ++p) E[p * R + i] = Z[i * n + p];
+    gemm_strided(n, n, 0, R, 1, E.data(), R, &Z[R * n], n, out, n);
+  }
+};
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
     const at::Tensor& x_, const at::Tensor& y_, const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_,
     const at::Tensor& count_, int64_t grid, int64_t pool, double t_max, double xtol, double rtol, int64_t maxiter) {
@@ -393,20 +604,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
   const double *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>(), *pc = count.data_ptr<double>();
   double *po = out.data_ptr<double>(), *pt = times.data_ptr<double>();
   int32_t* ps = status.data_ptr<int32_t>();
-  // pooled cosine sums Q[p, k] = sum_{m in block p} cos(pi k (2m + 1) / 2n)
-  std::vector<double> Q;
-  if (pool > 0) {
-    Q.assign(pool * n, 0.0);
-    const int64_t width = n / pool;
-    for (int64_t p = 0; p < pool; ++p)
-      for (int64_t m = p * width; m < (p + 1) * width; ++m)
-        for (int64_t k = 0; k < n; ++k) Q[p * n + k] += table->by_m[m * n + k];
-  }
+  const PooledCosines pooled(*table, pool);
   at::parallel_for(0, B, item_grain(2e6 * (n / 64.0)), [&](int64_t b0, int64_t b1) {
     Spectrum s;
-    s.table = table.get();
     std::vector<std::pair<int64_t, double>> cells;
-    std::vector<double> fx, fy, Z;
+    std::vector<int64_t> bin_x, bin_y;
+    std::vector<double> mass;
+    std::vector<double> fx, fy;
+    Synthesis synth{n, table.get()};
     for (int64_t b = b0; b < b1; ++b) {
       double* ob = po + b * side * side;
       s.reset(n);
@@ -419,22 +624,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
       }
       std::sort(cells.begin(), cells.end(),
                 [](const auto& l, const auto& r) { return l.first < r.first; });
-      s.bin_x.clear();
-      s.bin_y.clear();
-      s.mass.clear();
+      bin_x.clear();
+      bin_y.clear();
+      mass.clear();
       double total = 0;
       for (size_t i = 0; i < cells.size(); ++i) {
         if (i == 0 || cells[i].first != cells[i - 1].first) {
-          s.bin_x.push_back(cells[i].first / n);
-          s.bin_y.push_back(cells[i].first % n);
-          s.mass.push_back(0.0);
+          bin_x.push_back(cells[i].first / n);
+          bin_y.push_back(cells[i].first % n);
+          mass.push_back(0.0);
         }
-        s.mass.back() += cells[i].second;
+        mass.back() += cells[i].second;
       }
-      for (auto& m : s.mass) {
+      for (auto& m : mass) {
         m /= pc[b];
         total += std::fabs(m);
       }
+      if (!mass.empty()) s.factor(*table, bin_x, bin_y, mass);
       s.amax2 = 16.0 * total * total;
       const Status st = solve(s, pc[b], opts, pt + 3 * b);
       ps[b] = st;
@@ -445,33 +651,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
       // rows (x) smoothed with tx2, columns (y) with tx1 (kde_diffusion's naming; see its code comment)
       const int64_t Kx = smoothing_weights(pt[3 * b + 2], n, fx);
       const int64_t Ky = smoothing_weights(pt[3 * b + 1], n, fy);
-      const int64_t K = std::max(Kx, Ky);
-      s.ensure(K);
-      // Z[k, :] = sum_l a[k, l] fy_l C[l, :] over the output columns (pooled blocks or grid points)
-      const double* colC = pool > 0 ? Q.data() : table->by_k.data();  // [p or m][k] for pooled, [l][m] for grid
-      Z.assign(K * side, 0.0);
-      for (int64_t k = 0; k < K; ++k) {
-        double* zk = &Z[k * side];
-        for (int64_t l = 0; l < K; ++l) {
-          const double v = s.a[k * n + l] * fx[k] * fy[l];
-          if (pool > 0) {
-            for (int64_t q = 0; q < side; ++q) zk[q] += v * colC[q * n + l];
-          } else {
-            const double* cl = colC + l * n;
-            for (int64_t m = 0; m < side; ++m) zk[m] += v * cl[m];
-          }
-        }
-      }
-      std::fill(ob, ob + side * side, 0.0);
-      for (int64_t p = 0; p < side; ++p) {
-        const double* rowC = pool > 0 ? &Q[p * n] : &table->by_m[p * n];  // C[k, p] over k
-        double* op = ob + p * side;
-        for (int64_t k = 0; k < K; ++k) {
-          const double c = rowC[k];
-          const double* zk = &Z[k * side];
-          for (int64_t q = 0; q < side; ++q) op[q] += c * zk[q];
-        }
-      }
+      synth.run(s, fx, Kx, fy, Ky, pool > 0 ? &pooled : nullptr, ob);
       if (pool > 0) {
         double sum = 0;
         for (int64_t i = 0; i < side * side; ++i) sum += ob[i];

@@ -14,7 +14,8 @@ Every item of a batch ``(B, N)`` gets its own bandwidth from Botev's fixed point
   gamma``. 1-D: ``f(t) = t - xi gamma^[7](t)``. Both are evaluated in **float64 whatever the input dtype** (1-D:
   ``k^14`` overflows float32 for grids >= 512; 2-D: the Brent tolerances are float64's). Each evaluation of the 2-D
   forms is four batched matmuls of the squared DCT coefficients with the weight vectors of all active items,
-  truncated to the wavenumbers whose weight ``exp(-pi^2 k^2 t)`` is not exactly zero in float64.
+  truncated to the wavenumbers whose weight ``exp(-pi^2 k^2 t)`` is a normal float64 (smaller weights cannot change
+  the sums; subnormal ones would only slow the arithmetic down).
 * **Root.** :data:`KDEStatus.BRENTQ`: scipy's ``brentq`` on ``[0, 0.1]`` (``xtol=2e-12``, ``rtol=4 eps``, 100
   iterations), reproduced step by step with per-item state, so it returns the same root as kde_diffusion, also on
   sets with several roots. A NaN value of ``f`` during the iteration fails the item, as scipy's NaN check does.
@@ -26,9 +27,10 @@ Every item of a batch ``(B, N)`` gets its own bandwidth from Botev's fixed point
   large ``t*`` of a fallback item, ``t*`` itself on both axes), Gaussian smoothing in DCT space (reflecting boundary),
   inverse DCT, scaled by ``n / width`` per axis; indexed ``[x, y]``; grids are the **left bin edges** (as
   kde_diffusion). bandwidth = ``[sqrt(tx2) * width_x, sqrt(tx1) * width_y]`` (2-D), ``sqrt(t*) * width`` (1-D).
-  Negatives are kept (kde_diffusion); ``clip_negative=True`` sets them to the dtype's eps like the seed code and
-  MATLAB 2015, **without renormalising** (the integral then exceeds 1 by the clipped negative mass; pooled tables
-  divide by their sum anyway).
+  Negatives are kept (kde_diffusion); ``clip_negative=True`` raises every value below the dtype's eps to eps (the
+  seed code and MATLAB 2015 set negatives to eps; values in ``[0, eps)`` differ by less than eps; one in-place
+  ``clamp_min`` instead of a masked fill ~7x slower), **without renormalising** (the integral then exceeds 1 by the
+  clipped negative mass; pooled tables divide by their sum anyway).
 * **Degenerate items** never raise: no valid point, none inside the limits, or a non-finite valid point give a
   uniform density ``1 / (width_x width_y)``, ``t* = bandwidth = inf`` and their own status; a single point or all
   points at one location that brentq cannot solve get :data:`KDEStatus.SINGLE_LOCATION` (bandwidth from the fallback
@@ -36,9 +38,20 @@ Every item of a batch ``(B, N)`` gets its own bandwidth from Botev's fixed point
 * **Gradients.** The density is differentiable in the points through the soft histogram (``histogram="soft"``) and
   in the limits. ``t*`` is differentiable through the implicit function theorem (``implicit_grad=True``):
   ``t = t0 - (f(t0; a) - f(t0; a).detach()) / f_t(t0)`` with ``t0`` the detached root, i.e. the value is unchanged
-  and ``dt/da = -f_a / f_t``. Items whose ``t*`` is not a root (MIN_ABS_F, uniform) get a detached ``t*``.
-  ``implicit_grad=False`` detaches ``t*`` for every item (the per-axis times keep their dependence on the data
-  through the psi forms at fixed ``t*``).
+  and ``dt/da = -f_a / f_t``; the per-axis times get ``dpsi/da + dpsi/dt dt/da``. The t-derivatives ``f_t`` and
+  ``dpsi/dt`` at fixed data come from a five-point central difference (relative step 1e-3, ~1e-12 relative error)
+  in one batched evaluation, the data derivatives from one graph evaluation at ``t0`` (2-D). Items whose ``t*`` is
+  not a root (MIN_ABS_F, uniform) get a detached ``t*``. ``implicit_grad=False`` detaches ``t*`` for every item
+  (the per-axis times keep their dependence on the data through the psi forms at fixed ``t*``). Gradients are
+  finite for every item (values of degenerate items come from detached branches, never NaN * 0).
+* **Backends** (``kdekit.use_backend``; default ``cpp`` for CPU tensors when ``kdekit._C`` is built). ``torch``:
+  everything above in batched torch ops. ``cpp``, 2-D only: hard-histogram calls without a graph to the limits run
+  the fused ``kdekit::kde2d_points`` (binning, DCT, the same brentq, smoothing and inverse DCT or pooling per item,
+  in float64 whatever the input dtype, one item per thread); all other 2-D calls solve the fixed point with
+  ``kdekit::kde2d_solve`` on the detached spectrum and keep the rest (and the implicit gradient) in torch. Items the
+  kernels do not solve by brentq on [0, 0.1] (degenerate input, no sign change, NaN, ...) go through the torch
+  rules above, so fields and statuses equal the torch path's (float64: to ~1e-12 relative). Results of the kernels
+  do not depend on the number of threads.
 
 dtypes: float64 and float32 computed in themselves (the fixed point always in float64); float16/bfloat16 in float32
 and returned in the input dtype. Items are processed in chunks of ``chunk_size`` (default: about 32 MiB of float64
@@ -52,6 +65,7 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
+from .._backend import select
 from ._utils import check_float_tensor, check_points, check_same, compute_dtype, resolve_mask
 from .dct import dct, dct2, idct, idct2
 from .hard_histogram import hard_histogram1d, hard_histogram2d
@@ -75,9 +89,15 @@ SCAN_RATIO = math.sqrt(2.0)
 SCAN_CAP = 4.0
 _PI = math.pi
 _NEG_PI2 = -(math.pi**2)
-# exp(x) is exactly 0 in float64 for x < -745.2: wavenumbers beyond sqrt(746 / (pi^2 t)) contribute exact zeros
-_EXP_ZERO = 746.0
+# exp(x) < 2.2e-308 (subnormal or 0) in float64 for x < -708.4: wavenumbers beyond sqrt(708.4 / (pi^2 t)) are dropped
+# (they cannot change a sum of normal numbers, and subnormal arithmetic is ~10x slower)
+_EXP_ZERO = 708.4
+_TINY64 = torch.finfo(torch.float64).tiny
 _DEFAULT_CHUNK_BYTES = 32 * 2**20
+# five-point central difference of f and psi in t (implicit gradient): t0 + h * node, h = _FD_STEP * t0
+_FD_STEP = 1e-3
+_FD_NODES = (-2.0, -1.0, 1.0, 2.0)
+_FD_WEIGHTS = (1 / 12, -8 / 12, 8 / 12, -1 / 12)
 
 
 class KDEStatus(IntEnum):
@@ -183,6 +203,7 @@ def _quadratic_forms(blocks: _LeadingBlocks, t: torch.Tensor, k2: torch.Tensor, 
     base = torch.full((K,), 0.5, dtype=a2.dtype, device=a2.device)
     base[0] = 1.0
     w = base * torch.exp(neg_pi2_k2[:K] * t.unsqueeze(-1))  # (b, P, K)
+    w = torch.where(w < _TINY64, 0.0, w)  # items with larger t than the batch minimum: no subnormal weights
     i_pow = torch.stack([k2[:K] ** i for i, _ in pairs])  # (P, K)
     j_pow = torch.stack([k2[:K] ** j for _, j in pairs])
     cols = w * i_pow
@@ -242,10 +263,41 @@ class _Psi2d:
                 return self.f(tt, self.a2.idx, self.blocks)[pos]
             a2 = self.blocks
         N = self.N[idx]
-        p = self.psi2(t, a2, N)
-        sigma = p[..., 0] + p[..., 2] + 2 * p[..., 1]
-        gamma = (2 * _PI * N[:, None] * sigma) ** (-1 / 3)
-        return t - (t - gamma) / gamma
+        return _f_of_psi(t, self.psi2(t, a2, N), N[:, None])
+
+
+def _f_of_psi(t: torch.Tensor, p: torch.Tensor, N: torch.Tensor) -> torch.Tensor:
+    """kde_diffusion's ``t - (t - gamma) / gamma`` from the level-2 values ``p`` (..., 3) = (psi02, psi11, psi20)."""
+    sigma = p[..., 0] + p[..., 2] + 2 * p[..., 1]
+    gamma = (2 * _PI * N * sigma) ** (-1 / 3)
+    return t - (t - gamma) / gamma
+
+
+def _implicit_psi2(psi: "_Psi2d", a2: torch.Tensor, t0: torch.Tensor, is_root: torch.Tensor):
+    """``(t, p)``: the roots ``t0`` (b,) and the level-2 psi (b, 3) at them, with the gradient of t* (the implicit
+    function theorem, ``dt/da = -f_a / f_t``, items where ``is_root``) and of p (``dp/da + dp/dt dt/da``); values
+    equal ``t0`` and ``psi2(t0)``. ``f_t`` and ``dp/dt`` at fixed data come from a five-point central difference
+    (relative step 1e-3; truncation and rounding errors ~1e-12 relative) in one batched evaluation; the data
+    derivatives from one graph evaluation ``p(t0; a)``.
+    """
+    N = psi.N
+    h = _FD_STEP * t0
+    stencil = torch.tensor(_FD_NODES, dtype=torch.float64, device=t0.device)
+    weights = torch.tensor(_FD_WEIGHTS, dtype=torch.float64, device=t0.device)
+    tt = t0[:, None] + h[:, None] * stencil
+    pp = psi.psi2(tt, a2.detach(), N)  # (b, 4, 3)
+    p_t = (pp * weights[:, None]).sum(1) / h[:, None]
+    f_t = (_f_of_psi(tt, pp, N[:, None]) * weights).sum(1) / h
+    p0 = psi.psi2(t0[:, None], a2, N)[:, 0]
+    # |f| < 1e-6 (f(0) = 1): excludes SINGLE_LOCATION items whose t* came from the min |f| rule
+    f0 = _f_of_psi(t0, p0.detach(), N)
+    usable = is_root & torch.isfinite(f_t) & (f_t != 0) & (f0.abs() < 1e-6)
+    # f of the other items from detached values: a NaN there (negative sigma) must not reach the gradient
+    f_a = _f_of_psi(t0, torch.where(usable[:, None], p0, p0.detach()), N)
+    denom = torch.where(usable, f_t, torch.ones_like(f_t))
+    dt = torch.where(usable, (f_a.detach() - f_a) / denom, torch.zeros_like(f_a))  # value 0
+    p = p0 + torch.where(torch.isfinite(p_t), p_t, torch.zeros_like(p_t)) * dt[:, None]
+    return t0.detach() + dt, p
 
 
 def _odd_product(m: int) -> int:
@@ -644,6 +696,48 @@ def _pool_rows(n: int, k: int, dtype, device) -> torch.Tensor:
     return inverse.reshape(n, k, n // k).sum(-1)
 
 
+def _solve_2d(psi: _Psi2d, a_raw: torch.Tensor, solve: torch.Tensor, status0: torch.Tensor, single_location):
+    """t* (b,) float64 (inf where not ``solve``) and status of a chunk: :func:`solve_fixed_point`, or under the
+    ``cpp`` backend ``kdekit::kde2d_solve`` (the same brentq per item) with the items it does not solve (no sign
+    change, NaN, ...) passed on to :func:`solve_fixed_point`."""
+    b, n, _ = a_raw.shape
+    dev = a_raw.device
+    t = torch.full((b,), torch.inf, dtype=torch.float64, device=dev)
+    status = status0.clone()
+    if dev.type == "cpu" and select(a_raw, ("torch", "cpp")) == "cpp":
+        half = a_raw.detach().to(torch.float64, copy=True)
+        half[:, 0, :] *= 0.5
+        half[:, :, 0] *= 0.5
+        count = torch.where(solve, psi.N, 0.0)  # count 0: skipped (status 3)
+        times, kstatus = torch.ops.kdekit.kde2d_solve(half, count, BRACKET[1], BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER)
+        done = solve & (kstatus == 0)
+        t = torch.where(done, times[:, 0], t)
+        solve = solve & ~done
+    if bool(solve.any()):
+        sidx = solve.nonzero().squeeze(-1)
+        sub = psi if sidx.numel() == b else _Psi2d(psi.a2.data[sidx], psi.N[sidx])
+        t_s, st_s = solve_fixed_point(sub.f, sidx.numel(), n, single_location[sidx], dev)
+        t[sidx] = t_s
+        status[sidx] = st_s
+    return t, status
+
+
+def _axis_times(p: torch.Tensor, N: torch.Tensor):
+    """kde_diffusion's per-axis times ``(tx1, tx2)`` from the level-2 psi ``p`` (b, 3) = (psi02, psi11, psi20)."""
+    p02, p11, p20 = p[:, 0], p[:, 1], p[:, 2]
+    root = torch.sqrt(p02 * p20)
+    tx1 = (p02 ** (3 / 4) / (4 * _PI * N * p20 ** (3 / 4) * (p11 + root))) ** (1 / 3)
+    tx2 = (p20 ** (3 / 4) / (4 * _PI * N * p02 ** (3 / 4) * (p11 + root))) ** (1 / 3)
+    return tx1, tx2
+
+
+def _smoothing_weights(t: torch.Tensor, k2: torch.Tensor, dtype) -> torch.Tensor:
+    """(b, n) ``exp(-pi^2 k^2 t / 2)`` in ``dtype``, 0 below ``sqrt(tiny)`` (1e-19 in float32): such terms cannot
+    change the density at the dtype's precision, and their products would be subnormal (~10x slower arithmetic)."""
+    g = torch.exp(_NEG_PI2 * k2 * t[:, None] / 2).to(dtype)
+    return torch.where(g < math.sqrt(torch.finfo(dtype).tiny), 0.0, g)
+
+
 def _kde2d_from_binned(
     binned, N, xlim, ylim, status0, single_location, clip_negative, implicit_grad, sparse_counts=False, pool=None
 ):
@@ -664,18 +758,9 @@ def _kde2d_from_binned(
     a2_graph[:, 0, :] *= 0.25
     a2_graph[:, :, 0] *= 0.25
     psi = _Psi2d(a2_graph.detach(), N)
-    solve = ~uniform
-    t = torch.full((b,), torch.inf, dtype=torch.float64, device=dev)
-    status = status0.clone()
-    if bool(solve.any()):
-        sidx = solve.nonzero().squeeze(-1)
-        sub = psi if sidx.numel() == b else _Psi2d(a2_graph.detach()[sidx], N[sidx])
-        t_s, st_s = solve_fixed_point(sub.f, sidx.numel(), n, single_location[sidx], dev)
-        t[sidx] = t_s
-        status[sidx] = st_s
+    t, status = _solve_2d(psi, a_raw, ~uniform, status0, single_location)
     finite_t = torch.isfinite(t) & (t > 0)
     t_safe = torch.where(finite_t, t, torch.full_like(t, 0.05))
-    all_idx = torch.arange(b, device=dev)
     need_grad = implicit_grad and a2_graph.requires_grad
     if need_grad:
         is_root = finite_t & (
@@ -683,30 +768,25 @@ def _kde2d_from_binned(
             | (status == int(KDEStatus.SMALLEST_ROOT))
             | (status == int(KDEStatus.SINGLE_LOCATION))
         )
-        t_used = _implicit_time(
-            lambda tt: psi.f(tt[:, None], all_idx, a2_graph).squeeze(-1),
-            lambda tt: psi.f(tt[:, None], all_idx, a2_graph.detach()).squeeze(-1),
-            t_safe,
-            is_root,
-        )
+        t_used, p = _implicit_psi2(psi, a2_graph, t_safe, is_root)
     else:
         t_used = t_safe
-    p = psi.psi2(t_used[:, None], a2_graph if a2_graph.requires_grad else a2_graph.detach(), N)[:, 0]
-    p02, p11, p20 = p[:, 0], p[:, 1], p[:, 2]
-    root = torch.sqrt(p02 * p20)
-    tx1 = (p02 ** (3 / 4) / (4 * _PI * N * p20 ** (3 / 4) * (p11 + root))) ** (1 / 3)
-    tx2 = (p20 ** (3 / 4) / (4 * _PI * N * p02 ** (3 / 4) * (p11 + root))) ** (1 / 3)
+        p = psi.psi2(t_used[:, None], a2_graph if a2_graph.requires_grad else a2_graph.detach(), N)[:, 0]
     # kde_diffusion's naming: tx2 smooths rows (x; MATLAB's t_x), tx1 columns (y; MATLAB's t_y)
-    # psi underflows at large t (fallback items): isotropic smoothing with t* itself on both axes
-    bad_times = ~(torch.isfinite(tx1) & torch.isfinite(tx2) & (tx1 > 0) & (tx2 > 0))
+    # psi underflows at large t (fallback items): isotropic smoothing with t* itself on both axes (such items get
+    # their per-axis times from detached values, so that NaN/inf there never reaches a gradient)
+    times = torch.stack(_axis_times(p.detach(), N))
+    bad_times = ~(torch.isfinite(times) & (times > 0)).all(0)
+    tx1, tx2 = _axis_times(torch.where(bad_times[:, None], p.detach(), p), N)
     ok = finite_t
     tx1 = torch.where(bad_times, t_used, tx1)
     tx2 = torch.where(bad_times, t_used, tx2)
     k2 = torch.arange(n, dtype=torch.float64, device=dev) ** 2
-    gx = torch.exp(_NEG_PI2 * k2 * tx2[:, None] / 2).to(cdtype)
-    gy = torch.exp(_NEG_PI2 * k2 * tx1[:, None] / 2).to(cdtype)
+    gx = _smoothing_weights(tx2, k2, cdtype)
+    gy = _smoothing_weights(tx1, k2, cdtype)
     if pool is None:
         smoothed = a_raw * (gx[:, :, None] * gy[:, None, :])
+        smoothed = torch.where(smoothed.abs() < torch.finfo(cdtype).tiny, 0.0, smoothed)  # no subnormals
         density = idct2(smoothed) * (n / wx)[:, None, None] * (n / wy)[:, None, None]
         flat = (1 / (wx * wy))[:, None, None].expand_as(density)
     else:
@@ -721,7 +801,7 @@ def _kde2d_from_binned(
     if not bool(ok.all()):
         density = torch.where(ok[:, None, None], density, flat)
     if clip_negative:
-        density = torch.where(density < 0, torch.finfo(cdtype).eps, density)
+        density = density.clamp_min(torch.finfo(cdtype).eps)
     bandwidth = torch.stack([torch.sqrt(tx2).to(cdtype) * wx, torch.sqrt(tx1).to(cdtype) * wy], 1)
     bandwidth = torch.where(ok[:, None], bandwidth, torch.inf)
     t_out = torch.where(ok, t_used.detach() if not need_grad else t_used, torch.inf)
@@ -764,9 +844,10 @@ def diffusion_kde2d(
             ``[[xlo, xhi], [ylo, yhi]]`` (differentiable).
         mask, lengths: which points are valid (``resolve_mask``); N counts valid points, also those outside limits.
         histogram: "hard" (numpy histogram2d bins) or "soft" (differentiable; ``sharpness`` = the logistic slope).
-        clip_negative: set negative density values to eps (seed / MATLAB 2015); no renormalisation.
+        clip_negative: raise density values below the dtype's eps to eps (seed / MATLAB 2015); no renormalisation.
         implicit_grad: differentiate t* by the implicit function theorem; False detaches t*.
-        chunk_size: items per chunk (memory bound); None = about 32 MiB of float64 coefficients per chunk.
+        chunk_size: items per chunk (memory bound of the torch path); None = about 32 MiB of float64 coefficients
+            per chunk.
         pool: if given (k, dividing n), ``density`` holds the (B, k, k) block probabilities (block sums / total,
             as :func:`~kdekit.ops.pooling.pool_density`) computed as ``R^T S R`` from the smoothed coefficients
             ``S`` without forming the n x n density (exact, pooling is linear); not with ``clip_negative``.
@@ -777,13 +858,32 @@ def diffusion_kde2d(
     _check_histogram(histogram)
     n = _round_grid(grid_size)
     _check_pool(pool, n, clip_negative)
+    _chunks(1, n, 2, chunk_size)  # validates chunk_size
     (x, y), valid, bad_input = _prepare_points(("x", "y"), (x, y), mask, lengths)
-    B = x.shape[0]
-    dev = x.device
-    cdtype = compute_dtype(x.dtype)
     xs, ys = _split_limits_2d(limits)
     xlim = _axis_limits("limits (x axis)", xs, x, valid, 0.25)
     ylim = _axis_limits("limits (y axis)", ys, y, valid, 0.25)
+    args = (x, y, valid, bad_input, xlim, ylim, n, clip_negative, chunk_size, pool)
+    if histogram == "hard" and _points_kernel_applies(x, xlim, ylim):
+        return _kde2d_points_cpp(*args)
+    return _kde2d_points_torch(*args, histogram, sharpness, implicit_grad)
+
+
+def _status0(x, y, valid, bad_input, xlim, ylim, N) -> torch.Tensor:
+    """(B,) BRENTQ for items to solve, else NO_POINTS / NO_POINTS_IN_LIMITS / NON_FINITE_INPUT."""
+    xd, yd = x.detach(), y.detach()
+    in_limits = valid & (xd >= xlim[:, :1]) & (xd <= xlim[:, 1:]) & (yd >= ylim[:, :1]) & (yd <= ylim[:, 1:])
+    status0 = torch.where(~in_limits.any(1), int(KDEStatus.NO_POINTS_IN_LIMITS), int(KDEStatus.BRENTQ))
+    status0 = torch.where(N == 0, int(KDEStatus.NO_POINTS), status0)
+    return torch.where(bad_input, int(KDEStatus.NON_FINITE_INPUT), status0)
+
+
+def _kde2d_points_torch(
+    x, y, valid, bad_input, xlim, ylim, n, clip_negative, chunk_size, pool, histogram="hard", sharpness=8.0,
+    implicit_grad=False,
+) -> KDE2dResult:
+    """Reference path of :func:`diffusion_kde2d` (any device, dtype, histogram; differentiable)."""
+    cdtype = compute_dtype(x.dtype)
     N = valid.sum(1).to(torch.float64)
     xc, yc = x.to(cdtype), y.to(cdtype)
     xq = torch.where(valid, xc, torch.zeros_like(xc))
@@ -793,16 +893,60 @@ def diffusion_kde2d(
     else:
         binned = soft_histogram2d(xq, yq, n, torch.stack([xlim, ylim], 1).to(cdtype), sharpness, mask=valid)
     binned = binned.to(cdtype)
-    in_limits = valid & (xc.detach() >= xlim[:, :1]) & (xc.detach() <= xlim[:, 1:])
-    in_limits &= (yc.detach() >= ylim[:, :1]) & (yc.detach() <= ylim[:, 1:])
-    status0 = torch.full((B,), int(KDEStatus.BRENTQ), dtype=torch.int64, device=dev)
-    status0 = torch.where(~in_limits.any(1), int(KDEStatus.NO_POINTS_IN_LIMITS), status0)
-    status0 = torch.where(N == 0, int(KDEStatus.NO_POINTS), status0)
-    status0 = torch.where(bad_input, int(KDEStatus.NON_FINITE_INPUT), status0)
+    status0 = _status0(xc, yc, valid, bad_input, xlim, ylim, N)
     single = _single_location((x, y), valid)
     return _finish_2d(
         binned, N, xlim, ylim, status0, single, clip_negative, implicit_grad, chunk_size, x.dtype,
         sparse_counts=histogram == "hard", pool=pool,
+    )
+
+
+def _points_kernel_applies(x: torch.Tensor, xlim: torch.Tensor, ylim: torch.Tensor) -> bool:
+    """The fused CPU kernel ``kdekit::kde2d_points`` serves hard-histogram calls without a graph to the limits."""
+    no_graph = not (torch.is_grad_enabled() and (xlim.requires_grad or ylim.requires_grad))
+    return no_graph and x.device.type == "cpu" and select(x, ("torch", "cpp")) == "cpp"
+
+
+def _kde2d_points_cpp(x, y, valid, bad_input, xlim, ylim, n, clip_negative, chunk_size, pool) -> KDE2dResult:
+    """Hard histogram -> density in one ``kdekit::kde2d_points`` call (float64, one item per thread).
+
+    Items the kernel does not finish with a brentq root on [0, 0.1] (degenerate input, no sign change, NaN, ...) are
+    recomputed by :func:`_kde2d_points_torch`, so every field equals the torch path's (to float64 rounding; inputs of
+    lower precision are computed in float64 here).
+    """
+    xlim, ylim = xlim.detach(), ylim.detach()
+    B = x.shape[0]
+    N = valid.sum(1).to(torch.float64)
+    status0 = _status0(x, y, valid, bad_input, xlim, ylim, N)
+    solve = status0 == int(KDEStatus.BRENTQ)
+    xd = x.detach().to(torch.float64).contiguous()
+    yd = y.detach().to(torch.float64).contiguous()
+    count = torch.where(solve, N, 0.0)  # count 0: the kernel skips the item (status 3)
+    density, times, kstatus = torch.ops.kdekit.kde2d_points(
+        xd, yd, valid.to(torch.float64), xlim.contiguous(), ylim.contiguous(), count, n, pool or 0,
+        BRACKET[1], BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER,
+    )
+    if clip_negative:
+        density.clamp_min_(torch.finfo(compute_dtype(x.dtype)).eps)
+    wx, wy = xlim[:, 1] - xlim[:, 0], ylim[:, 1] - ylim[:, 0]
+    bandwidth = torch.stack([times[:, 2].sqrt() * wx, times[:, 1].sqrt() * wy], 1)
+    t = times[:, 0]
+    status = torch.full((B,), int(KDEStatus.BRENTQ), dtype=torch.int64, device=x.device)
+    redo = kstatus != 0
+    if bool(redo.any()):
+        idx = redo.nonzero().squeeze(-1)
+        sub = _kde2d_points_torch(
+            x[idx], y[idx], valid[idx], bad_input[idx], xlim[idx], ylim[idx], n, clip_negative, chunk_size, pool
+        )
+        density[idx] = sub.density.to(torch.float64)
+        bandwidth[idx] = sub.bandwidth.to(torch.float64)
+        t[idx] = sub.t
+        status[idx] = sub.status
+    xgrid, ygrid = _grids(xlim, ylim, n)
+    dtype = x.dtype
+    return KDE2dResult(
+        density.to(dtype), xgrid.to(dtype), ygrid.to(dtype), bandwidth.to(dtype), t, status,
+        status == int(KDEStatus.BRENTQ), N,
     )
 
 
@@ -848,6 +992,12 @@ def diffusion_kde2d_binned(
     return _finish_2d(binned_c, N, xlim, ylim, status0, single, clip_negative, implicit_grad, chunk_size, binned.dtype)
 
 
+def _grids(xlim: torch.Tensor, ylim: torch.Tensor, n: int):
+    """(B, n) left bin edges along x and y."""
+    steps = torch.arange(n, dtype=torch.float64, device=xlim.device)
+    return tuple(steps * ((lim[:, 1:] - lim[:, :1]) / n) + lim[:, :1] for lim in (xlim, ylim))
+
+
 def _finish_2d(
     binned, N, xlim, ylim, status0, single, clip_negative, implicit_grad, chunk_size, out_dtype,
     sparse_counts=False, pool=None,
@@ -861,9 +1011,7 @@ def _finish_2d(
         for s, e in _chunks(B, n, 2, chunk_size)
     ]
     density, bandwidth, t, status = (torch.cat(p) for p in zip(*parts))
-    steps = torch.arange(n, dtype=torch.float64, device=binned.device)
-    xgrid = steps * ((xlim[:, 1:] - xlim[:, :1]) / n) + xlim[:, :1]
-    ygrid = steps * ((ylim[:, 1:] - ylim[:, :1]) / n) + ylim[:, :1]
+    xgrid, ygrid = _grids(xlim, ylim, n)
     return KDE2dResult(
         density.to(out_dtype),
         xgrid.to(out_dtype),
@@ -922,7 +1070,7 @@ def _kde1d_from_binned(binned, N, lim, status0, single, clip_negative, implicit_
     flat = (1 / width)[:, None].expand_as(density)
     density = torch.where(ok[:, None], density, flat)
     if clip_negative:
-        density = torch.where(density < 0, torch.finfo(cdtype).eps, density)
+        density = density.clamp_min(torch.finfo(cdtype).eps)
     bandwidth = torch.where(ok, torch.sqrt(t_used).to(cdtype) * width, torch.inf)
     return density, bandwidth, torch.where(ok, t_used, torch.inf), status
 

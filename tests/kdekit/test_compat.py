@@ -6,7 +6,18 @@ import pytest
 import torch
 
 import kde_diffusion
+import kdekit
 from kdekit.compat import kde1d, kde2d
+
+
+BACKENDS = [name for name in ("torch", "cpp") if kdekit.backends()[name][0]]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Runs the test under each available backend."""
+    with kdekit.use_backend(request.param):
+        yield request.param
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +34,7 @@ def cluster(n, seed):
 
 
 @pytest.mark.parametrize("limits", [None, ((-1, 1), (-1, 1)), 1.5, ((-1, 1), None), ((None, 1), 2.0)])
-def test_kde2d_numpy_matches_kde_diffusion(limits):
+def test_kde2d_numpy_matches_kde_diffusion(limits, backend):
     x, y = cluster(60, 0)
     density, (xg, yg), bw = kde2d(x, y, n=100, limits=limits)
     ref_density, (rxg, ryg), rbw = kde_diffusion.kde2d(x, y, n=100, limits=limits)
@@ -45,7 +56,7 @@ def test_kde1d_numpy_matches_kde_diffusion(limits):
     assert isinstance(bw, float) and bw == pytest.approx(ref_bw, rel=1e-9)
 
 
-def test_torch_in_torch_out():
+def test_torch_in_torch_out(backend):
     x, y = cluster(40, 2)
     density, (xg, yg), bw = kde2d(torch.tensor(x), torch.tensor(y), n=64)
     assert isinstance(density, torch.Tensor) and density.dtype == torch.float64
@@ -56,7 +67,7 @@ def test_torch_in_torch_out():
     assert d1.dtype == torch.float32 and g1.dtype == torch.float32
 
 
-def test_hard_data_warns_once_instead_of_raising():
+def test_hard_data_warns_once_instead_of_raising(backend):
     rng = np.random.default_rng(5)
     for _ in range(50):  # find a uniform set where kde_diffusion raises
         x, y = rng.uniform(-1, 1, (2, 8))

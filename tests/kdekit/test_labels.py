@@ -6,9 +6,20 @@ import pytest
 import torch
 
 import kde_diffusion
+import kdekit
 from kdekit.labels import DistributionLabels, labels_from_ratings, points_to_distribution, pseudo_observations
 from kdekit.ops.diffusion_kde import KDEStatus, diffusion_kde2d
 from kdekit.ops.pooling import pool_density
+
+
+BACKENDS = [name for name in ("torch", "cpp") if kdekit.backends()[name][0]]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Runs the test under each available backend."""
+    with kdekit.use_backend(request.param):
+        yield request.param
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +41,7 @@ def likert_ratings(U: int, seed: int, max_annot: int = 12) -> torch.Tensor:
     return ratings.masked_fill(missing[..., None], float("nan"))
 
 
-def test_same_generator_seed_gives_identical_labels():
+def test_same_generator_seed_gives_identical_labels(backend):
     ratings = likert_ratings(6, 0)
     a = labels_from_ratings(ratings, grid=64, generator=torch.Generator().manual_seed(7))
     b = labels_from_ratings(ratings, grid=64, generator=torch.Generator().manual_seed(7))
@@ -42,7 +53,7 @@ def test_same_generator_seed_gives_identical_labels():
     torch.testing.assert_close(a.probs.sum((1, 2)), torch.ones(6, dtype=torch.float64), rtol=0, atol=1e-12)
 
 
-def test_labels_match_per_item_kde_diffusion_composition():
+def test_labels_match_per_item_kde_diffusion_composition(backend):
     """pseudo_observations -> kde_diffusion.kde2d(n=512, limits=[-1,1]^2) -> numpy block sums, item by item."""
     ratings = likert_ratings(10, 1)
     labels = labels_from_ratings(ratings, k=4, grid=512, generator=torch.Generator().manual_seed(3))
@@ -64,7 +75,7 @@ def test_labels_match_per_item_kde_diffusion_composition():
     assert compared >= 8
 
 
-def test_item_without_annotators_gets_uniform_table_and_status():
+def test_item_without_annotators_gets_uniform_table_and_status(backend):
     ratings = likert_ratings(3, 2)
     ratings[1] = float("nan")
     labels = labels_from_ratings(ratings, grid=64, generator=torch.Generator().manual_seed(0))
@@ -73,7 +84,7 @@ def test_item_without_annotators_gets_uniform_table_and_status():
     assert (labels.status[[0, 2]] == KDEStatus.BRENTQ).all()
 
 
-def test_clip_negative_labels_sum_to_one():
+def test_clip_negative_labels_sum_to_one(backend):
     ratings = likert_ratings(4, 3)
     labels = labels_from_ratings(ratings, grid=64, clip_negative=True, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(labels.probs.sum((1, 2)), torch.ones(4, dtype=torch.float64), rtol=0, atol=1e-12)
@@ -104,7 +115,7 @@ def test_pseudo_observations_are_differentiable():
     assert torch.isfinite(g).all() and g.abs().sum() > 0
 
 
-def test_points_to_distribution_is_the_pooled_soft_kde_and_differentiable():
+def test_points_to_distribution_is_the_pooled_soft_kde_and_differentiable(backend):
     g = torch.Generator().manual_seed(4)
     pts = (torch.randn(5, 20, 2, generator=g, dtype=torch.float64) * 0.3).clamp(-1, 1)
     x = pts[..., 0].clone().requires_grad_()
@@ -115,6 +126,28 @@ def test_points_to_distribution_is_the_pooled_soft_kde_and_differentiable():
     loss = -(out.probs[:, 0, 0] + 1e-8).log().sum()
     gx, gy = torch.autograd.grad(loss, (x, y))
     assert torch.isfinite(gx).all() and gx.abs().sum() > 0 and gy.abs().sum() > 0
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="kdekit._C not built")
+@pytest.mark.parametrize("clip", [False, True])
+def test_labels_cpp_equal_torch(clip):
+    """Same labels, status and bandwidth from both backends, also for items where kde_diffusion fails (uniform
+    fallback tables) and items without annotators."""
+    ratings = likert_ratings(12, 5)
+    ratings[3] = float("nan")
+    ratings[5, :, :] = 0.5  # all annotators agree: identical points
+    out = {}
+    for backend in ("torch", "cpp"):
+        with kdekit.use_backend(backend):
+            out[backend] = labels_from_ratings(ratings, grid=128, clip_negative=clip,
+                                               generator=torch.Generator().manual_seed(2))
+    cpp, ref = out["cpp"], out["torch"]
+    assert torch.equal(cpp.status, ref.status) and torch.equal(cpp.converged, ref.converged)
+    assert cpp.status[3] == KDEStatus.NO_POINTS
+    torch.testing.assert_close(cpp.probs, ref.probs, rtol=1e-12, atol=1e-14)
+    finite = torch.isfinite(ref.bandwidth)
+    assert torch.equal(finite, torch.isfinite(cpp.bandwidth))
+    torch.testing.assert_close(cpp.bandwidth[finite], ref.bandwidth[finite], rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,22 @@ import kdekit
 from kdekit.nn import CCCLoss, DiffusionKDE2d, KDECrossEntropyLoss
 
 
+BACKENDS = [name for name in ("torch", "cpp") if kdekit.backends()[name][0]]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Runs the test under each available backend."""
+    with kdekit.use_backend(request.param):
+        yield request.param
+
+
 def _points(B=3, N=6, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(B, N, 2, generator=g, dtype=dtype) * 1.6 - 0.8).unbind(-1)
 
 
-def test_diffusion_kde2d_module_equals_functional():
+def test_diffusion_kde2d_module_equals_functional(backend):
     x, y = _points()
     mod = DiffusionKDE2d(grid=32, k=4, sharpness=8.0)
     ref = kdekit.points_to_distribution(x, y, k=4, grid=32, sharpness=8.0).probs
@@ -18,7 +28,7 @@ def test_diffusion_kde2d_module_equals_functional():
     assert "grid=32" in repr(mod)
 
 
-def test_diffusion_kde2d_module_upsamples_like_pseudo_observations():
+def test_diffusion_kde2d_module_upsamples_like_pseudo_observations(backend):
     x, y = _points(N=5)
     mask = torch.ones_like(x, dtype=torch.bool)
     mask[0, 3:] = False
@@ -30,7 +40,7 @@ def test_diffusion_kde2d_module_upsamples_like_pseudo_observations():
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
 
 
-def test_kde_cross_entropy_matches_manual_and_backprops():
+def test_kde_cross_entropy_matches_manual_and_backprops(backend):
     x, y = _points()
     x.requires_grad_(True)
     pred = DiffusionKDE2d(grid=32)(x, y)
