@@ -10,16 +10,19 @@
   -> ``k x k`` block sums / total (:func:`~kdekit.ops.pooling.pool_density`).
 * :func:`points_to_distribution`: points -> soft histogram (sharpness 8) -> diffusion KDE (grid 64) -> ``k x k``
   table, differentiable in the points (the DiffKDE training path; upsample with :func:`pseudo_observations` first
-  to reproduce the seed exactly).
+  to reproduce the seed exactly). ``torch.ops.kdekit.points_to_distribution`` is the same computation as one opaque
+  custom op (per-item bandwidth rules branch on data), which :class:`kdekit.nn.DiffusionKDE2d` calls under
+  ``torch.compile`` so that ``fullgraph=True`` holds; its backward recomputes the forward with autograd.
 
 Rows of a table are the first coordinate (activation), columns the second (valence), low to high.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import torch
 
+from ._backend import use_backend
 from .ops._utils import check_float_tensor
 from .ops.diffusion_kde import diffusion_kde2d
 from .ops.pooling import pool_density
@@ -168,3 +171,57 @@ def points_to_distribution(
     )
     return DistributionLabels(pool_density(res.density, k), res.status, res.converged, res.bandwidth)
 
+
+
+def _limits(limits: Optional[List[float]]):
+    return None if limits is None else ((limits[0], limits[1]), (limits[2], limits[3]))
+
+
+@torch.library.custom_op("kdekit::points_to_distribution", mutates_args=())
+def points_to_distribution_op(x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor], k: int, grid: int,
+                              sharpness: float, limits: Optional[List[float]], implicit_grad: bool,
+                              clip_negative: bool) -> torch.Tensor:
+    """:func:`points_to_distribution` ``.probs`` as one custom op; ``limits`` = ``[x_lo, x_hi, y_lo, y_hi]`` or
+    None (data range +- 1/4)."""
+    return points_to_distribution(x, y, k=k, grid=grid, sharpness=sharpness, limits=_limits(limits), mask=mask,
+                                  implicit_grad=implicit_grad, clip_negative=clip_negative).probs
+
+
+@points_to_distribution_op.register_fake
+def _(x, y, mask, k, grid, sharpness, limits, implicit_grad, clip_negative):
+    return x.new_empty((x.shape[0], k, k))
+
+
+@torch.library.custom_op("kdekit::points_to_distribution_backward", mutates_args=())
+def _points_to_distribution_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                                     mask: Optional[torch.Tensor], k: int, grid: int, sharpness: float,
+                                     limits: Optional[List[float]], implicit_grad: bool,
+                                     clip_negative: bool) -> List[torch.Tensor]:
+    # torch.func.vjp: a custom op's kernel runs below the autograd dispatch key, where torch.autograd records nothing;
+    # the torch backend: plain torch ops, which the functorch transform supports (values equal the kernels' to 1e-12)
+    def probs(x, y):
+        return points_to_distribution(x, y, k=k, grid=grid, sharpness=sharpness, limits=_limits(limits), mask=mask,
+                                      implicit_grad=implicit_grad, clip_negative=clip_negative).probs
+
+    with use_backend("torch"):
+        _, vjp = torch.func.vjp(probs, x, y)
+        return list(vjp(grad))
+
+
+@_points_to_distribution_backward.register_fake
+def _(grad, x, y, mask, k, grid, sharpness, limits, implicit_grad, clip_negative):
+    return [torch.empty_like(x), torch.empty_like(y)]
+
+
+def _setup(ctx, inputs, output):
+    x, y, mask, *ctx.params = inputs
+    ctx.save_for_backward(x, y, mask)
+
+
+def _backward(ctx, grad):
+    x, y, mask = ctx.saved_tensors
+    gx, gy = _points_to_distribution_backward(grad, x, y, mask, *ctx.params)
+    return (gx, gy) + (None,) * 8
+
+
+points_to_distribution_op.register_autograd(_backward, setup_context=_setup)

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .labels import points_to_distribution, pseudo_observations
+from .labels import points_to_distribution, points_to_distribution_op, pseudo_observations
 from .ops.ccc import ccc_loss
 
 __all__ = ["DiffusionKDE2d", "KDECrossEntropyLoss", "CCCLoss"]
@@ -47,6 +47,10 @@ class DiffusionKDE2d(nn.Module):
                 ratings = ratings.masked_fill(~mask.bool()[..., None], float("nan"))
             obs = pseudo_observations(ratings, self.n_observations, generator)
             x, y, mask = obs[..., 0], obs[..., 1], None
+        if torch.compiler.is_compiling():  # one opaque op: the per-item bandwidth rules branch on data
+            limits = None if self.limits is None else [float(v) for lim in self.limits for v in lim]
+            return points_to_distribution_op(x, y, mask, self.k, self.grid, float(self.sharpness), limits,
+                                             self.implicit_grad, self.clip_negative)
         return points_to_distribution(
             x,
             y,
