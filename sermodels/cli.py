@@ -179,10 +179,10 @@ def _evaluate(args) -> int:
     from . import evaluation as ev
 
     base = cfg.get("baseline_run") if cfg.get("baseline_run") in results else None
-    per = {args.corpus: ev.summarize_seeds({r: [s["zero_shot"][args.corpus] for s in v] for r, v in results.items()},
-                                           baseline=base)}
     variant = {r: "model" if cfg["runs"][r]["model"]["type"] == "baseline"
                else cfg["evaluation"].get("report", "soft_own").split("_")[0] + "_all" for r in results}
+    per = {args.corpus: ev.summarize_seeds({r: [s["zero_shot"][args.corpus] for s in v] for r, v in results.items()},
+                                           baseline=base, variant=variant)}
     print(ev.format_table2(per, variant, k=int(cfg["labels"]["k"]), title=f"zero-shot on {args.corpus}"))
     print(f"wrote {out}")
     return 0

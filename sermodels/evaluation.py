@@ -142,10 +142,14 @@ def _lower_is_better(metric: str) -> bool:
 
 
 def summarize_seeds(results: Mapping[str, Sequence[Mapping[str, float]]], baseline: Optional[str] = "baseline",
-                    alpha: float = 0.05) -> Dict[str, Dict[str, SeedSummary]]:
+                    alpha: float = 0.05, variant: Optional[Mapping[str, str]] = None
+                    ) -> Dict[str, Dict[str, SeedSummary]]:
     """Per model and metric: mean, std (ddof 1) over seeds and a paired two-sided t-test against ``baseline``.
 
     ``results[model]`` is a list of per-seed metric dicts in seed order (the baseline's list in the same order).
+    ``variant`` maps models to the key prefix they report (e.g. ``{"baseline": "model", "mt": "hard_own"}``): a
+    model's ``<its prefix>_<metric>`` is then tested against the baseline's ``<baseline prefix>_<metric>``; other
+    keys against the baseline's same key.
     """
     out: Dict[str, Dict[str, SeedSummary]] = {}
     base = results.get(baseline) if baseline else None
@@ -156,8 +160,11 @@ def summarize_seeds(results: Mapping[str, Sequence[Mapping[str, float]]], baseli
             vals = np.array([r[key] for r in runs], dtype=float)
             s = SeedSummary(mean=float(np.mean(vals)), std=float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
                             n=len(vals))
-            if base is not None and model != baseline and key in base[0] and len(base) == len(vals) > 1:
-                b = np.array([r[key] for r in base], dtype=float)
+            base_key = key
+            if variant and model in variant and baseline in variant and key.startswith(variant[model] + "_"):
+                base_key = variant[baseline] + key[len(variant[model]):]
+            if base is not None and model != baseline and base_key in base[0] and len(base) == len(vals) > 1:
+                b = np.array([r[base_key] for r in base], dtype=float)
                 if np.all(np.isfinite(vals)) and np.all(np.isfinite(b)) and np.any(vals != b):
                     s.p_value = float(stats.ttest_rel(vals, b).pvalue)
                     if s.p_value < alpha:

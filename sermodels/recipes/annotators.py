@@ -447,15 +447,16 @@ def tables(cfg: Dict[str, Any], results: Dict[str, Any]) -> str:
     k = int(cfg["labels"]["k"])
     base = cfg.get("baseline_run") if cfg.get("baseline_run") in runs else None
     variant = {r: _variant(cfg, r) for r in runs}
-    summary = ev.summarize_seeds({r: [s["test"] for s in v] for r, v in runs.items()}, baseline=base)
+    summary = ev.summarize_seeds({r: [s["test"] for s in v] for r, v in runs.items()}, baseline=base,
+                                 variant=variant)
     n = min(len(v) for v in runs.values())
     parts = [ev.format_table1(summary, variant, k=k, title=f"{cfg['corpus']} test split, {k}x{k}, "
                               f"{n} seed(s), bin positions {cfg['evaluation'].get('bin_positions', 'centres')}")]
     corpora = sorted({c for v in runs.values() for s in v for c in s.get("zero_shot", {})})
     if corpora:
         zs_variant = {r: "model" if variant[r] == "model" else variant[r].split("_")[0] + "_all" for r in runs}
-        per = {c: ev.summarize_seeds({r: [s["zero_shot"][c] for s in v] for r, v in runs.items()}, baseline=base)
-               for c in corpora}
+        per = {c: ev.summarize_seeds({r: [s["zero_shot"][c] for s in v] for r, v in runs.items()}, baseline=base,
+                                     variant=zs_variant) for c in corpora}
         parts.append(ev.format_table2(per, zs_variant, k=k, title="zero-shot cross-corpus (all annotators' heads)"))
     return "\n\n".join(parts)
 

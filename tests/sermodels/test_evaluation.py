@@ -111,3 +111,17 @@ def test_summarize_seeds_matches_scipy_ttest_rel_and_marks_direction():
     t2 = ev.format_table2({"P": s, "I": s}, {"baseline": "soft", "mt": "soft", "copy": "soft"}, k=4)
     lines = t2.splitlines()
     assert lines[0].split()[:2] == ["Metric", "Dataset"] and sum("I" in line.split()[:2] for line in lines) == 4
+
+
+def test_summarize_seeds_pairs_each_models_reported_variant_with_the_baselines():
+    """The baseline reports ``model_*`` keys, annotator models ``hard_own_*``: the t-test pairs those, seed by seed."""
+    base = [{"model_k4_tvd": v} for v in (0.556, 0.551, 0.561)]
+    mt = [{"hard_own_k4_tvd": v, "soft_own_k4_tvd": v + 0.01} for v in (0.519, 0.531, 0.518)]
+    s = ev.summarize_seeds({"baseline": base, "mt": mt}, baseline="baseline",
+                           variant={"baseline": "model", "mt": "hard_own"})
+    expected = stats.ttest_rel([r["hard_own_k4_tvd"] for r in mt], [r["model_k4_tvd"] for r in base]).pvalue
+    assert s["mt"]["hard_own_k4_tvd"].p_value == pytest.approx(expected, rel=1e-12)
+    assert s["mt"]["hard_own_k4_tvd"].mark == "*"
+    assert math.isnan(s["mt"]["soft_own_k4_tvd"].p_value)  # not the reported variant: nothing to pair with
+    unpaired = ev.summarize_seeds({"baseline": base, "mt": mt}, baseline="baseline")
+    assert math.isnan(unpaired["mt"]["hard_own_k4_tvd"].p_value)
