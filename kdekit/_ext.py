@@ -11,6 +11,8 @@ from typing import Optional
 
 import torch
 
+from .ops._utils import register_backward_op
+
 LOAD_ERROR: Optional[str] = None
 try:
     from . import _C  # noqa: F401  (loading the library registers the ops)
@@ -73,53 +75,11 @@ def _register() -> None:
         return torch.empty_like(p), torch.empty_like(q)
 
     ops = torch.ops.kdekit
-
-    def soft_setup(ctx, inputs, output):
-        x, y, weights, range_x, range_y, bins, sharpness = inputs
-        ctx.save_for_backward(x, y, weights, range_x, range_y)
-        ctx.bins, ctx.sharpness = bins, sharpness
-
-    def soft_backward(ctx, grad):
-        x, y, weights, range_x, range_y = ctx.saved_tensors
-        gx, gy, gw = ops.soft_histogram2d_backward(grad, x, y, weights, range_x, range_y, ctx.bins, ctx.sharpness)
-        return gx, gy, gw, None, None, None, None
-
-    torch.library.register_autograd("kdekit::soft_histogram2d", soft_backward, setup_context=soft_setup)
-
-    def hard_setup(ctx, inputs, output):
-        x, y, weights, range_x, range_y, bins = inputs
-        ctx.save_for_backward(x, y, range_x, range_y)
-        ctx.bins = bins
-
-    def hard_backward(ctx, grad):
-        x, y, range_x, range_y = ctx.saved_tensors
-        return None, None, ops.hard_histogram2d_backward(grad, x, y, range_x, range_y, ctx.bins), None, None, None
-
-    torch.library.register_autograd("kdekit::hard_histogram2d", hard_backward, setup_context=hard_setup)
-
-    def ccc_setup(ctx, inputs, output):
-        x, y, unbiased = inputs
-        ctx.save_for_backward(x, y)
-        ctx.unbiased = unbiased
-
-    def ccc_backward(ctx, grad):
-        x, y = ctx.saved_tensors
-        gx, gy = ops.ccc_backward(grad, x, y, ctx.unbiased)
-        return gx, gy, None
-
-    torch.library.register_autograd("kdekit::ccc", ccc_backward, setup_context=ccc_setup)
-
-    def div_setup(ctx, inputs, output):
-        p, q, kind = inputs
-        ctx.save_for_backward(p, q)
-        ctx.kind = kind
-
-    def div_backward(ctx, grad):
-        p, q = ctx.saved_tensors
-        gp, gq = ops.divergence_backward(grad, p, q, ctx.kind)
-        return gp, gq, None
-
-    torch.library.register_autograd("kdekit::divergence", div_backward, setup_context=div_setup)
+    register_backward_op("kdekit::soft_histogram2d", ops.soft_histogram2d_backward, differentiable=(0, 1, 2))
+    register_backward_op("kdekit::hard_histogram2d", ops.hard_histogram2d_backward, differentiable=(2,),
+                         saved=(0, 1, 3, 4))
+    register_backward_op("kdekit::ccc", ops.ccc_backward, differentiable=(0, 1))
+    register_backward_op("kdekit::divergence", ops.divergence_backward, differentiable=(0, 1))
 
 
 if LOADED:

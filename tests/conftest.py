@@ -25,3 +25,13 @@ TOLERANCES = {
 def tol():
     """Per-dtype (atol, rtol) for comparing an op against its float64 reference."""
     return TOLERANCES
+
+
+@pytest.fixture
+def nan_filled_buffers():
+    """Deterministic mode for the test: fresh buffers (torch.empty in the Triton launchers, at::empty in the C++
+    kernels) are then NaN-filled, so an output element a kernel leaves unwritten fails the comparisons."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)

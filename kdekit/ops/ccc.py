@@ -32,7 +32,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .._backend import select
-from ._utils import call_without_autograd, check_float_tensor, check_same, compute_dtype, tl, triton, triton_jit
+from ._utils import (call_without_autograd, check_float_tensor, check_same, compute_dtype, register_backward_op, tl,
+                     triton, triton_jit)
 
 Dims = Union[int, Sequence[int]]
 Moments = Tuple[torch.Tensor, ...]  # (n, mean_x, mean_y, mean_x - mean_y, M2_x, M2_y, C_xy)
@@ -250,19 +251,7 @@ def _(grad, x, y, unbiased):
     return x.new_empty(x.shape, dtype=torch.float32), y.new_empty(y.shape, dtype=torch.float32)
 
 
-def _ccc_triton_setup(ctx, inputs, output):
-    x, y, unbiased = inputs
-    ctx.save_for_backward(x, y)
-    ctx.unbiased = unbiased
-
-
-def _ccc_triton_grad(ctx, grad):
-    x, y = ctx.saved_tensors
-    gx, gy = ccc_triton_backward(grad, x, y, ctx.unbiased)
-    return gx.to(x.dtype), gy.to(y.dtype), None
-
-
-ccc_triton.register_autograd(_ccc_triton_grad, setup_context=_ccc_triton_setup)
+register_backward_op(ccc_triton, ccc_triton_backward, differentiable=(0, 1))
 
 
 def ccc(

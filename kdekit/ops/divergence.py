@@ -38,7 +38,8 @@ from typing import Optional
 
 import torch
 
-from ._utils import call_without_autograd, check_float_tensor, check_same, compute_dtype, tl, triton, triton_jit
+from ._utils import (call_without_autograd, check_float_tensor, check_same, compute_dtype, register_backward_op, tl,
+                     triton, triton_jit)
 from .._backend import select
 from .ccc import Dims, check_mask, finish_reduction, needs_grad, reduction_dims, rows_over
 
@@ -231,19 +232,7 @@ def _(grad, p, q, kind):
     return p.new_empty(p.shape, dtype=torch.float32), q.new_empty(q.shape, dtype=torch.float32)
 
 
-def _div_triton_setup(ctx, inputs, output):
-    p, q, kind = inputs
-    ctx.save_for_backward(p, q)
-    ctx.kind = kind
-
-
-def _div_triton_grad(ctx, grad):
-    p, q = ctx.saved_tensors
-    gp, gq = divergence_triton_backward(grad, p, q, ctx.kind)
-    return gp.to(p.dtype), gq.to(q.dtype), None
-
-
-divergence_triton.register_autograd(_div_triton_grad, setup_context=_div_triton_setup)
+register_backward_op(divergence_triton, divergence_triton_backward, differentiable=(0, 1))
 
 
 def kl(

@@ -36,6 +36,7 @@ from ._utils import (
     check_same,
     check_weights,
     compute_dtype,
+    register_backward_op,
     resolve_mask,
     resolve_range,
     tl,
@@ -328,16 +329,5 @@ def _(grad, x, y, edges_x, edges_y):
     return x.new_empty(x.shape, dtype=torch.float32)
 
 
-def _hard_triton_setup(ctx, inputs, output):
-    x, y, weights, edges_x, edges_y = inputs
-    ctx.save_for_backward(x, y, edges_x, edges_y)
-    ctx.weights_dtype = weights.dtype
-
-
-def _hard_triton_grad(ctx, grad):
-    x, y, edges_x, edges_y = ctx.saved_tensors
-    gw = hard_histogram2d_triton_backward(grad, x, y, edges_x, edges_y)
-    return None, None, gw.to(ctx.weights_dtype), None, None
-
-
-hard_histogram2d_triton.register_autograd(_hard_triton_grad, setup_context=_hard_triton_setup)
+register_backward_op(hard_histogram2d_triton, hard_histogram2d_triton_backward, differentiable=(2,),
+                     saved=(0, 1, 3, 4))

@@ -36,7 +36,7 @@ from typing import Optional
 import torch
 
 from .._backend import select
-from ._utils import Range, check_bins, compute_dtype, resolve_range, tl, triton, triton_jit
+from ._utils import Range, check_bins, compute_dtype, register_backward_op, resolve_range, tl, triton, triton_jit
 from .hard_histogram import batch_points, bin_edges, resolve_range2d
 from .pooling import normalize_per_item
 
@@ -299,16 +299,4 @@ def _(grad, x, y, weights, range_x, range_y, bins, sharpness):
     return tuple(x.new_empty(x.shape, dtype=torch.float32) for _ in range(3))
 
 
-def _soft_triton_setup(ctx, inputs, output):
-    x, y, weights, range_x, range_y, bins, sharpness = inputs
-    ctx.save_for_backward(x, y, weights, range_x, range_y)
-    ctx.bins, ctx.sharpness = bins, sharpness
-
-
-def _soft_triton_grad(ctx, grad):
-    x, y, weights, range_x, range_y = ctx.saved_tensors
-    gx, gy, gw = soft_histogram2d_triton_backward(grad, x, y, weights, range_x, range_y, ctx.bins, ctx.sharpness)
-    return gx.to(x.dtype), gy.to(y.dtype), gw.to(weights.dtype), None, None, None, None
-
-
-soft_histogram2d_triton.register_autograd(_soft_triton_grad, setup_context=_soft_triton_setup)
+register_backward_op(soft_histogram2d_triton, soft_histogram2d_triton_backward, differentiable=(0, 1, 2))

@@ -15,16 +15,7 @@ from kdekit._backend import backends, use_backend
 from kdekit.ops.ccc import CCCMoments, ccc, ccc_loss, ccc_triton, ccc_triton_backward, pearson
 
 KERNELS = [name for name in ("cpp", "triton") if backends()[name][0]]  # triton: the interpreter (tests/conftest.py)
-
-
-@pytest.fixture(autouse=True)
-def nan_filled_buffers():
-    """Fresh buffers (torch.empty in the Triton launchers, at::empty in the C++ kernels) are NaN-filled, so an output
-    element a kernel leaves unwritten fails the comparisons."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
+pytestmark = pytest.mark.usefixtures("nan_filled_buffers")
 
 
 def ccc_numpy(x, y, ddof):

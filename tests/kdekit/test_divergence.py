@@ -15,16 +15,7 @@ from kdekit.ops.divergence import divergence_triton, divergence_triton_backward,
 
 KERNELS = [name for name in ("cpp", "triton") if backends()[name][0]]  # triton: the interpreter (tests/conftest.py)
 FUNCTIONS = {"kl": kl, "jsd": jsd, "tvd": tvd}
-
-
-@pytest.fixture(autouse=True)
-def nan_filled_buffers():
-    """Fresh buffers (torch.empty in the Triton launchers, at::empty in the C++ kernels) are NaN-filled, so an output
-    element a kernel leaves unwritten fails the comparisons."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
+pytestmark = pytest.mark.usefixtures("nan_filled_buffers")
 
 
 def distributions(shape, seed, zeros=0.0, dtype=torch.float64):
