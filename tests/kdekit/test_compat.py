@@ -10,22 +10,7 @@ import kdekit
 from kdekit.compat import kde1d, kde2d
 
 
-BACKENDS = [name for name in ("torch", "cpp") if kdekit.backends()[name][0]]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    """Runs the test under each available backend."""
-    with kdekit.use_backend(request.param):
-        yield request.param
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cluster(n, seed):

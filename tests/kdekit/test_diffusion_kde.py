@@ -21,24 +21,10 @@ from kdekit.ops.pooling import pool_density
 
 UNIT = ((-1.0, 1.0), (-1.0, 1.0))
 FALLBACK = {KDEStatus.SMALLEST_ROOT, KDEStatus.MIN_ABS_F, KDEStatus.SINGLE_LOCATION}
-# "torch" (reference) and "cpp" (kdekit::kde2d_points / kde2d_solve) where built
-BACKENDS = [name for name in ("torch", "cpp") if kdekit.backends()[name][0]]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    """Runs the test under each available backend."""
-    with kdekit.use_backend(request.param):
-        yield request.param
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 shared cores: intra-op threads only add contention for these small batched ops."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+HAS_CPP = kdekit.backends()["cpp"][0]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------ point families
@@ -135,7 +121,7 @@ def test_kde2d_matches_kde_diffusion(fam, n, count):
     X, Y, L = padded(sets)
     lims = [UNIT if b % 2 == 0 else None for b in range(count)]
     results = {}
-    for backend in BACKENDS:
+    for backend in ("torch", "cpp") if HAS_CPP else ("torch",):
         with kdekit.use_backend(backend):
             unit = diffusion_kde2d(X[0::2], Y[0::2], grid_size=n, limits=UNIT, lengths=L[0::2])
             auto = diffusion_kde2d(X[1::2], Y[1::2], grid_size=n, limits=None, lengths=L[1::2])
@@ -467,7 +453,7 @@ def mixed_batch(dtype=torch.float64):
     return X.to(dtype), Y.to(dtype), L
 
 
-@pytest.mark.skipif("cpp" not in BACKENDS, reason="kdekit._C not built")
+@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
 @pytest.mark.parametrize("n,limits,pool,clip", [(64, UNIT, None, False), (128, None, None, True), (64, UNIT, 4, False),
                                                 (512, UNIT, 4, False)])
 def test_cpp_points_path_equals_torch_path(n, limits, pool, clip):
@@ -485,7 +471,7 @@ def test_cpp_points_path_equals_torch_path(n, limits, pool, clip):
     assert KDEStatus.BRENTQ in status
 
 
-@pytest.mark.skipif("cpp" not in BACKENDS, reason="kdekit._C not built")
+@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
 def test_cpp_points_path_float32_close_to_torch():
     """float32 points: the kernel computes in float64 and rounds; the torch path computes the DCTs in float32."""
     X, Y, L = mixed_batch(torch.float32)
@@ -499,7 +485,7 @@ def test_cpp_points_path_float32_close_to_torch():
     torch.testing.assert_close(out["cpp"].bandwidth, out["torch"].bandwidth, rtol=1e-4, atol=0)
 
 
-@pytest.mark.skipif("cpp" not in BACKENDS, reason="kdekit._C not built")
+@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
 def test_points_kernel_leaves_unsolved_items_nan():
     """kdekit::kde2d_points: items it does not solve (status != 0) come back NaN (never stale memory)."""
     X, Y, L = mixed_batch()
@@ -515,7 +501,7 @@ def test_points_kernel_leaves_unsolved_items_nan():
         assert torch.isfinite(density[~bad]).all() and torch.isfinite(times[~bad]).all()
 
 
-@pytest.mark.skipif("cpp" not in BACKENDS, reason="kdekit._C not built")
+@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
 @pytest.mark.parametrize("histogram", ["hard", "soft"])
 def test_cpp_bitwise_deterministic_across_runs_and_threads(histogram):
     """Same bits on a second run and with 1 or 2 threads (one item per thread, no shared accumulation)."""
@@ -535,7 +521,7 @@ def test_cpp_bitwise_deterministic_across_runs_and_threads(histogram):
             assert a is None or torch.equal(a, b)
 
 
-@pytest.mark.skipif("cpp" not in BACKENDS, reason="kdekit._C not built")
+@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
 def test_cpp_soft_path_values_and_gradients_equal_torch():
     """Soft histogram (W2 path): kdekit::kde2d_solve for the root; values and gradients equal the torch solver's."""
     sets = family("cluster", 12, 81) + family("uniform", 4, 82)

@@ -12,22 +12,8 @@ from kdekit.ops.diffusion_kde import KDEStatus, diffusion_kde2d
 from kdekit.ops.pooling import pool_density
 
 
-BACKENDS = [name for name in ("torch", "cpp") if kdekit.backends()[name][0]]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    """Runs the test under each available backend."""
-    with kdekit.use_backend(request.param):
-        yield request.param
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+HAS_CPP = kdekit.backends()["cpp"][0]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def likert_ratings(U: int, seed: int, max_annot: int = 12) -> torch.Tensor:
@@ -128,7 +114,7 @@ def test_points_to_distribution_is_the_pooled_soft_kde_and_differentiable(backen
     assert torch.isfinite(gx).all() and gx.abs().sum() > 0 and gy.abs().sum() > 0
 
 
-@pytest.mark.skipif("cpp" not in BACKENDS, reason="kdekit._C not built")
+@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
 @pytest.mark.parametrize("clip", [False, True])
 def test_labels_cpp_equal_torch(clip):
     """Same labels, status and bandwidth from both backends, also for items where kde_diffusion fails (uniform
