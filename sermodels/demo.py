@@ -139,13 +139,14 @@ def _example_distributions(cfg, data, index, runs_dir: Path, n: int = 4):
         out = model(data.audio[idx], data.text[idx], data.annotator_ids[idx]).double()
         k = int(rc["labels"]["k"])
         if rc["model"]["type"] == "baseline":
-            dist = torch.softmax(out, -1).reshape(-1, k, k)
-        else:
-            d = rc["diffkde"]
-            dist = predicted_distribution(out, k, histogram="soft", grid=int(d["grid"]),
+            dist, hist = torch.softmax(out, -1).reshape(-1, k, k), "softmax"
+        else:  # the reported variant's histogram (hard: the targets' own pipeline)
+            d, ev = rc["diffkde"], rc["evaluation"]
+            hist = ev.get("report", "soft_own").split("_")[0]
+            dist = predicted_distribution(out, k, histogram=hist, grid=int(ev[f"{hist}_grid"]),
                                           sharpness=float(d["sharpness"]), n_pseudo=int(d["n_pseudo"]),
                                           dtype=torch.float64, generator=gen)
-        preds[f"{run} (seed {seed})"] = dist.numpy()
+        preds[f"{run} (seed {seed}, {hist})"] = dist.numpy()
     return [data.utterance_ids[i] for i in test], data.targets[idx].numpy(), preds
 
 
