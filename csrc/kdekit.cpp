@@ -32,7 +32,7 @@ TORCH_LIBRARY(kdekit, m) {
   m.def("kde2d_solve(Tensor spectrum, Tensor count, float t_max, float xtol, float rtol, int maxiter) "
         "-> (Tensor, Tensor)");
   // Hard histogram + DCT + solve + smoothing + inverse DCT (+ pooling) for float64 points, fused: returns the
-  // density (B, grid, grid) when pool == 0, else the (B, pool, pool) block sums divided by their total.
+  // density (B, grid, grid) when pool == 0, else the (B, pool, pool) block sums divided by their total; grid even.
   m.def("kde2d_points(Tensor x, Tensor y, Tensor weights, Tensor range_x, Tensor range_y, Tensor count, int grid, "
         "int pool, float t_max, float xtol, float rtol, int maxiter) -> (Tensor, Tensor, Tensor)");
   // Concordance correlation coefficient over the last dim of (B, N): population (ddof 0) or unbiased moments.

@@ -48,7 +48,7 @@ class DiffusionKDE2d(nn.Module):
             obs = pseudo_observations(ratings, self.n_observations, generator)
             x, y, mask = obs[..., 0], obs[..., 1], None
         if torch.compiler.is_compiling():  # one opaque op: the per-item bandwidth rules branch on data
-            limits = None if self.limits is None else [float(v) for lim in self.limits for v in lim]
+            limits = self._compile_limits()
             return points_to_distribution_op(x, y, mask, self.k, self.grid, float(self.sharpness), limits,
                                              self.implicit_grad, self.clip_negative)
         return points_to_distribution(
@@ -62,6 +62,17 @@ class DiffusionKDE2d(nn.Module):
             implicit_grad=self.implicit_grad,
             clip_negative=self.clip_negative,
         ).probs
+
+    def _compile_limits(self):
+        """``limits`` as the custom op takes them: None (data range +- 1/4) or ``[x_lo, x_hi, y_lo, y_hi]``."""
+        if self.limits is None:
+            return None
+        try:
+            (x_lo, x_hi), (y_lo, y_hi) = self.limits
+            return [float(x_lo), float(x_hi), float(y_lo), float(y_hi)]
+        except (TypeError, ValueError):
+            raise ValueError("under torch.compile, DiffusionKDE2d needs limits=None or ((x_lo, x_hi), (y_lo, y_hi)) "
+                             f"numbers, got {self.limits!r}") from None
 
     def extra_repr(self) -> str:
         return f"grid={self.grid}, k={self.k}, sharpness={self.sharpness}, n_observations={self.n_observations}"

@@ -143,7 +143,8 @@ def _example_distributions(cfg, data, index, runs_dir: Path, n: int = 4):
         else:  # the reported variant's histogram (hard: the targets' own pipeline)
             d, ev = rc["diffkde"], rc["evaluation"]
             hist = ev.get("report", "soft_own").split("_")[0]
-            dist = predicted_distribution(out, k, histogram=hist, grid=int(ev[f"{hist}_grid"]),
+            grid = ev.get(f"{hist}_grid", d["grid"] if hist == "soft" else 512)  # the defaults of the recipe
+            dist = predicted_distribution(out, k, histogram=hist, grid=int(grid),
                                           sharpness=float(d["sharpness"]), n_pseudo=int(d["n_pseudo"]),
                                           dtype=torch.float64, generator=gen)
         preds[f"{run} (seed {seed}, {hist})"] = dist.numpy()

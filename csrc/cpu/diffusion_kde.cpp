@@ -588,7 +588,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
   check_range(rx_, "range_x", B);
   check_range(ry_, "range_y", B);
   TORCH_CHECK(count_.dim() == 1 && count_.size(0) == B, "count must have shape (", B, ",), got ", count_.sizes());
-  TORCH_CHECK(grid >= 2, "grid must be >= 2, got ", grid);
+  TORCH_CHECK(grid >= 2 && grid % 2 == 0, "grid must be even and >= 2, got ", grid);
   TORCH_CHECK(pool >= 0 && (pool == 0 || grid % pool == 0), "pool must be 0 (full grid) or divide grid=", grid,
               ", got ", pool);
   const SolveOptions opts{t_max, xtol, rtol, maxiter};

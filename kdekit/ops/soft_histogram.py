@@ -134,6 +134,8 @@ def soft_histogram2d(
     x, y = x.to(acc), y.to(acc)
     rx, ry = resolve_range2d(range, x.shape[0], x.device, acc)
     backend = select(x, ("torch", "cpp", "cuda", "triton"))
+    if torch.is_grad_enabled() and (rx.requires_grad or ry.requires_grad):
+        backend = "torch"  # the kernels differentiate the points and weights, not the range
     if backend == "torch":
         mass_x = _bin_mass(x, rx, bins, sharpness, valid)
         mass_y = _bin_mass(y, ry, bins, sharpness, valid)

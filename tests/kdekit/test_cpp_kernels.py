@@ -93,6 +93,12 @@ def test_kde2d_points_matches_kde_diffusion(grid, pool):
         np.testing.assert_allclose(np.sqrt([times[b, 2], times[b, 1]]) * 2.0, bw, rtol=1e-9)
 
 
+def test_kde2d_points_refuses_an_odd_grid():
+    x, y, w, r, count = _kde_inputs(2, 30, seed=1)
+    with pytest.raises(RuntimeError, match="grid must be even"):
+        ops.kde2d_points(x, y, w, r, r, count, 5, 0, 0.1, 2e-12, EPS4, 100)
+
+
 def test_kde2d_status_flags_unsolvable_items_only():
     kde_diffusion = pytest.importorskip("kde_diffusion")
     g = torch.Generator().manual_seed(5)

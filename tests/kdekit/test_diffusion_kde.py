@@ -108,7 +108,7 @@ def sign_changes_2d(sets, n, limits_per_set):
 
 # (family, grid, sets): limits alternate per set between ((-1, 1), (-1, 1)) and kde_diffusion's default
 CASES_2D = [(fam, 64, 200) for fam in ("uniform", "cluster", "likert", "seedobs")]
-CASES_2D += [(fam, 512, 32) for fam in ("uniform", "cluster", "likert", "seedobs")]
+CASES_2D += [(fam, 512, 200) for fam in ("uniform", "cluster", "likert", "seedobs")]
 
 
 @pytest.mark.parametrize("fam,n,count", CASES_2D)

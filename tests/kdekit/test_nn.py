@@ -97,3 +97,11 @@ def test_points_to_distribution_op_opcheck():
     probs = points_to_distribution_op(x, y, None, 4, 32, 8.0, [-1.0, 1.0, -1.0, 1.0], True, False)
     ref = kdekit.points_to_distribution(x, y, k=4, grid=32).probs
     torch.testing.assert_close(probs, ref, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("limits", [1.0, ((-1.0, 1.0), None)])
+def test_compile_names_limits_it_cannot_take(limits):
+    module = DiffusionKDE2d(grid=16, limits=limits)
+    x = torch.rand(2, 10, dtype=torch.float64)
+    with pytest.raises(Exception, match="limits"):
+        torch.compile(module, fullgraph=True, backend="aot_eager")(x, x)

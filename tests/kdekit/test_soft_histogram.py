@@ -297,3 +297,19 @@ def test_property_mask_equals_dropping_and_batching_is_transparent(data):
     for b, n in enumerate(lengths):
         torch.testing.assert_close(batched[b], soft_histogram2d(xt[b, :n], yt[b, :n], bins, R2, s), rtol=0, atol=1e-14)
         torch.testing.assert_close(batched1[b], soft_histogram1d(xt[b, :n], bins, (-1, 1), s), rtol=0, atol=1e-14)
+
+
+@pytest.mark.skipif(not backends()["cpp"][0], reason="kdekit._C not built")
+def test_range_gradient_on_the_default_backend_equals_the_torch_path():
+    """The kernels differentiate points and weights only: a range that requires grad runs the torch path."""
+    g = torch.Generator().manual_seed(11)
+    x, y = torch.randn(2, 30, generator=g, dtype=torch.float64) * 0.3, torch.randn(2, 30, generator=g, dtype=torch.float64) * 0.3
+    weight = torch.rand(8, 8, generator=g, dtype=torch.float64)
+    grads = {}
+    for name in ("torch", "cpp"):
+        rng = torch.tensor([[-1.0, 1.1], [-0.9, 1.0]], dtype=torch.float64, requires_grad=True)
+        with use_backend(name):
+            (soft_histogram2d(x, y, 8, rng, 8.0) * weight).sum().backward()
+        grads[name] = rng.grad
+    assert grads["cpp"] is not None and grads["cpp"].abs().sum() > 0
+    torch.testing.assert_close(grads["cpp"], grads["torch"], rtol=0, atol=0)
