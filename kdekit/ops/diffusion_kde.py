@@ -51,7 +51,8 @@ Every item of a batch ``(B, N)`` gets its own bandwidth from Botev's fixed point
   ``kdekit::kde2d_solve`` on the detached spectrum and keep the rest (and the implicit gradient) in torch. Items the
   kernels do not solve by brentq on [0, 0.1] (degenerate input, no sign change, NaN, ...) go through the torch
   rules above, so fields and statuses equal the torch path's (float64: to ~1e-12 relative). Results of the kernels
-  do not depend on the number of threads.
+  do not depend on the number of threads. ``cuda`` (CUDA tensors, ``kdekit._C`` built with CUDA): the solve runs
+  ``kdekit::kde2d_solve``'s CUDA kernel (one block per item), the rest is the torch path on the GPU.
 
 dtypes: float64 and float32 computed in themselves (the fixed point always in float64); float16/bfloat16 in float32
 and returned in the input dtype. Items are processed in chunks of ``chunk_size`` (default: about 32 MiB of float64
@@ -698,13 +699,14 @@ def _pool_rows(n: int, k: int, dtype, device) -> torch.Tensor:
 
 def _solve_2d(psi: _Psi2d, a_raw: torch.Tensor, solve: torch.Tensor, status0: torch.Tensor, single_location):
     """t* (b,) float64 (inf where not ``solve``) and status of a chunk: :func:`solve_fixed_point`, or under the
-    ``cpp`` backend ``kdekit::kde2d_solve`` (the same brentq per item) with the items it does not solve (no sign
-    change, NaN, ...) passed on to :func:`solve_fixed_point`."""
+    ``cpp`` (CPU tensors) or ``cuda`` (CUDA tensors) backend ``kdekit::kde2d_solve`` (the same brentq per item) with
+    the items it does not solve (no sign change, NaN, ...) passed on to :func:`solve_fixed_point`."""
     b, n, _ = a_raw.shape
     dev = a_raw.device
     t = torch.full((b,), torch.inf, dtype=torch.float64, device=dev)
     status = status0.clone()
-    if dev.type == "cpu" and select(a_raw, ("torch", "cpp")) == "cpp":
+    kernel = {"cpu": "cpp", "cuda": "cuda"}.get(dev.type)  # the kdekit._C backend for this device
+    if kernel is not None and select(a_raw, ("torch", kernel)) == kernel:
         half = a_raw.detach().to(torch.float64, copy=True)
         half[:, 0, :] *= 0.5
         half[:, :, 0] *= 0.5

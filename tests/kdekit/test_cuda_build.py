@@ -18,7 +18,7 @@ from kdekit import _ext
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CUDA_DIR = ROOT / "csrc" / "cuda"
-NO_CUDA_OPS = {"kde2d_solve", "kde2d_points"}  # CPU only for now
+NO_CUDA_OPS = {"kde2d_points"}  # CPU only for now
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 
@@ -32,26 +32,35 @@ def test_every_differentiable_op_has_a_cuda_registration():
     assert sorted(registered) == sorted(defined - NO_CUDA_OPS)
 
 
+# source -> (host functions and kernel instantiations its object must define, an op name it registers)
+NVCC_CASES = {
+    "ccc.cu": (["ccc_cuda(", "ccc_backward_cuda("] + [f"ccc_{d}<{t}>(" for d in ("fwd", "bwd")
+                                                      for t in ("float", "double", "c10::Half", "c10::BFloat16")],
+               "ccc_backward"),
+    "diffusion_kde.cu": (["kde2d_solve_cuda(", "kde2d_solve_kernel(", "k2_powers("], "kde2d_solve"),
+}
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
-def test_nvcc_check_builds_registration_and_every_dtype(tmp_path):
+@pytest.mark.parametrize("source", sorted(NVCC_CASES))
+def test_nvcc_check_builds_registration_and_kernels(source, tmp_path):
     run = subprocess.run([sys.executable, str(CUDA_DIR / "nvcc_check.py"), "--out-dir", str(tmp_path),
-                          str(CUDA_DIR / "ccc.cu")], capture_output=True, text=True, cwd=ROOT)
+                          str(CUDA_DIR / source)], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stdout + run.stderr
     command, *diagnostics = run.stdout.strip().splitlines()
     assert diagnostics == [] and run.stderr == ""  # --Werror all-warnings: no output but the command itself
     command = shlex.split(command)
     assert {"-std=c++20", "-arch=sm_90", "all-warnings", f"-I{torch.utils.cpp_extension.include_paths()[0]}"} \
         <= set(command)
-    obj = tmp_path / "ccc.cu.o"
+    obj = tmp_path / f"{source}.o"
     symbols = subprocess.run(["nm", "-C", str(obj)], capture_output=True, text=True, check=True).stdout
     assert "TORCH_LIBRARY_IMPL_static_init_kdekit_CUDA" in symbols
-    for name in ("ccc_cuda(", "ccc_backward_cuda("):
-        assert name in symbols
-    for t in ("float", "double", "c10::Half", "c10::BFloat16"):
-        assert f"ccc_fwd<{t}>(" in symbols and f"ccc_bwd<{t}>(" in symbols, t
+    names, op = NVCC_CASES[source]
+    for name in names:
+        assert name in symbols, name
     sections = subprocess.run(["readelf", "-S", str(obj)], capture_output=True, text=True, check=True).stdout
     assert ".nv_fatbin" in sections  # device code embedded
-    assert "ccc_backward" in obj.read_bytes().decode("latin-1")  # the registered op name
+    assert op in obj.read_bytes().decode("latin-1")  # the registered op name
 
 
 # ---- on a GPU -------------------------------------------------------------------------------------------------------
@@ -234,6 +243,102 @@ def test_cuda_kernels_are_deterministic_on_noncontiguous_inputs_and_side_streams
         assert torch.equal(first, again)
 
 
+def _kde_histograms(n, seed, N=40):
+    """Hard histograms (8, n, n) float64 on [-1, 1]^2 of N points per item, two items each: clusters (solved),
+    uniform points (mostly no sign change on [0, 0.1]), Likert ratings and identical points (ties: tiny t*)."""
+    g = np.random.default_rng(seed)
+    cluster = g.uniform(-0.5, 0.5, (2, 1, 2)) + 0.15 * g.standard_normal((2, N, 2))
+    uniform = g.uniform(-1, 1, (2, N, 2))
+    likert = g.integers(0, 5, (2, N, 2)) / 2 - 1
+    same = np.broadcast_to(g.uniform(-0.9, 0.9, (2, 1, 2)), (2, N, 2))
+    pts = torch.tensor(np.concatenate([cluster, uniform, likert, same]).clip(-1, 1))
+    x, y = pts[..., 0].contiguous(), pts[..., 1].contiguous()
+    r = _ranges(8, "cpu")
+    return ops.hard_histogram2d(x, y, torch.ones_like(x), r, r, n)
+
+
+def _kde_spectra(n, seed, N=40):
+    """kde2d_solve's inputs for :func:`_kde_histograms` (halved DCT spectra (13, n, n), counts), the last five items
+    degenerate (status 3): all-zero spectrum, a NaN entry, an inf entry, count 0, count -1."""
+    from kdekit.ops.dct import dct2
+
+    a = dct2(_kde_histograms(n, seed, N) / N)
+    a[:, 0, :] *= 0.5
+    a[:, :, 0] *= 0.5
+    bad = a[:3].clone()
+    bad[0] = 0.0
+    bad[1, 1, 1] = float("nan")
+    bad[2, 0, 1] = float("inf")
+    count = torch.full((13,), float(N), dtype=torch.float64)
+    count[-2:] = torch.tensor([0.0, -1.0])
+    return torch.cat([a, bad, a[:2]]).contiguous(), count
+
+
+EPS4 = 4 * float(np.finfo(float).eps)
+SOLVE = (0.1, 2e-12, EPS4)  # t_max, xtol, rtol of diffusion_kde2d (kde_diffusion's brentq)
+
+
+@gpu
+@pytest.mark.parametrize("n", [16, 64, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kde2d_solve_cuda_matches_cpu(n, dtype):
+    spectrum, count = _kde_spectra(n, seed=n)
+    spectrum = spectrum.to(dtype)  # both kernels widen to float64
+    for maxiter, expected in ((100, {0, 1, 3}), (3, {1, 2, 3})):  # maxiter 3: solvable items stop with status 2
+        times, status = ops.kde2d_solve(spectrum.cuda(), count.cuda(), *SOLVE, maxiter)
+        ref_times, ref_status = ops.kde2d_solve(spectrum, count, *SOLVE, maxiter)
+        assert expected <= set(ref_status.tolist())
+        assert times.device.type == "cuda" and times.dtype == torch.float64 and status.dtype == torch.int32
+        assert torch.equal(status.cpu(), ref_status)
+        assert (status[-5:] == 3).all()
+        # same brentq iterates; psi sums differ only in summation order and exp/pow rounding
+        torch.testing.assert_close(times.cpu(), ref_times, rtol=1e-11, atol=0, equal_nan=True)
+        assert times[status != 0].isnan().all() and not times[status == 0].isnan().any()
+
+
+@gpu
+def test_kde2d_solve_cuda_is_deterministic_on_noncontiguous_input_and_side_stream():
+    spectrum, count = _kde_spectra(64, seed=12)
+    view, count = spectrum.cuda().transpose(1, 2), count.cuda()  # the x/y-swapped spectra, a non-contiguous view
+    assert not view.is_contiguous()
+    first = ops.kde2d_solve(view.contiguous(), count, *SOLVE, 100)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        again = ops.kde2d_solve(view, count, *SOLVE, 100)
+    stream.synchronize()
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    ref_times, ref_status = ops.kde2d_solve(spectrum.transpose(1, 2), count.cpu(), *SOLVE, 100)
+    assert torch.equal(first[1].cpu(), ref_status)
+    torch.testing.assert_close(first[0].cpu(), ref_times, rtol=1e-11, atol=0, equal_nan=True)
+
+
+@gpu
+def test_diffusion_kde2d_binned_on_cuda_solves_with_the_cuda_kernel(monkeypatch):
+    from kdekit.ops.diffusion_kde import diffusion_kde2d_binned
+
+    hist = _kde_histograms(64, seed=14)
+    limits = ((-1.0, 1.0), (-1.0, 1.0))
+    ref = diffusion_kde2d_binned(hist, 40, limits)
+    devices = []
+    solve = ops.kde2d_solve
+
+    def spy(spectrum, *args):
+        devices.append(spectrum.device.type)
+        return solve(spectrum, *args)
+
+    monkeypatch.setattr(ops, "kde2d_solve", spy)
+    out = diffusion_kde2d_binned(hist.cuda(), 40, limits)
+    assert devices == ["cuda"]
+    assert torch.equal(out.status.cpu(), ref.status)
+    assert {0, 1} <= set(ref.status.tolist())  # kernel roots and items passed on to the torch fallback
+    torch.testing.assert_close(out.t.cpu(), ref.t, rtol=1e-10, atol=0)
+    torch.testing.assert_close(out.bandwidth.cpu(), ref.bandwidth, rtol=1e-10, atol=0)
+    scale = ref.density.abs().amax((1, 2), keepdim=True)
+    torch.testing.assert_close(out.density.cpu() / scale, ref.density / scale, rtol=0, atol=1e-9)
+
+
 @gpu
 def test_cuda_argument_errors_name_the_argument():
     x, y, w = (t.cuda() for t in _points(2, 5, seed=11))
@@ -248,6 +353,15 @@ def test_cuda_argument_errors_name_the_argument():
         ops.ccc(x.int(), y.int(), False)
     with pytest.raises(RuntimeError, match="kind must be"):
         ops.divergence(x, y, "hellinger")
+    spectrum, count = (t.cuda() for t in _kde_spectra(8, seed=15))
+    with pytest.raises(RuntimeError, match="count must be on"):
+        ops.kde2d_solve(spectrum, count.cpu(), *SOLVE, 100)
+    with pytest.raises(RuntimeError, match="spectrum must be float32 or float64"):
+        ops.kde2d_solve(spectrum.int(), count, *SOLVE, 100)
+    with pytest.raises(RuntimeError, match=r"spectrum must be \(B, n, n\)"):
+        ops.kde2d_solve(spectrum[:, :3], count, *SOLVE, 100)
+    with pytest.raises(RuntimeError, match="t_max must be positive"):
+        ops.kde2d_solve(spectrum, count, 0.0, 2e-12, EPS4, 100)
     with pytest.raises(RuntimeError, match="bins <= 256"):
         ops.soft_histogram2d_backward(torch.zeros(2, 300, 300, device="cuda", dtype=x.dtype), x, y, w, r, r, 300,
                                       8.0)
