@@ -12,8 +12,7 @@
 // by the bins of one axis (see Spectrum). The full density C^T S C (S = smoothed spectrum, C = cosines) uses the
 // symmetry C[k, n-1-m] = (-1)^k C[k, m] on both axes (half the products), or the factors when they are few.
 //
-// The root solve copies scipy.optimize.brentq (the classic Brent algorithm of scipy's brentq.c: same bracket
-// bookkeeping, interpolation/extrapolation steps and stopping rule), so iterates match kde_diffusion's.
+// The root solve is scipy.optimize.brentq step for step (csrc/brentq.h), so iterates match kde_diffusion's.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -26,6 +25,7 @@
 #include <map>
 #include <vector>
 
+#include "../brentq.h"
 #include "common.h"
 
 namespace kdekit {
@@ -35,7 +35,7 @@ constexpr double kPi = 3.14159265358979323846;
 constexpr double kTailEps = 1e-18;
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-enum Status : int32_t { kOk = 0, kNoSignChange = 1, kNotConverged = 2, kInvalid = 3 };
+using namespace kdekit_brent;  // Status, SolveOptions, brentq (csrc/brentq.h)
 
 // cos(pi k (2m + 1) / (2n)) for k, m < n, from the exact integer phase k (2m + 1) mod 4n; by_m[m * n + k] and
 // by_k[k * n + m]. Cached per n (read-only after construction).
@@ -337,62 +337,6 @@ class Solver {
   std::vector<double> e_, r_, c_, rt_, ct_, v_, g_;
 };
 
-// scipy.optimize.brentq on [xa, xb] with f(xa) given (kde_diffusion: f(0) = 1 exactly whenever gamma is finite).
-template <typename F>
-Status brentq(F&& f, double xa, double fa, double xb, double xtol, double rtol, int64_t maxiter, double& root) {
-  double xpre = xa, xcur = xb, fpre = fa, fcur = f(xcur);
-  double xblk = 0, fblk = 0, spre = 0, scur = 0;
-  if (!std::isfinite(fcur)) return kInvalid;
-  if (fpre == 0) { root = xpre; return kOk; }
-  if (fcur == 0) { root = xcur; return kOk; }
-  if (std::signbit(fpre) == std::signbit(fcur)) return kNoSignChange;
-  for (int64_t it = 0; it < maxiter; ++it) {
-    if (fpre != 0 && fcur != 0 && std::signbit(fpre) != std::signbit(fcur)) {
-      xblk = xpre;
-      fblk = fpre;
-      spre = scur = xcur - xpre;
-    }
-    if (std::fabs(fblk) < std::fabs(fcur)) {
-      xpre = xcur; xcur = xblk; xblk = xpre;
-      fpre = fcur; fcur = fblk; fblk = fpre;
-    }
-    const double delta = (xtol + rtol * std::fabs(xcur)) / 2;
-    const double sbis = (xblk - xcur) / 2;
-    if (fcur == 0 || std::fabs(sbis) < delta) { root = xcur; return kOk; }
-    if (std::fabs(spre) > delta && std::fabs(fcur) < std::fabs(fpre)) {
-      double stry;
-      if (xpre == xblk) {
-        stry = -fcur * (xcur - xpre) / (fcur - fpre);  // secant
-      } else {
-        const double dpre = (fpre - fcur) / (xpre - xcur);
-        const double dblk = (fblk - fcur) / (xblk - xcur);
-        stry = -fcur * (fblk * dblk - fpre * dpre) / (dblk * dpre * (fblk - fpre));  // inverse quadratic
-      }
-      if (2 * std::fabs(stry) < std::min(std::fabs(spre), 3 * std::fabs(sbis) - delta)) {
-        spre = scur;
-        scur = stry;
-      } else {
-        spre = sbis;
-        scur = sbis;
-      }
-    } else {
-      spre = sbis;
-      scur = sbis;
-    }
-    xpre = xcur;
-    fpre = fcur;
-    xcur += std::fabs(scur) > delta ? scur : (sbis > 0 ? delta : -delta);
-    fcur = f(xcur);
-    if (std::isnan(fcur)) return kInvalid;
-  }
-  root = xcur;
-  return kNotConverged;
-}
-
-struct SolveOptions {
-  double t_max, xtol, rtol;
-  int64_t maxiter;
-};
 
 // Fills times = (t*, tx1, tx2); returns the status.
 Status solve(Spectrum& s, double count, const SolveOptions& o, double* times) {

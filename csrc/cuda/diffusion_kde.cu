@@ -14,6 +14,7 @@
 #include <cmath>
 #include <limits>
 
+#include "../brentq.h"
 #include "common.cuh"
 
 namespace kdekit_cuda {
@@ -23,15 +24,7 @@ constexpr double kPi = 3.14159265358979323846;
 constexpr int kMaxForms = 6;  // forms psi(i, L - i) of the level L = 5
 constexpr int kPowers = 6;    // (k^2)^p, p = 0..5
 
-enum Status : int32_t { kOk = 0, kNoSignChange = 1, kNotConverged = 2, kInvalid = 3 };
-
-struct SolveOptions {
-  double t_max, xtol, rtol;
-  int64_t maxiter;
-};
-
-// std::min's rule (first argument unless the second is smaller), so NaN propagates as on the CPU.
-__device__ __forceinline__ double min_like_std(double a, double b) { return b < a ? b : a; }
+using namespace kdekit_brent;  // Status, SolveOptions, brentq (csrc/brentq.h)
 
 // Maximum of `value` over the block (blockDim.x == kThreads), result valid in every thread.
 __device__ double block_max(double value, double* shared) {
@@ -131,58 +124,6 @@ struct BlockSolver {
   }
 };
 
-// scipy.optimize.brentq on [xa, xb] with f(xa) given: the CPU kernel's copy, step for step.
-__device__ Status brentq(BlockSolver& s, double xa, double fa, double xb, double xtol, double rtol, int64_t maxiter,
-                         double& root) {
-  double xpre = xa, xcur = xb, fpre = fa, fcur = s.f(xcur);
-  double xblk = 0, fblk = 0, spre = 0, scur = 0;
-  if (!isfinite(fcur)) return kInvalid;
-  if (fpre == 0) { root = xpre; return kOk; }
-  if (fcur == 0) { root = xcur; return kOk; }
-  if (signbit(fpre) == signbit(fcur)) return kNoSignChange;
-  for (int64_t it = 0; it < maxiter; ++it) {
-    if (fpre != 0 && fcur != 0 && signbit(fpre) != signbit(fcur)) {
-      xblk = xpre;
-      fblk = fpre;
-      spre = scur = xcur - xpre;
-    }
-    if (fabs(fblk) < fabs(fcur)) {
-      xpre = xcur; xcur = xblk; xblk = xpre;
-      fpre = fcur; fcur = fblk; fblk = fpre;
-    }
-    const double delta = (xtol + rtol * fabs(xcur)) / 2;
-    const double sbis = (xblk - xcur) / 2;
-    if (fcur == 0 || fabs(sbis) < delta) { root = xcur; return kOk; }
-    if (fabs(spre) > delta && fabs(fcur) < fabs(fpre)) {
-      double stry;
-      if (xpre == xblk) {
-        stry = -fcur * (xcur - xpre) / (fcur - fpre);  // secant
-      } else {
-        const double dpre = (fpre - fcur) / (xpre - xcur);
-        const double dblk = (fblk - fcur) / (xblk - xcur);
-        stry = -fcur * (fblk * dblk - fpre * dpre) / (dblk * dpre * (fblk - fpre));  // inverse quadratic
-      }
-      if (2 * fabs(stry) < min_like_std(fabs(spre), 3 * fabs(sbis) - delta)) {
-        spre = scur;
-        scur = stry;
-      } else {
-        spre = sbis;
-        scur = sbis;
-      }
-    } else {
-      spre = sbis;
-      scur = sbis;
-    }
-    xpre = xcur;
-    fpre = fcur;
-    xcur += fabs(scur) > delta ? scur : (sbis > 0 ? delta : -delta);
-    fcur = s.f(xcur);
-    if (isnan(fcur)) return kInvalid;
-  }
-  root = xcur;
-  return kNotConverged;
-}
-
 __global__ void k2_powers(double* k2pow, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= kPowers * n) return;
@@ -211,7 +152,7 @@ __global__ void kde2d_solve_kernel(const double* spectrum, const double* count, 
     if (N > 0 && amax2 > 0 && isfinite(amax2)) {
       BlockSolver s{a, n, N, k2pow, work + static_cast<int64_t>(blockIdx.x) * kMaxForms * n, shared, nz, {}};
       double ts = nan;
-      st = brentq(s, 0.0, 1.0, o.t_max, o.xtol, o.rtol, o.maxiter, ts);
+      st = brentq([&](double t) { return s.f(t); }, 0.0, 1.0, o.t_max, o.xtol, o.rtol, o.maxiter, ts);
       if (st == kOk) {
         s.sigma(ts);
         const double p02 = s.psi[0][2], p20 = s.psi[2][0], p11 = s.psi[1][1];
