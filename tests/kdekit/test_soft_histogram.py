@@ -14,9 +14,9 @@ R2 = ((-1.0, 1.0), (-1.0, 1.0))
 BACKENDS = [name for name in ("torch", "cpp", "triton") if backends()[name][0]]
 
 
-def _skip_float64_triton(backend, dtype):
-    if backend == "triton" and dtype == torch.float64:
-        pytest.skip("float64 never goes to Triton (select() runs the torch path)")
+def backend_dtypes(backends, dtypes):
+    """(backend, dtype) pairs to test; float64 never goes to Triton (select() runs the torch path)."""
+    return [(b, d) for b in backends for d in dtypes if not (b == "triton" and d == torch.float64)]
 
 
 # ---- independent float64 reference: the seed's centre formula, explicit loops ---------------------------------------
@@ -68,11 +68,10 @@ def _points(seed, shape, lo=-1.2, hi=1.2):
 # ---- values vs reference --------------------------------------------------------------------------------------------
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # Triton interpreter: exp -> inf
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend,dtype",
+                         backend_dtypes(BACKENDS, [torch.float64, torch.float32, torch.float16, torch.bfloat16]))
 @pytest.mark.parametrize("sharpness", [8.0, 64.0])
 def test_values_match_reference(backend, dtype, sharpness, tol):
-    _skip_float64_triton(backend, dtype)
     x = torch.from_numpy(_points(1, (3, 25))).to(dtype)
     y = torch.from_numpy(_points(2, (3, 25))).to(dtype)
     w = torch.from_numpy(np.random.default_rng(3).uniform(0.2, 2.0, (3, 25))).to(dtype)
@@ -160,10 +159,8 @@ def test_gradcheck_float64(backend):
         assert gradcheck(lambda a, b: soft_histogram2d(a, b, 4, R2, 3.0, normalize=True, lengths=lengths), (x, y))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("backend,dtype", backend_dtypes(BACKENDS, [torch.float64, torch.float32]))
 def test_gradient_matches_analytic_reference(backend, dtype):
-    _skip_float64_triton(backend, dtype)
     bins, s = 12, 8.0
     xn, yn = _points(9, (2, 15)), _points(10, (2, 15))
     wn = np.random.default_rng(11).uniform(0.2, 2.0, (2, 15))
@@ -205,12 +202,11 @@ def test_mask_equals_dropping_points_values_and_gradients(backend):
             torch.testing.assert_close(full.grad[b, :n], part.grad, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("backend,dtype", backend_dtypes([b for b in BACKENDS if b != "torch"],
+                                                         [torch.float16, torch.bfloat16, torch.float32, torch.float64]))
 def test_fused_backend_matches_torch_path_at_the_same_dtype(backend, dtype, tol):
     """Values and gradients of a masked, weighted batch (NaN in the padding) against the torch path run in the same
     dtype; the per-dtype tolerance scales with the largest reference value."""
-    _skip_float64_triton(backend, dtype)
     g = np.random.default_rng(14)
     xn, yn, wn = g.uniform(-1.2, 1.2, (4, 33)), g.uniform(-1.2, 1.2, (4, 33)), g.uniform(0.2, 2.0, (4, 33))
     lengths = torch.tensor([33, 20, 1, 0])
