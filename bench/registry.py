@@ -98,20 +98,26 @@ class Sweep:
 # ---- kdekit ----
 
 
-def kdekit_backends(device) -> List[str]:
+def kdekit_backends(device, float64: bool = False) -> List[str]:
     """kdekit backends to time on ``device``: the available ones of ``kdekit.backends()`` that run there (never the
-    Triton interpreter on CPU), else ``["torch"]``."""
+    Triton interpreter on CPU; not Triton for float64 work, which it hands to the torch path), else ``["torch"]``.
+    On a GPU also ``"auto"``: kdekit's own per-op choice (Triton and CUDA kernels mixed), what a user gets."""
     import kdekit
 
     if not hasattr(kdekit, "backends"):
         return ["torch"]
-    runs_on = ("torch", "cuda", "triton") if str(device).startswith("cuda") else ("torch", "cpp")
-    return [name for name, (available, _) in kdekit.backends().items() if available and name in runs_on]
+    on_gpu = str(device).startswith("cuda")
+    runs_on = ("torch", "cuda") + (() if float64 else ("triton",)) if on_gpu else ("torch", "cpp")
+    names = [name for name, (available, _) in kdekit.backends().items() if available and name in runs_on]
+    return names + ["auto"] if on_gpu else names
 
 
 @contextlib.contextmanager
 def _backend(name: str):
-    """Force a kdekit backend for the duration of a call (``KDEKIT_BACKEND``, issue 4)."""
+    """Force a kdekit backend for the duration of a call (``KDEKIT_BACKEND``); ``"auto"`` forces none."""
+    if name == "auto":
+        yield
+        return
     old = os.environ.get("KDEKIT_BACKEND")
     os.environ["KDEKIT_BACKEND"] = name
     try:
@@ -159,6 +165,9 @@ def w1_cases(sizes: Sizes, device) -> List[Case]:
 
     n, total = sizes.w1_grid, sizes.w1_batch
     variant = f"{total} x {seed_baseline.PSEUDO_OBSERVATIONS} points, grid {n}, float64"
+    # on a GPU the batched contenders (kdekit, the seed) run on the whole workload: one call does all the items
+    on_gpu = str(device).startswith("cuda")
+    batched_items = {key: total if on_gpu else sizes.w1_items[key] for key in ("seed", "kdekit")}
     eps = np.finfo(np.float64).eps
 
     def kde_diffusion_loop():
@@ -189,7 +198,7 @@ def w1_cases(sizes: Sizes, device) -> List[Case]:
         return run
 
     def seed_batched():
-        x, y = _w1_inputs(sizes, sizes.w1_items["seed"], device)
+        x, y = _w1_inputs(sizes, batched_items["seed"], device)
 
         def run():
             try:
@@ -202,7 +211,7 @@ def w1_cases(sizes: Sizes, device) -> List[Case]:
 
     def kdekit_points(backend):
         def setup():
-            x, y = _w1_inputs(sizes, sizes.w1_items["kdekit"], device)
+            x, y = _w1_inputs(sizes, batched_items["kdekit"], device)
 
             def run():
                 with _backend(backend):
@@ -216,7 +225,7 @@ def w1_cases(sizes: Sizes, device) -> List[Case]:
         from kdekit import labels_from_ratings
 
         a, v = workloads.likert_ratings(total)
-        items = sizes.w1_items["kdekit"]
+        items = batched_items["kdekit"]
         ratings = torch.stack([a[:items], v[:items]], -1).to(device)
         g = torch.Generator(device=device).manual_seed(workloads.SEED)
         return lambda: labels_from_ratings(ratings, grid=n, generator=g, clip_negative=True)
@@ -227,14 +236,14 @@ def w1_cases(sizes: Sizes, device) -> List[Case]:
              on_device=False, warmup=False, note=loop_note),
         Case("W1", variant, "lightkde.kde_2d loop", lightkde_loop, sizes.w1_items["loop"], total, on_device=False,
              warmup=False),
-        Case("W1", variant, "seed baseline (batched)", seed_batched, sizes.w1_items["seed"], total,
+        Case("W1", variant, "seed baseline (batched)", seed_batched, batched_items["seed"], total,
              note="one batch; the seed redraws the whole batch if any item raises"),
     ]
-    for backend in kdekit_backends(device):
+    for backend in kdekit_backends(device, float64=True):
         cases.append(Case("W1", variant, f"kdekit[{backend}] diffusion_kde2d+pool_density", kdekit_points(backend),
-                          sizes.w1_items["kdekit"], total, is_kdekit=True))
+                          batched_items["kdekit"], total, is_kdekit=True))
     cases.append(Case("W1", variant, "kdekit labels_from_ratings (default backend, incl. upsampling)", kdekit_ratings,
-                      sizes.w1_items["kdekit"], total, note="input: ratings, not points"))
+                      batched_items["kdekit"], total, note="input: ratings, not points"))
     return cases
 
 
@@ -429,7 +438,7 @@ def w4_sweeps(sizes: Sizes, device) -> List[Sweep]:
     def w2_point(axis):
         def make(value):
             p = dict(w2, **{axis: value})
-            return w2_kdekit_step(p["B"], p["N"], torch.float32, p["n"], device)
+            return w2_kdekit_step(p["B"], p["N"], torch.float32, p["n"], device, backend="auto")
 
         return make
 

@@ -4,7 +4,8 @@
 //   kl  = sum p log(p / q)                (0 log(0 / q) = 0);  d/dp = log(p / q) + 1, d/dq = -p / q (0 where p = 0)
 //   jsd = (kl(p, m) + kl(q, m)) / 2       clamped at 0 (zero gradient where clamped), m = (p + q) / 2
 //   tvd = sum |p - q| / 2                 d/dp = sign(p - q) / 2 = -d/dq (0 at p = q)
-// kl/jsd rows whose value is NaN (a negative entry) get a zero gradient.
+// A kl/jsd row holding a negative, NaN or infinite entry gives NaN (as the CPU kernel: the Python wrappers read this
+// flag instead of scanning the inputs) and a zero gradient.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 
@@ -28,11 +29,15 @@ Kind parse_kind(c10::string_view kind) {
 // p != 0 (not p > 0): an unchecked negative entry gives NaN, as in the torch path
 __device__ __forceinline__ double rel_entr(double p, double q) { return p != 0 ? p * log(p / q) : 0.0; }
 
+// The row's value (jsd not yet clamped); NaN for a kl/jsd row with a negative or non-finite entry. Every thread of the
+// block must call it (block-wide reductions).
 template <typename T>
 __device__ double row_divergence(const T* p, const T* q, int64_t K, Kind kind, double* shared) {
   double sum = 0;
+  bool bad = false;
   for (int64_t i = threadIdx.x; i < K; i += kThreads) {
     const double pi = static_cast<double>(p[i]), qi = static_cast<double>(q[i]);
+    bad = bad || !(pi >= 0 && pi < INFINITY && qi >= 0 && qi < INFINITY);
     if (kind == kKL) {
       sum += rel_entr(pi, qi);
     } else if (kind == kJSD) {
@@ -43,6 +48,7 @@ __device__ double row_divergence(const T* p, const T* q, int64_t K, Kind kind, d
     }
   }
   const double total = block_sum(sum, shared);
+  if (kind != kTVD && __syncthreads_or(bad)) return NAN;
   return kind == kKL ? total : 0.5 * total;
 }
 

@@ -56,7 +56,7 @@ Every item of a batch ``(B, N)`` gets its own bandwidth from Botev's fixed point
 
 dtypes: float64 and float32 computed in themselves (the fixed point always in float64); float16/bfloat16 in float32
 and returned in the input dtype. Items are processed in chunks of ``chunk_size`` (default: about 32 MiB of float64
-coefficients per chunk) to bound memory; all items of a chunk are computed together.
+coefficients per chunk on the CPU, 512 MiB on a GPU) to bound memory; all items of a chunk are computed together.
 """
 from __future__ import annotations
 
@@ -94,7 +94,9 @@ _NEG_PI2 = -(math.pi**2)
 # (they cannot change a sum of normal numbers, and subnormal arithmetic is ~10x slower)
 _EXP_ZERO = 708.4
 _TINY64 = torch.finfo(torch.float64).tiny
-_DEFAULT_CHUNK_BYTES = 32 * 2**20
+# float64 coefficients per chunk by device type: small on the CPU (cache), large on a GPU (one launch per op for
+# many items; fewer host round trips)
+_DEFAULT_CHUNK_BYTES = {"cpu": 32 * 2**20, "cuda": 512 * 2**20}
 # five-point central difference of f and psi in t (implicit gradient): t0 + h * node, h = _FD_STEP * t0
 _FD_STEP = 1e-3
 _FD_NODES = (-2.0, -1.0, 1.0, 2.0)
@@ -145,7 +147,12 @@ class KDE1dResult(NamedTuple):
 
 
 def _cutoff(t: torch.Tensor, n: int) -> int:
-    """Number of leading wavenumbers whose weight exp(-pi^2 k^2 t) can be non-zero for every finite t > 0 in ``t``."""
+    """Number of leading wavenumbers whose weight exp(-pi^2 k^2 t) can be non-zero for every finite t > 0 in ``t``.
+
+    On a GPU always ``n``: reading the times back would stall the device for a saving its matmuls do not need (the
+    weights beyond the cut are 0 either way, see :func:`_quadratic_forms`)."""
+    if t.device.type != "cpu":
+        return n
     t = t.detach()
     finite = t[torch.isfinite(t) & (t > 0)]
     if finite.numel() < t.numel() or finite.numel() == 0:
@@ -617,9 +624,10 @@ def _prepare_points(names, arrays, mask, lengths):
     return arrays, valid & finite, bad_input
 
 
-def _chunks(B: int, n: int, dim: int, chunk_size: Optional[int]):
+def _chunks(B: int, n: int, dim: int, chunk_size: Optional[int], device_type: str = "cpu"):
     if chunk_size is None:
-        chunk_size = max(1, _DEFAULT_CHUNK_BYTES // (8 * n**dim))
+        budget = _DEFAULT_CHUNK_BYTES.get(device_type, _DEFAULT_CHUNK_BYTES["cpu"])
+        chunk_size = max(1, budget // (8 * n**dim))
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     return [(s, min(B, s + chunk_size)) for s in range(0, B, chunk_size)]
@@ -848,8 +856,8 @@ def diffusion_kde2d(
         histogram: "hard" (numpy histogram2d bins) or "soft" (differentiable; ``sharpness`` = the logistic slope).
         clip_negative: raise density values below the dtype's eps to eps (seed / MATLAB 2015); no renormalisation.
         implicit_grad: differentiate t* by the implicit function theorem; False detaches t*.
-        chunk_size: items per chunk (memory bound of the torch path); None = about 32 MiB of float64 coefficients
-            per chunk.
+        chunk_size: items per chunk (memory bound of the torch path); None = about 32 MiB (CUDA: 512 MiB) of float64
+            coefficients per chunk.
         pool: if given (k, dividing n), ``density`` holds the (B, k, k) block probabilities (block sums / total,
             as :func:`~kdekit.ops.pooling.pool_density`) computed as ``R^T S R`` from the smoothed coefficients
             ``S`` without forming the n x n density (exact, pooling is linear); not with ``clip_negative``.
@@ -1010,7 +1018,7 @@ def _finish_2d(
             binned[s:e], N[s:e], xlim[s:e], ylim[s:e], status0[s:e], single[s:e], clip_negative, implicit_grad,
             sparse_counts, pool,
         )
-        for s, e in _chunks(B, n, 2, chunk_size)
+        for s, e in _chunks(B, n, 2, chunk_size, binned.device.type)
     ]
     density, bandwidth, t, status = (torch.cat(p) for p in zip(*parts))
     xgrid, ygrid = _grids(xlim, ylim, n)
@@ -1158,7 +1166,7 @@ def _finish_1d(binned, N, lim, status0, single, clip_negative, implicit_grad, ch
     B, n = binned.shape
     parts = [
         _kde1d_from_binned(binned[s:e], N[s:e], lim[s:e], status0[s:e], single[s:e], clip_negative, implicit_grad)
-        for s, e in _chunks(B, n, 1, chunk_size)
+        for s, e in _chunks(B, n, 1, chunk_size, binned.device.type)
     ]
     density, bandwidth, t, status = (torch.cat(p) for p in zip(*parts))
     steps = torch.arange(n, dtype=torch.float64, device=binned.device)

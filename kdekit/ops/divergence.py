@@ -27,9 +27,9 @@ Definitions (sums over ``dim``; ``m = (p + q) / 2``; ``log`` natural unless ``ba
   tables) is reduced, the rest are batch dims. Masked entries are treated as 0 in both (they may hold NaN).
   float16/bfloat16 are computed in float32 and returned in the input dtype.
 - Backends (:func:`kdekit._backend.select`): without a recorded gradient, one fused kernel per call: ``cpp``
-  (``torch.ops.kdekit.divergence``: float64 inputs in float64; float32 inputs get float32 per-entry terms, summed in
-  float64) or ``triton`` (:func:`divergence_triton`, float32). With a gradient the torch path runs (higher-order
-  gradients included).
+  (``torch.ops.kdekit.divergence`` on the CPU: float64 inputs in float64; float32 inputs get float32 per-entry terms,
+  summed in float64), ``cuda`` (the same op on CUDA tensors: every dtype summed in float64) or ``triton``
+  (:func:`divergence_triton`, float32). With a gradient the torch path runs (higher-order gradients included).
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def _divergence(kind: str, p, q, dim: Dims, mask, keepdim: bool, validate: bool,
     if check_mask(mask, "p", p) is not None:  # masked entries count as 0 in both (and may hold NaN)
         p, q = torch.where(mask, p, 0.0), torch.where(mask, q, 0.0)
     ct = compute_dtype(p.dtype)
-    backend = "torch" if needs_grad(p, q) else select(p, ("torch", "cpp", "triton"))
+    backend = "torch" if needs_grad(p, q) else select(p, ("torch", "cpp", "cuda", "triton"))
     if backend == "torch":
         out = finish_reduction(_reference(kind, p.to(ct), q.to(ct), dims), dims, keepdim, ct)
     else:

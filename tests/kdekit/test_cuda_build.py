@@ -65,8 +65,15 @@ def test_nvcc_check_builds_registration_and_kernels(source, tmp_path):
 
 # ---- on a GPU -------------------------------------------------------------------------------------------------------
 
-gpu = pytest.mark.skipif(not (torch.cuda.is_available() and _ext.has_kernel("ccc", "CUDA")),
-                         reason="needs a CUDA device and kdekit._C built with its CUDA kernels")
+needs_cuda_kernels = pytest.mark.skipif(not (torch.cuda.is_available() and _ext.has_kernel("ccc", "CUDA")),
+                                        reason="needs a CUDA device and kdekit._C built with its CUDA kernels")
+
+
+def gpu(test):
+    """A test of the CUDA kernels: marked ``gpu``, skipped without a device, fresh buffers NaN-filled."""
+    return pytest.mark.gpu(pytest.mark.usefixtures("nan_filled_buffers")(needs_cuda_kernels(test)))
+
+
 ops = torch.ops.kdekit
 
 
@@ -214,6 +221,26 @@ def test_divergence_cuda_zero_entries_match_cpu(kind):
     torch.testing.assert_close(out.cpu(), ref, atol=1e-12, rtol=1e-12)
     for gr, rg in zip(grads, ref_grads):
         torch.testing.assert_close(gr.cpu(), rg, atol=1e-12, rtol=1e-12, equal_nan=True)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["kl", "jsd", "tvd"])
+def test_divergence_cuda_flags_rows_with_bad_entries_like_cpu(dtype, kind):
+    """kl/jsd: a row with an infinite, NaN or negative entry is NaN with a zero gradient; tvd takes any reals."""
+    p = torch.tensor([[0.2, 0.3, 0.5], [0.2, float("inf"), 0.5], [0.2, 0.3, 0.5], [0.6, 0.4, -0.1],
+                      [0.0, 0.5, 0.5]], dtype=dtype)
+    q = torch.tensor([[0.3, 0.3, 0.4], [0.3, 0.3, 0.4], [0.3, float("nan"), 0.4], [0.3, 0.3, 0.4],
+                      [0.5, 0.5, 0.0]], dtype=dtype)
+    out, grads = _grads(lambda a, b: ops.divergence(a, b, kind), [p.cuda(), q.cuda()])
+    ref, ref_grads = _grads(lambda a, b: ops.divergence(a, b, kind), [p, q])
+    if kind != "tvd":
+        assert out[1:4].isnan().all() and not out[[0, 4]].isnan().any()
+        assert all((g[1:4] == 0).all() for g in grads)
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(out.cpu(), ref, rtol=rtol, atol=rtol, equal_nan=True)
+    for gr, rg in zip(grads, ref_grads):
+        torch.testing.assert_close(gr.cpu(), rg, rtol=rtol, atol=rtol, equal_nan=True)
 
 
 @gpu

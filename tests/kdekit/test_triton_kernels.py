@@ -16,6 +16,7 @@ from kdekit.ops.hard_histogram import bin_edges, hard_histogram2d_triton  # noqa
 from kdekit.ops.soft_histogram import TRITON_MAX_BINS, soft_histogram2d, soft_histogram2d_triton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = [pytest.mark.gpu] if DEVICE == "cuda" else []  # on a GPU machine: the kernels compiled for the device
 
 
 @pytest.fixture
