@@ -4,8 +4,8 @@
 #   2. builds kdekit._C with its CUDA kernels against the machine's torch (pip install --no-build-isolation -e .);
 #   3. runs every GPU test: pytest -m gpu (CUDA kernels vs CPU kernels and float64 references, every op and dtype,
 #      Triton compiled for the device);
-#   4. optionally (GPU_CHECK_CPU_SUITE=1) the rest of tests/kdekit on the same machine;
-#   5. times W1-W4 with CUDA events (python -m bench --device cuda --quick) and profiles W1/W2 (python -m bench.profile).
+#   4. times W1-W4 with CUDA events (python -m bench --device cuda --quick) and profiles W1/W2 (python -m bench.profile);
+#   5. optionally (GPU_CHECK_CPU_SUITE=1) the rest of tests/kdekit on the same machine (Triton interpreted, as in CI).
 # Logs (setup, build, tests), the results table and the built kdekit._C go to $OUT (default ./gpu_out); the summary is
 # printed last. GPU_CHECK_PREBUILT=path/to/_C*.so reuses a build of the same sources instead of building.
 # Without a CUDA device it stops at once with exit status 2 and says so.
@@ -65,11 +65,11 @@ assert r["cuda"][0] and r["triton"][0], "CUDA or Triton backend unavailable"; pr
 XDIST=()
 "$PY" -c 'import xdist' 2>/dev/null && XDIST=(-n "${GPU_CHECK_WORKERS:-8}")
 stage gpu-tests 300 "$OUT/gpu_tests.log" "$PY" -m pytest -m gpu tests/kdekit -p no:cacheprovider -q -rfE "${XDIST[@]}"
+stage bench 300 "$OUT/bench.md" "$PY" -m bench --device cuda --quick --no-record
+stage profile 120 "$OUT/profile.md" "$PY" -m bench.profile --device cuda
 if [ "${GPU_CHECK_CPU_SUITE:-0}" = 1 ]; then  # the rest of the suite (Triton interpreted, as in CI)
   stage cpu-tests 300 "$OUT/cpu_tests.log" env TRITON_INTERPRET=1 "$PY" -m pytest -m "not gpu" tests/kdekit \
     -p no:cacheprovider -q -rfE "${XDIST[@]}"
 fi
-stage bench 300 "$OUT/bench.md" "$PY" -m bench --device cuda --quick --no-record
-stage profile 120 "$OUT/profile.md" "$PY" -m bench.profile --device cuda
 echo "== summary"
 cat "$SUMMARY"

@@ -305,7 +305,7 @@ def run_sweeps(sweeps: List[registry.Sweep], sizes: registry.Sizes, device: str)
                 continue
             try:
                 fn = sweep.make(value)
-                samples, _ = measure(fn, device, sizes.budget_s / 3, warmup=not times)
+                samples, _ = measure(fn, device, sizes.budget_s / 3, warmup=True)  # each point: new shapes, new kernels
             except Exception as exc:  # noqa: BLE001
                 error = f"{type(exc).__name__}: {str(exc)[:100]}"
                 break

@@ -24,14 +24,14 @@ import torch
 
 from ._backend import use_backend
 from .ops._utils import check_float_tensor
-from .ops.diffusion_kde import diffusion_kde2d
+from .ops.diffusion_kde import default_chunk_bytes, diffusion_kde2d
 from .ops.pooling import pool_density
 
 __all__ = ["DistributionLabels", "pseudo_observations", "labels_from_ratings", "points_to_distribution"]
 
 UNIT_SQUARE = ((-1.0, 1.0), (-1.0, 1.0))
 NOISE_EPS = 1e-12
-# float64 coefficients per KDE chunk in labels_from_ratings (bounds memory at grid 512: 128 items)
+# float64 coefficients per KDE call in labels_from_ratings on the CPU (grid 512: 128 items); a GPU takes larger calls
 _LABEL_CHUNK_BYTES = 256 * 2**20
 
 
@@ -119,7 +119,7 @@ def labels_from_ratings(
     _check_k(k, grid)
     obs = pseudo_observations(ratings.detach().to(torch.float64), n_observations, generator)
     valid = torch.isfinite(obs).all(-1)
-    chunk = max(1, _LABEL_CHUNK_BYTES // (8 * grid * grid))
+    chunk = max(1, max(_LABEL_CHUNK_BYTES, default_chunk_bytes(obs.device)) // (8 * grid * grid))
     parts = []
     for s in range(0, obs.shape[0], chunk):
         res = diffusion_kde2d(

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .labels import points_to_distribution, points_to_distribution_op, pseudo_observations
+from .ops._utils import compute_dtype
 from .ops.ccc import ccc_loss
 
 __all__ = ["DiffusionKDE2d", "KDECrossEntropyLoss", "CCCLoss"]
@@ -81,7 +82,8 @@ class DiffusionKDE2d(nn.Module):
 class KDECrossEntropyLoss(nn.Module):
     """Soft-target cross-entropy ``mean_b(-sum target * log(pred + eps))`` between ``(B, k, k)`` tables.
 
-    ``pred`` is renormalised to sum to 1 per item before the ``eps`` (1e-8, the seed's) is added.
+    ``pred`` is renormalised to sum to 1 per item before the ``eps`` (1e-8, the seed's) is added. Computed in the
+    inputs' dtype (float16/bfloat16 in float32) and returned in ``pred``'s dtype.
     """
 
     def __init__(self, eps: float = 1e-8):
@@ -91,9 +93,10 @@ class KDECrossEntropyLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if pred.shape != target.shape:
             raise ValueError(f"target has shape {tuple(target.shape)} but pred has shape {tuple(pred.shape)}")
-        p = pred.flatten(1).float()
+        ct = compute_dtype(pred.dtype)
+        p = pred.flatten(1).to(ct)
         p = p / p.sum(1, keepdim=True)
-        return -(target.flatten(1).float() * torch.log(p + self.eps)).sum(1).mean().to(pred.dtype)
+        return -(target.flatten(1).to(ct) * torch.log(p + self.eps)).sum(1).mean().to(pred.dtype)
 
 
 class CCCLoss(nn.Module):

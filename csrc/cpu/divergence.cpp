@@ -12,7 +12,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -47,11 +46,17 @@ Kind parse_kind(const std::string& kind) {
 template <typename T>
 using IntOf = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
 
+// std::bit_cast, also for C++17 builds (torch < 2.13 compiles extensions as C++17)
+template <typename To, typename From>
+inline To bit_cast(const From& v) {
+  return __builtin_bit_cast(To, v);
+}
+
 // c ? a : b without a branch
 template <typename T>
 inline T pick(bool c, T a, T b) {
   const IntOf<T> m = -static_cast<IntOf<T>>(c);
-  return std::bit_cast<T>((std::bit_cast<IntOf<T>>(a) & m) | (std::bit_cast<IntOf<T>>(b) & ~m));
+  return bit_cast<T>((bit_cast<IntOf<T>>(a) & m) | (bit_cast<IntOf<T>>(b) & ~m));
 }
 
 // Natural log of a finite positive normal float: v = 2^e (1 + x) with 1 + x in [sqrt(1/2), sqrt(2)), log(1 + x) =
@@ -59,9 +64,9 @@ inline T pick(bool c, T a, T b) {
 // arithmetic), e log 2 added in two parts as in Cephes logf. Its value at 0, denormals, inf and NaN is unspecified
 // (callers discard it).
 inline float log_approx(float v) {
-  const int32_t ix = std::bit_cast<int32_t>(v) - 0x3f3504f3;  // 0x3f3504f3 = sqrt(1/2)
+  const int32_t ix = bit_cast<int32_t>(v) - 0x3f3504f3;  // 0x3f3504f3 = sqrt(1/2)
   const float e = static_cast<float>(ix >> 23);
-  const float x = std::bit_cast<float>((ix & 0x007fffff) + 0x3f3504f3) - 1.0f;
+  const float x = bit_cast<float>((ix & 0x007fffff) + 0x3f3504f3) - 1.0f;
   const float z = x * x;
   float y = 8.700361848e-02f;
   y = y * x - 1.426747888e-01f;

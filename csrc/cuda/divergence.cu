@@ -69,6 +69,10 @@ __global__ void divergence_bwd(const double* grad, const T* p, const T* q, T* gp
   const double v = kind == kTVD ? 0.0 : row_divergence(pb, qb, K, kind, shared);
   const double g = isnan(v) || (kind == kJSD && v < 0) ? 0.0 : grad[b];  // NaN row, or jsd clamped at 0
   for (int64_t i = threadIdx.x; i < K; i += kThreads) {
+    if (g == 0) {  // also where the derivative itself is NaN or infinite (as the CPU kernel)
+      gp[b * K + i] = gq[b * K + i] = static_cast<T>(0);
+      continue;
+    }
     const double pi = static_cast<double>(pb[i]), qi = static_cast<double>(qb[i]);
     double dp, dq;
     if (kind == kKL) {

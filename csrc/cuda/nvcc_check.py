@@ -2,9 +2,10 @@
 ``tests/kdekit/test_cuda_build.py``). Works with a CPU-only torch wheel, which ships the c10/ATen CUDA headers.
 
 Flags: those ``setup.py``'s ``CUDAExtension`` compiles with (torch's ``COMMON_NVCC_FLAGS``, the extension defines,
-torch's include dirs, :data:`NVCC_FLAGS`), plus ``-arch=sm_90 -Xcompiler -fPIC --Werror all-warnings``. A CPU wheel
-lacks the generated ``c10/cuda/impl/cuda_cmake_macros.h`` (it only defines ``C10_CUDA_BUILD_SHARED_LIBS``, used on
-Windows), so ``-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE`` skips it when it is absent.
+torch's include dirs, :data:`NVCC_FLAGS`, the C++ standard of :func:`cxx_standard_flag`), plus ``-arch=sm_90
+-Xcompiler -fPIC --Werror all-warnings``. A CPU wheel lacks the generated ``c10/cuda/impl/cuda_cmake_macros.h`` (it
+only defines ``C10_CUDA_BUILD_SHARED_LIBS``, used on Windows), so ``-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE`` skips it when
+it is absent.
 
     python csrc/cuda/nvcc_check.py [--out-dir DIR] [--jobs J] FILE.cu ...   (objects go to DIR, else /dev/null)
 
@@ -17,7 +18,16 @@ import shlex
 import subprocess
 import sys
 
-NVCC_FLAGS = ["-O3", "-std=c++20"]  # also used by setup.py; torch's headers need C++20
+NVCC_FLAGS = ["-O3"]  # also used by setup.py, where cpp_extension adds the C++ standard (cxx_standard_flag)
+
+
+def cxx_standard_flag() -> str:
+    """The ``-std`` flag ``torch.utils.cpp_extension`` gives extensions for the installed torch: C++20 from torch 2.13
+    (its headers need it), C++17 before (the standard libtorch itself was built with)."""
+    import torch
+
+    major, minor = (int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+    return "-std=c++20" if (major, minor) >= (2, 13) else "-std=c++17"
 
 
 def command(source: str, output: str = "/dev/null") -> list:
@@ -28,7 +38,8 @@ def command(source: str, output: str = "/dev/null") -> list:
     defines = ["-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_C"]
     if not os.path.exists(os.path.join(includes[0], "c10", "cuda", "impl", "cuda_cmake_macros.h")):
         defines.append("-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE")
-    return (["nvcc", "-c", *NVCC_FLAGS, "-arch=sm_90", "-Xcompiler", "-fPIC", "--Werror", "all-warnings",
+    return (["nvcc", "-c", *NVCC_FLAGS, cxx_standard_flag(), "-arch=sm_90", "-Xcompiler", "-fPIC", "--Werror",
+             "all-warnings",
              *COMMON_NVCC_FLAGS, *defines] + [f"-I{d}" for d in includes] + [source, "-o", output])
 
 

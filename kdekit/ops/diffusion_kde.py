@@ -56,7 +56,8 @@ Every item of a batch ``(B, N)`` gets its own bandwidth from Botev's fixed point
 
 dtypes: float64 and float32 computed in themselves (the fixed point always in float64); float16/bfloat16 in float32
 and returned in the input dtype. Items are processed in chunks of ``chunk_size`` (default: about 32 MiB of float64
-coefficients per chunk on the CPU, 512 MiB on a GPU) to bound memory; all items of a chunk are computed together.
+coefficients per chunk on the CPU, 1/16 of the free memory on a GPU: :func:`default_chunk_bytes`) to bound memory;
+all items of a chunk are computed together.
 """
 from __future__ import annotations
 
@@ -94,9 +95,6 @@ _NEG_PI2 = -(math.pi**2)
 # (they cannot change a sum of normal numbers, and subnormal arithmetic is ~10x slower)
 _EXP_ZERO = 708.4
 _TINY64 = torch.finfo(torch.float64).tiny
-# float64 coefficients per chunk by device type: small on the CPU (cache), large on a GPU (one launch per op for
-# many items; fewer host round trips)
-_DEFAULT_CHUNK_BYTES = {"cpu": 32 * 2**20, "cuda": 512 * 2**20}
 # five-point central difference of f and psi in t (implicit gradient): t0 + h * node, h = _FD_STEP * t0
 _FD_STEP = 1e-3
 _FD_NODES = (-2.0, -1.0, 1.0, 2.0)
@@ -624,10 +622,25 @@ def _prepare_points(names, arrays, mask, lengths):
     return arrays, valid & finite, bad_input
 
 
-def _chunks(B: int, n: int, dim: int, chunk_size: Optional[int], device_type: str = "cpu"):
+def default_chunk_bytes(device) -> int:
+    """float64 coefficient bytes per chunk of items: 32 MiB on the CPU (cache-sized); on a GPU 1/16 of the free device
+    memory within [256 MiB, 4 GiB] (a chunk's intermediates take about ten times its coefficients; large chunks
+    mean one launch per op for many items)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(min(4 * 2**30, max(256 * 2**20, free // 16)))
+    return 32 * 2**20
+
+
+def _concat(parts) -> torch.Tensor:
+    """The chunks' results as one tensor (no copy for a single chunk)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _chunks(B: int, n: int, dim: int, chunk_size: Optional[int], device="cpu"):
     if chunk_size is None:
-        budget = _DEFAULT_CHUNK_BYTES.get(device_type, _DEFAULT_CHUNK_BYTES["cpu"])
-        chunk_size = max(1, budget // (8 * n**dim))
+        chunk_size = max(1, default_chunk_bytes(device) // (8 * n**dim))
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     return [(s, min(B, s + chunk_size)) for s in range(0, B, chunk_size)]
@@ -796,7 +809,8 @@ def _kde2d_from_binned(
     gy = _smoothing_weights(tx1, k2, cdtype)
     if pool is None:
         smoothed = a_raw * (gx[:, :, None] * gy[:, None, :])
-        smoothed = torch.where(smoothed.abs() < torch.finfo(cdtype).tiny, 0.0, smoothed)  # no subnormals
+        if smoothed.device.type == "cpu":  # no subnormals: ~10x slower arithmetic on a CPU (a GPU does not care)
+            smoothed = torch.where(smoothed.abs() < torch.finfo(cdtype).tiny, 0.0, smoothed)
         density = idct2(smoothed) * (n / wx)[:, None, None] * (n / wy)[:, None, None]
         flat = (1 / (wx * wy))[:, None, None].expand_as(density)
     else:
@@ -856,7 +870,7 @@ def diffusion_kde2d(
         histogram: "hard" (numpy histogram2d bins) or "soft" (differentiable; ``sharpness`` = the logistic slope).
         clip_negative: raise density values below the dtype's eps to eps (seed / MATLAB 2015); no renormalisation.
         implicit_grad: differentiate t* by the implicit function theorem; False detaches t*.
-        chunk_size: items per chunk (memory bound of the torch path); None = about 32 MiB (CUDA: 512 MiB) of float64
+        chunk_size: items per chunk (memory bound of the torch path); None = :func:`default_chunk_bytes` of float64
             coefficients per chunk.
         pool: if given (k, dividing n), ``density`` holds the (B, k, k) block probabilities (block sums / total,
             as :func:`~kdekit.ops.pooling.pool_density`) computed as ``R^T S R`` from the smoothed coefficients
@@ -1018,9 +1032,9 @@ def _finish_2d(
             binned[s:e], N[s:e], xlim[s:e], ylim[s:e], status0[s:e], single[s:e], clip_negative, implicit_grad,
             sparse_counts, pool,
         )
-        for s, e in _chunks(B, n, 2, chunk_size, binned.device.type)
+        for s, e in _chunks(B, n, 2, chunk_size, binned.device)
     ]
-    density, bandwidth, t, status = (torch.cat(p) for p in zip(*parts))
+    density, bandwidth, t, status = (_concat(p) for p in zip(*parts))
     xgrid, ygrid = _grids(xlim, ylim, n)
     return KDE2dResult(
         density.to(out_dtype),
@@ -1166,9 +1180,9 @@ def _finish_1d(binned, N, lim, status0, single, clip_negative, implicit_grad, ch
     B, n = binned.shape
     parts = [
         _kde1d_from_binned(binned[s:e], N[s:e], lim[s:e], status0[s:e], single[s:e], clip_negative, implicit_grad)
-        for s, e in _chunks(B, n, 1, chunk_size, binned.device.type)
+        for s, e in _chunks(B, n, 1, chunk_size, binned.device)
     ]
-    density, bandwidth, t, status = (torch.cat(p) for p in zip(*parts))
+    density, bandwidth, t, status = (_concat(p) for p in zip(*parts))
     steps = torch.arange(n, dtype=torch.float64, device=binned.device)
     grid = steps * ((lim[:, 1:] - lim[:, :1]) / n) + lim[:, :1]
     return KDE1dResult(

@@ -24,7 +24,8 @@ and ``weights``.
 
 Backends (:func:`kdekit._backend.select`) of :func:`soft_histogram2d`: ``torch`` (the reference above: sigmoid matrices
 and one ``bmm``), ``cpp``/``cuda`` (``torch.ops.kdekit.soft_histogram2d``: fused, tiles of points, the input dtype) and
-``triton`` (:func:`soft_histogram2d_triton`, float32 accumulation, ``bins <= TRITON_MAX_BINS``). The fused kernels never
+``triton`` (:func:`soft_histogram2d_triton`, float32 accumulation, ``bins <= TRITON_MAX_BINS``; beyond it the automatic
+choice takes the CUDA kernel up to ``CUDA_MAX_BINS``, then the torch path). The fused kernels never
 build the ``(B, N, bins)`` matrices, recompute them in the backward pass and own every output element in one
 thread/program (no atomics: deterministic). :func:`soft_histogram1d` always takes the torch path.
 """
@@ -35,7 +36,7 @@ from typing import Optional
 
 import torch
 
-from .._backend import select
+from .._backend import _status, forced_backend, select
 from ._utils import Range, check_bins, compute_dtype, register_backward_op, resolve_range, tl, triton, triton_jit
 from .hard_histogram import batch_points, bin_edges, resolve_range2d
 from .pooling import normalize_per_item
@@ -133,7 +134,7 @@ def soft_histogram2d(
     out_dtype, acc = x.dtype, compute_dtype(x.dtype)
     x, y = x.to(acc), y.to(acc)
     rx, ry = resolve_range2d(range, x.shape[0], x.device, acc)
-    backend = select(x, ("torch", "cpp", "cuda", "triton"))
+    backend = _backend_for_bins(select(x, ("torch", "cpp", "cuda", "triton")), bins)
     if torch.is_grad_enabled() and (rx.requires_grad or ry.requires_grad):
         backend = "torch"  # the kernels differentiate the points and weights, not the range
     if backend == "torch":
@@ -146,6 +147,19 @@ def soft_histogram2d(
         hist = normalize_per_item(hist, (-2, -1))
     hist = hist.to(out_dtype)
     return hist[0] if unbatched else hist
+
+
+def _backend_for_bins(backend: str, bins: int) -> str:
+    """The automatic choice moved to a kernel that takes ``bins``: Triton up to :data:`TRITON_MAX_BINS`, then the
+    CUDA kernel up to :data:`CUDA_MAX_BINS`, then the torch path. A forced backend is kept (and says so when the
+    bins are too many for it)."""
+    if forced_backend() is not None:
+        return backend
+    if backend == "triton" and bins > TRITON_MAX_BINS:
+        backend = "cuda" if bins <= CUDA_MAX_BINS and _status("cuda")[0] else "torch"
+    if backend == "cuda" and bins > CUDA_MAX_BINS:
+        backend = "torch"
+    return backend
 
 
 def _soft_histogram2d_fused(backend: str, x, y, rx, ry, bins: int, sharpness: float, valid, weights) -> torch.Tensor:
@@ -171,6 +185,7 @@ def _soft_histogram2d_fused(backend: str, x, y, rx, ry, bins: int, sharpness: fl
 # float32; outputs are float32 (the caller casts back). On CUDA tensors, or CPU tensors under TRITON_INTERPRET=1.
 
 TRITON_MAX_BINS = 128
+CUDA_MAX_BINS = 256  # the CUDA backward's per-thread buffers (csrc/cuda/soft_histogram.cu, kMaxBins)
 
 
 @triton_jit

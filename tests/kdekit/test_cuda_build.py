@@ -4,6 +4,7 @@ machine with a GPU and a CUDA build of kdekit._C, the kernels against the CPU ke
 references and fp64 gradcheck, plus determinism and argument checks."""
 import pathlib
 import re
+import runpy
 import shlex
 import shutil
 import subprocess
@@ -50,7 +51,8 @@ def test_nvcc_check_builds_registration_and_kernels(source, tmp_path):
     command, *diagnostics = run.stdout.strip().splitlines()
     assert diagnostics == [] and run.stderr == ""  # --Werror all-warnings: no output but the command itself
     command = shlex.split(command)
-    assert {"-std=c++20", "-arch=sm_90", "all-warnings", f"-I{torch.utils.cpp_extension.include_paths()[0]}"} \
+    standard = runpy.run_path(str(CUDA_DIR / "nvcc_check.py"))["cxx_standard_flag"]()  # cpp_extension's choice
+    assert {standard, "-arch=sm_90", "all-warnings", f"-I{torch.utils.cpp_extension.include_paths()[0]}"} \
         <= set(command)
     obj = tmp_path / f"{source}.o"
     symbols = subprocess.run(["nm", "-C", str(obj)], capture_output=True, text=True, check=True).stdout

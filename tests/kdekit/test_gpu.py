@@ -392,3 +392,10 @@ def test_module_and_loss_train_on_device():
         opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_soft_histogram2d_with_more_bins_than_triton_takes_on_the_automatic_backend(tol):
+    """grid 256 (bins > TRITON_MAX_BINS): the automatic choice moves to a kernel that takes them."""
+    x, y = _points(2, 30, seed=26)
+    _compare(lambda x, y: kdekit.soft_histogram2d(x, y, 256, UNIT, 8.0), [x, y], torch.float32, "auto",
+             tol[torch.float32])

@@ -309,3 +309,20 @@ def test_range_gradient_on_the_default_backend_equals_the_torch_path():
         grads[name] = rng.grad
     assert grads["cpp"] is not None and grads["cpp"].abs().sum() > 0
     torch.testing.assert_close(grads["cpp"], grads["torch"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cuda_available", [True, False])
+def test_automatic_choice_takes_a_kernel_that_supports_the_bins(monkeypatch, cuda_available):
+    """On a GPU the automatic choice is Triton, which takes at most TRITON_MAX_BINS bins (grid 256 raised there):
+    beyond it the CUDA kernel (up to CUDA_MAX_BINS, when built), then the torch path; a forced backend is kept."""
+    from kdekit.ops import soft_histogram as sh
+
+    monkeypatch.delenv("KDEKIT_BACKEND", raising=False)
+    monkeypatch.setattr(sh, "_status", lambda name: (cuda_available, "test"))
+    assert sh._backend_for_bins("triton", sh.TRITON_MAX_BINS) == "triton"
+    assert sh._backend_for_bins("triton", sh.CUDA_MAX_BINS) == ("cuda" if cuda_available else "torch")
+    assert sh._backend_for_bins("triton", sh.CUDA_MAX_BINS + 1) == "torch"
+    assert sh._backend_for_bins("cuda", 2 * sh.CUDA_MAX_BINS) == "torch"
+    assert sh._backend_for_bins("cpp", 1024) == "cpp"
+    with use_backend("triton"):
+        assert sh._backend_for_bins("triton", 2 * sh.TRITON_MAX_BINS) == "triton"
