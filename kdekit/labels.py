@@ -25,7 +25,7 @@ import torch
 from ._backend import use_backend
 from .ops._utils import check_float_tensor
 from .ops.diffusion_kde import default_chunk_bytes, diffusion_kde2d
-from .ops.pooling import pool_density
+from .ops.pooling import pool_density, probability_table
 
 __all__ = ["DistributionLabels", "pseudo_observations", "labels_from_ratings", "points_to_distribution"]
 
@@ -113,7 +113,8 @@ def labels_from_ratings(
     / total. All items at once (in memory-bounded chunks). Items without annotators get a uniform table and status
     NO_POINTS; items where kde_diffusion would fail get the fallback bandwidth and their status (never an error).
     ``clip_negative`` as in :func:`~kdekit.ops.diffusion_kde.diffusion_kde2d` (the seed clipped; kde_diffusion
-    does not); probs are float64.
+    does not); probs are float64, >= 0 and sum to 1 (:func:`~kdekit.ops.pooling.probability_table`: a block whose
+    KDE mass is negative counts as 0).
     """
     _check_ratings(ratings)
     _check_k(k, grid)
@@ -132,7 +133,7 @@ def labels_from_ratings(
             implicit_grad=False,
             pool=None if clip_negative else k,
         )
-        probs = pool_density(res.density, k) if clip_negative else res.density
+        probs = probability_table(pool_density(res.density, k) if clip_negative else res.density)
         parts.append((probs, res.status, res.converged, res.bandwidth))
     probs, status, converged, bandwidth = (torch.cat(p) for p in zip(*parts))
     return DistributionLabels(probs, status, converged, bandwidth)
@@ -150,11 +151,16 @@ def points_to_distribution(
     lengths: Optional[torch.Tensor] = None,
     implicit_grad: bool = True,
     clip_negative: bool = False,
+    out_dtype: Optional[torch.dtype] = None,
 ) -> DistributionLabels:
     """Differentiable ``k x k`` tables from points ``x, y`` (B, N): soft histogram -> diffusion KDE -> pooled.
 
-    Gradients reach ``x, y`` through the soft histogram and (``implicit_grad``) the bandwidth. probs has the
-    points' dtype (float16/bfloat16 computed in float32).
+    Gradients reach ``x, y`` through the soft histogram and (``implicit_grad``) the bandwidth, finite for every item
+    (:class:`~kdekit.ops.diffusion_kde.KDEStatus` says which rule applied). probs has the points' dtype unless
+    ``out_dtype`` is given (float16/bfloat16 are computed in float32; ``out_dtype=torch.float32`` returns that
+    precision: float16-in, float32-out); every table is >= 0 and sums to 1 in every dtype: the pooled KDE mass is
+    clamped at 0 and renormalised (:func:`~kdekit.ops.pooling.probability_table`; float32 rounding and the KDE's
+    Gibbs lobes can give blocks down to about -1e-7).
     """
     _check_k(k, grid)
     res = diffusion_kde2d(
@@ -168,8 +174,11 @@ def points_to_distribution(
         sharpness=sharpness,
         clip_negative=clip_negative,
         implicit_grad=implicit_grad,
+        pool=None if clip_negative else k,  # block masses straight from the spectrum, in the compute dtype
+        out_dtype=out_dtype,
     )
-    return DistributionLabels(pool_density(res.density, k), res.status, res.converged, res.bandwidth)
+    blocks = pool_density(res.density, k) if clip_negative else res.density
+    return DistributionLabels(probability_table(blocks), res.status, res.converged, res.bandwidth)
 
 
 

@@ -79,9 +79,11 @@ def resolve_mask(
             raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
         if mask.shape != x.shape:
             raise ValueError(f"mask has shape {tuple(mask.shape)} but the points have shape {tuple(x.shape)}")
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = valid), got {mask.dtype}")
         if mask.device != x.device:
             raise ValueError(f"mask is on {mask.device} but the points are on {x.device}")
-        return mask.to(torch.bool)
+        return mask
     if lengths is not None:
         if not isinstance(lengths, torch.Tensor):
             lengths = torch.as_tensor(lengths)
@@ -126,6 +128,22 @@ def resolve_range(name: str, rng, batch: int, device, dtype) -> torch.Tensor:
         bad = int(torch.nonzero(r[:, 0] >= r[:, 1])[0, 0])
         raise ValueError(f"{name} needs lo < hi, got lo={r[bad, 0].item()} hi={r[bad, 1].item()} (item {bad})")
     return r
+
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(reduction) -> str:
+    """Raise unless ``reduction`` is one of torch's loss reductions."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def reduce_loss(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    """``loss`` (per item) reduced as torch losses do: ``"mean"``, ``"sum"`` or ``"none"`` (unchanged)."""
+    check_reduction(reduction)
+    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
 
 
 def triton_jit(fn):

@@ -10,16 +10,20 @@ Conventions (sums over the valid entries along ``dim``; ``n`` = their count)::
 ``torchmetrics.functional.concordance_corrcoef`` and the seed code (MIA ``metrics.py``); the two differ by O(1/n).
 
 - Shapes: ``pred`` and ``target`` have the same shape; ``dim`` (int or tuple) is reduced, every other dim is a batch
-  dim. ``mask`` (bool, same shape) marks valid entries; masked entries may hold anything, NaN included.
+  dim. The default ``dim=0`` reduces over the samples, as torchmetrics does: ``(N,)`` gives one value, ``(N, d)``
+  one per column (e.g. activation and valence); pass ``dim=-1`` for ``(B, N)`` rows. ``mask`` (bool, same shape)
+  marks valid entries; masked entries may hold anything, NaN included.
 - Undefined results are NaN, per item, never an exception: fewer than ``ddof + 1`` valid entries, a zero CCC
   denominator (both inputs constant and equal), or a constant input for Pearson. Such items get zero gradients, so a
   ``nanmean`` loss over a batch stays finite. NaN in a *valid* entry gives NaN for that item only.
 - Numerics: corrected two-pass (inputs are centred before any product, see ``_moments``), so large offsets do not
-  cancel and constant inputs give zero variance. float16/bfloat16 are computed in float32 and returned in the input
-  dtype.
+  cancel and constant inputs give zero variance; each item is divided by its largest magnitude first (CCC and
+  Pearson are scale-free), so finite inputs never overflow the squares (1e200 in float64, 1e20 in float32).
+  float16/bfloat16 are computed in float32 and returned in the input dtype.
 - Backends (:func:`kdekit._backend.select`): without a mask and without a recorded gradient, :func:`ccc` runs one
   fused kernel: ``cpp``/``cuda`` (``torch.ops.kdekit.ccc``, float64 accumulation) or ``triton`` (:func:`ccc_triton`,
-  float32 accumulation, any input strides). Masks and gradients take the torch path (which also has higher-order
+  float32 accumulation, any input strides); items it returns as NaN are recomputed on the (scaled) torch path, so
+  huge inputs give the same finite result. Masks and gradients take the torch path (which also has higher-order
   gradients).
 - :class:`CCCMoments` accumulates the moments in float64 with Chan et al.'s pairwise merge, so CCC over data split
   across batches or ranks equals CCC over all of it (not an average of per-part CCCs).
@@ -32,8 +36,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .._backend import select
-from ._utils import (call_without_autograd, check_float_tensor, check_same, compute_dtype, register_backward_op, tl,
-                     triton, triton_jit)
+from ._utils import (call_without_autograd, check_float_tensor, check_same, compute_dtype, reduce_loss,
+                     register_backward_op, tl, triton, triton_jit)
 
 Dims = Union[int, Sequence[int]]
 Moments = Tuple[torch.Tensor, ...]  # (n, mean_x, mean_y, mean_x - mean_y, M2_x, M2_y, C_xy)
@@ -254,28 +258,42 @@ def _(grad, x, y, unbiased):
 register_backward_op(ccc_triton, ccc_triton_backward, differentiable=(0, 1))
 
 
+def _scaled_moments(pred, target, dims: Tuple[int, ...], mask) -> Moments:
+    """:func:`_moments` of ``pred / s`` and ``target / s`` in the compute dtype, ``s`` = the item's largest valid
+    magnitude (a constant: CCC and Pearson do not change, and no square overflows)."""
+    ct = compute_dtype(pred.dtype)
+    x, y = pred.to(ct), target.to(ct)
+    with torch.no_grad():
+        mag = torch.maximum(x.abs(), y.abs())
+        if mask is not None:
+            mag = torch.where(mask, mag, 0.0)
+        s = mag.amax(dims, keepdim=True)
+        s = torch.where(torch.isfinite(s) & (s > 0), s, 1.0)
+    return _moments(x / s, y / s, dims, mask)
+
+
 def ccc(
     pred: torch.Tensor,
     target: torch.Tensor,
-    dim: Dims = -1,
+    dim: Dims = 0,
     mask: Optional[torch.Tensor] = None,
     unbiased: bool = False,
     keepdim: bool = False,
 ) -> torch.Tensor:
-    """Lin's concordance correlation coefficient of ``pred`` and ``target`` along ``dim``.
+    """Lin's concordance correlation coefficient along ``dim`` (default 0: the samples), population moments by
+    default (Lin 1989), ``unbiased=True`` for sample moments (torchmetrics ``concordance_corrcoef``, the seed).
 
     Args:
         pred, target: floating tensors of one shape, dtype and device.
-        dim: dim(s) reduced; the rest are batch dims.
+        dim: dim(s) reduced (default 0: ``(N,)`` -> one value, ``(N, d)`` -> one per column); the rest are batch dims.
         mask: optional bool tensor of ``pred``'s shape, True = valid.
-        unbiased: False = population moments (Lin); True = ddof 1 (torchmetrics ``ConcordanceCorrCoef``, seed).
+        unbiased: False = population moments (ddof 0); True = ddof 1.
         keepdim: keep the reduced dims with size 1.
 
     Returns:
         CCC in ``[-1, 1]``, shape of ``pred`` without ``dim``, dtype of ``pred``; NaN where undefined (module doc).
     """
     dims, mask = _check_pair(pred, target, dim, mask)
-    ct = compute_dtype(pred.dtype)
     if mask is None and not needs_grad(pred, target):
         backend = select(pred, ("torch", "cpp", "cuda", "triton"))
         if backend != "torch":
@@ -283,63 +301,76 @@ def ccc(
             if backend == "triton":
                 out = call_without_autograd(ccc_triton, x, y, unbiased)
             else:
-                if x.dtype != ct:
-                    x, y = x.to(ct), y.to(ct)
-                out = call_without_autograd(torch.ops.kdekit.ccc.default, x, y, unbiased)
+                ct = compute_dtype(pred.dtype)
+                out = call_without_autograd(torch.ops.kdekit.ccc.default, x.to(ct), y.to(ct), unbiased)
+            undefined = torch.isnan(out)
+            if bool(undefined.any()):  # undefined, or moments that overflowed: the scaled torch path decides
+                rows = undefined.nonzero().squeeze(-1)
+                m = _scaled_moments(x[rows], y[rows], (1,), None)
+                out = out.index_put((rows,), _ccc_from_moments(m, unbiased).squeeze(1).to(out.dtype))
             out = out.reshape(shape)
             return out if out.dtype == pred.dtype else out.to(pred.dtype)
-    m = _moments(pred.to(ct), target.to(ct), dims, mask)
+    m = _scaled_moments(pred, target, dims, mask)
     return finish_reduction(_ccc_from_moments(m, unbiased), dims, keepdim, pred.dtype)
 
 
 def ccc_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
-    dim: Dims = -1,
+    dim: Dims = 0,
     mask: Optional[torch.Tensor] = None,
     unbiased: bool = False,
-    keepdim: bool = False,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """``1 - ccc(...)`` per item (same arguments and shape as :func:`ccc`); average it yourself, e.g. over A/V."""
-    return 1.0 - ccc(pred, target, dim=dim, mask=mask, unbiased=unbiased, keepdim=keepdim)
+    """``1 - ccc(...)`` (population moments by default; arguments as :func:`ccc`), reduced over the remaining dims
+    by ``reduction`` (``"mean"`` | ``"sum"`` | ``"none"``: per item, the shape of :func:`ccc`'s result)."""
+    return reduce_loss(1.0 - ccc(pred, target, dim=dim, mask=mask, unbiased=unbiased), reduction)
 
 
 def pearson(
     pred: torch.Tensor,
     target: torch.Tensor,
-    dim: Dims = -1,
+    dim: Dims = 0,
     mask: Optional[torch.Tensor] = None,
     keepdim: bool = False,
 ) -> torch.Tensor:
-    """Pearson correlation of ``pred`` and ``target`` along ``dim`` (= ``scipy.stats.pearsonr``), clamped to [-1, 1].
+    """Pearson correlation along ``dim`` (default 0: the samples; = ``scipy.stats.pearsonr``), clamped to [-1, 1].
 
     Arguments as :func:`ccc`. NaN where fewer than 2 valid entries or either input is constant.
     """
     dims, mask = _check_pair(pred, target, dim, mask)
-    ct = compute_dtype(pred.dtype)
-    m = _moments(pred.to(ct), target.to(ct), dims, mask)
+    m = _scaled_moments(pred, target, dims, mask)
     return finish_reduction(_pearson_from_moments(m), dims, keepdim, pred.dtype)
 
 
 class CCCMoments:
-    """Streaming, mergeable CCC/Pearson moments ``(n, mean_x, mean_y, mean_x - mean_y, M2_x, M2_y, C_xy)``, float64.
+    """Streaming, mergeable CCC/Pearson moments ``(n, mean_x, mean_y, mean_x - mean_y, M2_x, M2_y, C_xy)``, float64;
+    CCC with population moments unless ``unbiased``.
 
-    ``update`` reduces each batch along ``dim`` (same meaning as in :func:`ccc`, so the state has the shape of
-    ``ccc``'s result) and merges it with Chan et al.'s pairwise formulas; the state is detached (use :func:`ccc`
-    for losses). ``merge`` adds another accumulator, ``all_reduce`` returns the accumulator over all ranks,
-    ``compute`` gives the CCC of everything seen, equal to :func:`ccc` on the concatenated data.
+    ``update`` reduces each batch along ``dim`` (same meaning and default as in :func:`ccc`: 0, the samples, so the
+    state has the shape of ``ccc``'s result) and merges it with Chan et al.'s pairwise formulas; the state is
+    detached (use :func:`ccc` for losses). ``merge`` adds another accumulator, ``all_reduce`` returns the
+    accumulator over all ranks, ``compute`` gives the CCC of everything seen, equal to :func:`ccc` on the
+    concatenated data, in the dtype of the data seen; ``reset`` starts over. (Unscaled float64 moments: values up to
+    ~1e150.) With torchmetrics installed, :class:`kdekit.metrics.ConcordanceCorrCoef` wraps it as a ``Metric``.
 
     Example (DDP evaluation)::
 
-        acc = CCCMoments(dim=0)                  # pred/target (batch, 2): one CCC per output column
+        acc = CCCMoments()                       # pred/target (batch, 2): one CCC per output column
         for pred, target in loader:
             acc.update(pred, target)
         ccc_av = acc.all_reduce().compute()      # same on every rank
     """
 
-    def __init__(self, dim: Dims = -1):
-        self.dim = dim
+    def __init__(self, dim: Dims = 0, unbiased: bool = False):
+        self.dim, self.unbiased = dim, unbiased
         self.state: Optional[Moments] = None
+        self.dtype: Optional[torch.dtype] = None
+
+    def reset(self) -> "CCCMoments":
+        """Forget the data seen. Returns ``self``."""
+        self.state, self.dtype = None, None
+        return self
 
     def update(self, pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> "CCCMoments":
         """Add a batch (``mask``: bool, True = valid). Returns ``self``."""
@@ -347,6 +378,7 @@ class CCCMoments:
         with torch.no_grad():
             m = _moments(pred.detach().to(torch.float64), target.detach().to(torch.float64), dims, mask)
             self._merge_state(tuple(t.squeeze(dims) for t in m), "the batch")
+        self.dtype = pred.dtype if self.dtype is None else torch.promote_types(self.dtype, pred.dtype)
         return self
 
     def merge(self, other: "CCCMoments") -> "CCCMoments":
@@ -358,6 +390,7 @@ class CCCMoments:
                 raise ValueError(f"other is on {other.state[0].device} but this accumulator is on "
                                  f"{self.state[0].device}")
             self._merge_state(other.state, "other")
+            self.dtype = other.dtype if self.dtype is None else torch.promote_types(self.dtype, other.dtype)
         return self
 
     def all_reduce(self, group=None) -> "CCCMoments":
@@ -367,7 +400,8 @@ class CCCMoments:
         Every rank must call it (a collective) after at least one ``update`` with the same state shape; with NCCL the
         state must be on the rank's GPU (it lives on the device of the data given to ``update``).
         """
-        out = CCCMoments(self.dim)
+        out = CCCMoments(self.dim, self.unbiased)
+        out.dtype = self.dtype
         if self.state is None:
             raise RuntimeError("CCCMoments.all_reduce() before any update(): every rank needs a state of one shape")
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -385,13 +419,14 @@ class CCCMoments:
         out.state = (n_all, g_x, g_y, g_diff, second[0], second[1], second[2])
         return out
 
-    def compute(self, unbiased: bool = False) -> torch.Tensor:
-        """CCC of all data seen (float64, state shape); ``unbiased`` as in :func:`ccc`."""
-        return _ccc_from_moments(self._require_state(), unbiased)
+    def compute(self, unbiased: Optional[bool] = None) -> torch.Tensor:
+        """CCC of all data seen (state shape, the data's dtype); ``unbiased`` overrides the accumulator's."""
+        unbiased = self.unbiased if unbiased is None else unbiased
+        return _ccc_from_moments(self._require_state(), unbiased).to(self.dtype)
 
     def pearson(self) -> torch.Tensor:
-        """Pearson correlation of all data seen (float64, state shape)."""
-        return _pearson_from_moments(self._require_state())
+        """Pearson correlation of all data seen (state shape, the data's dtype)."""
+        return _pearson_from_moments(self._require_state()).to(self.dtype)
 
     def _require_state(self) -> Moments:
         if self.state is None:

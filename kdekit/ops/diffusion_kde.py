@@ -19,10 +19,15 @@ Every item of a batch ``(B, N)`` gets its own bandwidth from Botev's fixed point
 * **Root.** :data:`KDEStatus.BRENTQ`: scipy's ``brentq`` on ``[0, 0.1]`` (``xtol=2e-12``, ``rtol=4 eps``, 100
   iterations), reproduced step by step with per-item state, so it returns the same root as kde_diffusion, also on
   sets with several roots. A NaN value of ``f`` during the iteration fails the item, as scipy's NaN check does.
-  Items where it fails fall back to :data:`KDEStatus.SMALLEST_ROOT` (Botev 2015: scan ``t`` on a log grid with ratio
-  ``sqrt 2`` from ``0.01 / n^2`` to 4, first sign change between two finite values, refined by the same Brent), else
-  :data:`KDEStatus.MIN_ABS_F` (argmin of ``|f|`` over the finite scan values, refined by two finer scans). ``f`` is
-  NaN for ``t >~ 1`` (negative sum under a fractional power): such values are masked, never raised.
+  Items where it fails (kde_diffusion raises there) get Botev's 2015 rules, kept where a bandwidth means something on
+  the grid: on ``[t_lo, 0.1]`` with ``t_lo = 1 / n^2`` (a bandwidth of one bin; 0.1 is the 2015 code's cap of its
+  growing bracket), :data:`KDEStatus.SMALLEST_ROOT` is the first sign change of ``f`` on a log scan (ratio
+  ``sqrt 2``) refined by the same Brent (the 2015 code grows its bracket from ``~1e-12`` and can return roots below
+  one bin), else :data:`KDEStatus.MIN_ABS_F` is the argmin of ``|f|`` there (the 2015 code's ``fminbnd(|f|, 0,
+  0.1)``; lightkde does the same), refined by two finer scans. Their per-axis times are clamped to ``[t_lo, 1]``, so
+  every fallback bandwidth lies between one bin and the limits' range on each axis (1-D: ``sqrt(t*)``, already in
+  ``[1/n, 0.32]`` of the range). ``f`` is NaN for ``t >~ 1`` (negative sum under a fractional power): such values
+  are masked, never raised.
 * **Density.** 2-D per-axis times ``tx1, tx2`` at ``t*`` (where they are not finite, e.g. psi underflow at the
   large ``t*`` of a fallback item, ``t*`` itself on both axes), Gaussian smoothing in DCT space (reflecting boundary),
   inverse DCT, scaled by ``n / width`` per axis; indexed ``[x, y]``; grids are the **left bin edges** (as
@@ -34,16 +39,21 @@ Every item of a batch ``(B, N)`` gets its own bandwidth from Botev's fixed point
 * **Degenerate items** never raise: no valid point, none inside the limits, or a non-finite valid point give a
   uniform density ``1 / (width_x width_y)``, ``t* = bandwidth = inf`` and their own status; a single point or all
   points at one location that brentq cannot solve get :data:`KDEStatus.SINGLE_LOCATION` (bandwidth from the fallback
-  rules).
-* **Gradients.** The density is differentiable in the points through the soft histogram (``histogram="soft"``) and
-  in the limits. ``t*`` is differentiable through the implicit function theorem (``implicit_grad=True``):
-  ``t = t0 - (f(t0; a) - f(t0; a).detach()) / f_t(t0)`` with ``t0`` the detached root, i.e. the value is unchanged
-  and ``dt/da = -f_a / f_t``; the per-axis times get ``dpsi/da + dpsi/dt dt/da``. The t-derivatives ``f_t`` and
-  ``dpsi/dt`` at fixed data come from a five-point central difference (relative step 1e-3, ~1e-12 relative error)
-  in one batched evaluation, the data derivatives from one graph evaluation at ``t0`` (2-D). Items whose ``t*`` is
-  not a root (MIN_ABS_F, uniform) get a detached ``t*``. ``implicit_grad=False`` detaches ``t*`` for every item
-  (the per-axis times keep their dependence on the data through the psi forms at fixed ``t*``). Gradients are
-  finite for every item (values of degenerate items come from detached branches, never NaN * 0).
+  rules). Limits so narrow that ``n / width`` overflows (spreads below ~1e-150 in float64) give
+  :data:`KDEStatus.NON_FINITE_DENSITY`: the density as computed (inf), no gradient.
+* **Gradients** (soft histograms; the density is also differentiable in the limits), one rule per item, always
+  finite, and a non-finite value in one item never reaches another item's gradient (an item's data enter the
+  bandwidth recursion with a graph only where the recursion is differentiable, so no ``0 * inf`` in a backward
+  pass). BRENTQ and SMALLEST_ROOT items (SINGLE_LOCATION ones whose ``t*`` is a root): the implicit function
+  theorem, ``t = t0 - (f(t0; a) - f(t0; a).detach()) / f_t(t0)`` with ``t0`` the detached root, i.e. the value is
+  unchanged and ``dt/da = -f_a / f_t``; the per-axis times get ``dpsi/da + dpsi/dt dt/da``. ``f_t`` and ``dpsi/dt``
+  at fixed data come from a five-point central difference (relative step 1e-3, ~1e-12 relative error), the data
+  derivatives from one graph evaluation at ``t0``. MIN_ABS_F items (and SINGLE_LOCATION ones from that rule): ``t*``
+  is a constant, exactly as it is locally (an argmin over a fixed scan), and the per-axis times keep ``dpsi/da`` at
+  that ``t*`` (zero where they are clamped): the gradient is exact almost everywhere. ``implicit_grad=False`` holds
+  ``t*`` constant for every item in the same way. Items whose psi recursion is not differentiable at ``t*`` (a sum
+  it divides by underflowed to 0) keep constant times; the degenerate statuses have a uniform density (zero
+  gradient in the points, the limits' gradient through ``1 / (width_x width_y)``).
 * **Backends** (``kdekit.use_backend``; default ``cpp`` for CPU tensors when ``kdekit._C`` is built). ``torch``:
   everything above in batched torch ops. ``cpp``, 2-D only: hard-histogram calls without a graph to the limits run
   the fused ``kdekit::kde2d_points`` (binning, DCT, the same brentq, smoothing and inverse DCT or pooling per item,
@@ -87,31 +97,40 @@ BRENTQ_XTOL = 2e-12
 BRENTQ_RTOL = 4 * torch.finfo(torch.float64).eps
 BRENTQ_MAXITER = 100
 BRACKET = (0.0, 0.1)
-SCAN_RATIO = math.sqrt(2.0)
-SCAN_CAP = 4.0
+SCAN_RATIO = math.sqrt(2.0)  # log-scan step of the fallback rules
 _PI = math.pi
 _NEG_PI2 = -(math.pi**2)
 # exp(x) < 2.2e-308 (subnormal or 0) in float64 for x < -708.4: wavenumbers beyond sqrt(708.4 / (pi^2 t)) are dropped
 # (they cannot change a sum of normal numbers, and subnormal arithmetic is ~10x slower)
 _EXP_ZERO = 708.4
 _TINY64 = torch.finfo(torch.float64).tiny
+# psi sums below this (underflow at a fallback item's large t) make the recursion's derivative overflow (1 / sum^2)
+_DIFFERENTIABLE_SUM = 1e-100
 # five-point central difference of f and psi in t (implicit gradient): t0 + h * node, h = _FD_STEP * t0
 _FD_STEP = 1e-3
-_FD_NODES = (-2.0, -1.0, 1.0, 2.0)
-_FD_WEIGHTS = (1 / 12, -8 / 12, 8 / 12, -1 / 12)
+_FD_NODES = (-2.0, -1.0, 0.0, 1.0, 2.0)  # the centre gives the values at t0
+_FD_WEIGHTS = (1 / 12, -8 / 12, 0.0, 8 / 12, -1 / 12)
 
 
 class KDEStatus(IntEnum):
-    """Which rule chose an item's bandwidth, or why the item is degenerate."""
+    """Which rule chose an item's bandwidth, or why the item is degenerate (``t_lo = 1 / n^2``: one bin).
+
+    Gradients (soft histograms, see the module doc): BRENTQ and SMALLEST_ROOT items (and SINGLE_LOCATION ones whose
+    t* is a root) get the implicit-function gradient of t*; MIN_ABS_F items hold t* constant (it is locally
+    constant) with the per-axis times differentiated at it; the uniform densities of the degenerate statuses do not
+    depend on the points (zero gradient). Gradients are finite for every status.
+    """
 
     BRENTQ = 0  #: scipy brentq on [0, 0.1] converged: the same t* as kde_diffusion
-    SMALLEST_ROOT = 1  #: brentq failed; first sign change of f on the log scan up to 4, refined by Brent
-    MIN_ABS_F = 2  #: no sign change up to 4: argmin |f| over the scan (refined); t* is not a root
+    SMALLEST_ROOT = 1  #: brentq failed; the first sign change of f on a log scan of [t_lo, 0.1], refined by Brent
+    MIN_ABS_F = 2  #: no sign change on [t_lo, 0.1]: argmin |f| there (Botev 2015's fminbnd); t* is not a root
     SINGLE_LOCATION = 3  #: all valid points at one location and brentq failed; t* from the two rules above
     NO_POINTS = 4  #: no valid point: uniform density, t* = bandwidth = inf
     NO_POINTS_IN_LIMITS = 5  #: no valid point inside the limits: uniform density, t* = bandwidth = inf
     NON_FINITE_INPUT = 6  #: a valid point is NaN/inf: uniform density, t* = inf (mask such points to drop them)
     NON_FINITE_FIXED_POINT = 7  #: f or the per-axis times were not finite at any usable t: uniform density
+    NON_FINITE_DENSITY = 8  #: a bandwidth was found but the density overflows the dtype (limits narrower than
+    #: ~1e-150 in float64): values as computed (inf), no gradient
 
 
 class KDE2dResult(NamedTuple):
@@ -230,14 +249,17 @@ class _Psi2d:
         self.k2 = k**2
         self.neg_pi2_k2 = _NEG_PI2 * self.k2
 
-    def psi2(self, t: torch.Tensor, a2, N: torch.Tensor) -> torch.Tensor:
+    def psi2(self, t: torch.Tensor, a2, N: torch.Tensor, with_validity: bool = False):
         """(b, M) times -> (b, M, 3) level-2 values psi(0,2), psi(1,1), psi(2,0) (all recursion stages memoised).
 
-        ``a2``: (b, n, n) tensor or :class:`_LeadingBlocks` of one.
+        ``a2``: (b, n, n) tensor or :class:`_LeadingBlocks` of one. ``with_validity``: also return (b, M) bool, True
+        where every stage was finite and every sum the next stage divides by was far from 0 (where the recursion is
+        differentiable with finite derivatives).
         """
         blocks = a2 if isinstance(a2, _LeadingBlocks) else _LeadingBlocks(a2, copies=False)
         b, M = t.shape
         prev = None
+        valid = torch.ones(b, M, dtype=torch.bool, device=t.device)
         for level in (5, 4, 3, 2):
             pairs = [(i, level - i) for i in range(level + 1)]
             if level == 5:
@@ -245,6 +267,8 @@ class _Psi2d:
             else:
                 # psi(i, j) at t_ij from psi(i+1, j) + psi(i, j+1) of the level above (same input t for all)
                 total = (prev[..., 1:] + prev[..., :-1]).abs()
+                if with_validity:  # the derivative of the power below squares the sum: keep it well above tiny
+                    valid &= (torch.isfinite(total.detach()) & (total.detach() > _DIFFERENTIABLE_SUM)).all(-1)
                 coef = torch.tensor(
                     [(1 + 1 / 2 ** (level + 1)) / 3 * _odd_product(i) * _odd_product(j) for i, j in pairs],
                     dtype=torch.float64,
@@ -255,6 +279,8 @@ class _Psi2d:
                 blocks, times.reshape(b, M * (level + 1)), self.k2, self.neg_pi2_k2, pairs * M
             ).reshape(b, M, level + 1)
             prev = (-1) ** level * _PI ** (2 * level) * forms
+        if with_validity:
+            return prev, valid & torch.isfinite(prev.detach()).all(-1)
         return prev
 
     def f(self, t: torch.Tensor, idx: torch.Tensor, a2=None) -> torch.Tensor:
@@ -279,31 +305,42 @@ def _f_of_psi(t: torch.Tensor, p: torch.Tensor, N: torch.Tensor) -> torch.Tensor
     return t - (t - gamma) / gamma
 
 
-def _implicit_psi2(psi: "_Psi2d", a2: torch.Tensor, t0: torch.Tensor, is_root: torch.Tensor):
-    """``(t, p)``: the roots ``t0`` (b,) and the level-2 psi (b, 3) at them, with the gradient of t* (the implicit
-    function theorem, ``dt/da = -f_a / f_t``, items where ``is_root``) and of p (``dp/da + dp/dt dt/da``); values
-    equal ``t0`` and ``psi2(t0)``. ``f_t`` and ``dp/dt`` at fixed data come from a five-point central difference
-    (relative step 1e-3; truncation and rounding errors ~1e-12 relative) in one batched evaluation; the data
-    derivatives from one graph evaluation ``p(t0; a)``.
+def _gate_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``x`` with its graph kept only in the items (first dim) where ``rows``: the other items enter the following
+    ops as constants, so a non-finite local derivative there can never reach a gradient (``torch.where`` routes no
+    gradient to the unselected branch)."""
+    return torch.where(rows.view(-1, *[1] * (x.dim() - 1)), x, x.detach())
+
+
+def _implicit(evaluate, a2: torch.Tensor, t0: torch.Tensor, solved: torch.Tensor, is_root: torch.Tensor,
+              implicit: bool):
+    """The bandwidth's gradient rule: ``(t (b,), extra (b, E))`` with the values of ``t0`` and ``evaluate`` at it.
+
+    ``evaluate(t (b, M), a2) -> (f (b, M), extra (b, M, E), valid (b, M))`` is the fixed-point function, the
+    quantities that depend on t and the data (2-D: the level-2 psi that give the per-axis times; 1-D: none) and
+    where the recursion is differentiable. ``solved`` items whose recursion is valid around ``t0`` keep the data
+    derivative of the extras at fixed t; with ``implicit``, those where ``is_root`` (a simple root: ``f(t0) ~ 0``,
+    ``f_t != 0``) also get ``dt/da = -f_a / f_t`` (implicit function theorem) and the extras ``de/da + de/dt dt/da``.
+    For every other item t and the extras are constants. ``f_t`` and ``de/dt`` at fixed data come from a five-point
+    central difference (relative step 1e-3, ~1e-12 relative error) in one batched evaluation; the data derivatives
+    from one graph evaluation at ``t0``, into which only those items' data enter with a graph (:func:`_gate_rows`).
     """
-    N = psi.N
     h = _FD_STEP * t0
-    stencil = torch.tensor(_FD_NODES, dtype=torch.float64, device=t0.device)
+    nodes = torch.tensor(_FD_NODES, dtype=torch.float64, device=t0.device)
     weights = torch.tensor(_FD_WEIGHTS, dtype=torch.float64, device=t0.device)
-    tt = t0[:, None] + h[:, None] * stencil
-    pp = psi.psi2(tt, a2.detach(), N)  # (b, 4, 3)
-    p_t = (pp * weights[:, None]).sum(1) / h[:, None]
-    f_t = (_f_of_psi(tt, pp, N[:, None]) * weights).sum(1) / h
-    p0 = psi.psi2(t0[:, None], a2, N)[:, 0]
-    # |f| < 1e-6 (f(0) = 1): excludes SINGLE_LOCATION items whose t* came from the min |f| rule
-    f0 = _f_of_psi(t0, p0.detach(), N)
-    usable = is_root & torch.isfinite(f_t) & (f_t != 0) & (f0.abs() < 1e-6)
-    # f of the other items from detached values: a NaN there (negative sigma) must not reach the gradient
-    f_a = _f_of_psi(t0, torch.where(usable[:, None], p0, p0.detach()), N)
-    denom = torch.where(usable, f_t, torch.ones_like(f_t))
-    dt = torch.where(usable, (f_a.detach() - f_a) / denom, torch.zeros_like(f_a))  # value 0
-    p = p0 + torch.where(torch.isfinite(p_t), p_t, torch.zeros_like(p_t)) * dt[:, None]
-    return t0.detach() + dt, p
+    f_s, e_s, ok_s = evaluate(t0[:, None] + h[:, None] * nodes, a2.detach())
+    f_t = (f_s * weights).sum(1) / h
+    e_t = (e_s * weights[:, None]).sum(1) / h[:, None]
+    f0 = f_s[:, _FD_NODES.index(0.0)]
+    graph_rows = solved & ok_s.all(1) & torch.isfinite(f0) & torch.isfinite(e_t).all(-1)
+    f_a, e_a, _ = evaluate(t0[:, None], _gate_rows(a2, graph_rows))
+    f_a, e_a = f_a[:, 0], e_a[:, 0]
+    if not implicit:
+        return t0.detach(), e_a
+    # |f| < 1e-6 (f(0) = 1): t0 is a root (not the min |f| point of a SINGLE_LOCATION item)
+    rows = graph_rows & is_root & (f0.abs() < 1e-6) & torch.isfinite(f_t) & (f_t != 0)
+    dt = torch.where(rows, (f_a.detach() - f_a) / torch.where(rows, f_t, 1.0), 0.0)  # value 0
+    return t0.detach() + dt, e_a + torch.where(rows[:, None], e_t, 0.0) * dt[:, None]
 
 
 def _odd_product(m: int) -> int:
@@ -324,7 +361,9 @@ class _Xi1d:
         self.k2 = k**2
         self.neg_pi2_k2 = _NEG_PI2 * self.k2
 
-    def f(self, t: torch.Tensor, idx: torch.Tensor, a2: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def f(self, t: torch.Tensor, idx: torch.Tensor, a2: Optional[torch.Tensor] = None, with_validity: bool = False):
+        """f at times ``t`` (b, M) for items ``idx``; ``a2`` overrides the stored one. ``with_validity``: also (b, M)
+        bool, True where every stage's functional was finite and positive (the recursion divides by it)."""
         a2 = self.a2[idx] if a2 is None else a2
         N = self.N[idx][:, None]
         a2 = a2.unsqueeze(1)  # (b, 1, n)
@@ -334,12 +373,15 @@ class _Xi1d:
 
         l = self.STAGES
         val = functional(l, t)
+        valid = torch.ones_like(t, dtype=torch.bool)
         for s in range(l - 1, 1, -1):
             K = _odd_product(s) / math.sqrt(2 * _PI)
             C = (1 + 0.5 ** (s + 0.5)) / 3
+            valid &= torch.isfinite(val.detach()) & (val.detach() > 0)
             ts = (2 * C * K / N / val) ** (2 / (3 + 2 * s))
             val = functional(s, ts)
-        return t - (2 * N * math.sqrt(_PI) * val) ** (-2 / 5)
+        f = t - (2 * N * math.sqrt(_PI) * val) ** (-2 / 5)
+        return (f, valid & torch.isfinite(f.detach())) if with_validity else f
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -429,10 +471,17 @@ def brentq_batched(
     return root, ok
 
 
+def fallback_range(n: int):
+    """``(t_lo, t_hi)`` of the fallback rules on an ``n`` grid: a bandwidth of one bin (``sqrt(t) = 1 / n`` of the
+    range) up to Botev's 2015 cap of the bracket, 0.1 (0.32 of the range)."""
+    return 1.0 / n**2, BRACKET[1]
+
+
 def _scan_grid(n: int, device) -> torch.Tensor:
-    lo = 0.01 / n**2
-    count = int(math.ceil(math.log(SCAN_CAP / lo) / math.log(SCAN_RATIO))) + 1
-    return torch.logspace(math.log10(lo), math.log10(SCAN_CAP), count, dtype=torch.float64, device=device)
+    """Log-spaced times from ``t_lo`` to ``t_hi`` of :func:`fallback_range`, ratio at most ``SCAN_RATIO``."""
+    lo, hi = fallback_range(n)
+    count = int(math.ceil(math.log(hi / lo) / math.log(SCAN_RATIO))) + 1
+    return torch.logspace(math.log10(lo), math.log10(hi), count, dtype=torch.float64, device=device)
 
 
 def _scan(fn: FixedPointFn, idx: torch.Tensor, grid: torch.Tensor, block: int = 8) -> torch.Tensor:
@@ -441,7 +490,12 @@ def _scan(fn: FixedPointFn, idx: torch.Tensor, grid: torch.Tensor, block: int = 
 
 
 def _solve_fallback(fn: FixedPointFn, idx: torch.Tensor, n: int):
-    """Botev-2015-style rules for items where brentq on [0, 0.1] failed: (t (b,), status (b,))."""
+    """The rules for items where brentq on [0, 0.1] failed, on ``[t_lo, t_hi]`` of :func:`fallback_range`:
+    ``(t (b,), status (b,), is_root (b,))``.
+
+    SMALLEST_ROOT: the first sign change of f on the log scan, refined by Brent (the smallest root at least one bin
+    wide); MIN_ABS_F: else the argmin of |f| over the scan, refined (Botev 2015: ``fminbnd(|f|, 0, 0.1)``);
+    NON_FINITE_FIXED_POINT: f is nowhere finite."""
     b = idx.numel()
     dev = idx.device
     grid = _scan_grid(n, dev)
@@ -453,6 +507,7 @@ def _solve_fallback(fn: FixedPointFn, idx: torch.Tensor, n: int):
     first = torch.where(has_root, change.float().argmax(1), torch.zeros_like(has_root, dtype=torch.long))
     t = torch.full((b,), float("nan"), dtype=torch.float64, device=dev)
     status = torch.full((b,), int(KDEStatus.NON_FINITE_FIXED_POINT), dtype=torch.int64, device=dev)
+    is_root = torch.zeros(b, dtype=torch.bool, device=dev)
     if bool(has_root.any()):
         sel = has_root.nonzero().squeeze(-1)
         j = first[sel]
@@ -462,21 +517,25 @@ def _solve_fallback(fn: FixedPointFn, idx: torch.Tensor, n: int):
         root, ok = brentq_batched(sub_fn, xa, xb, fa=fa, fb=fb)
         t[sel] = torch.where(ok, root, torch.nan)
         status[sel[ok]] = int(KDEStatus.SMALLEST_ROOT)
+        is_root[sel[ok]] = True
     need_min = (status == int(KDEStatus.NON_FINITE_FIXED_POINT)) & finite.any(1)
     if bool(need_min.any()):
         sel = need_min.nonzero().squeeze(-1)
         t_min = _refine_min_abs(fn, idx[sel], grid, vals[sel])
         t[sel] = t_min
         status[sel] = int(KDEStatus.MIN_ABS_F)
-    return t, status
+    return t, status, is_root
 
 
 def _refine_min_abs(fn: FixedPointFn, idx: torch.Tensor, grid: torch.Tensor, vals: torch.Tensor, points: int = 9):
-    """argmin |f| over the finite scan values, refined twice on a log grid spanning the neighbouring scan points."""
+    """argmin |f| over the finite scan values, refined twice on a log grid spanning the neighbouring scan points
+    (never leaves the scanned range)."""
     absf = torch.where(torch.isfinite(vals), vals.abs(), torch.inf)
     j = absf.argmin(1)
-    log_lo = grid.log()[(j - 1).clamp(min=0)]
-    log_hi = grid.log()[(j + 1).clamp(max=grid.numel() - 1)]
+    log_grid = grid.log()
+    log_min, log_max = log_grid[0], log_grid[-1]
+    log_lo = log_grid[(j - 1).clamp(min=0)]
+    log_hi = log_grid[(j + 1).clamp(max=grid.numel() - 1)]
     best_t, best_f = grid[j], absf.gather(1, j[:, None]).squeeze(1)
     frac = torch.linspace(0, 1, points, dtype=torch.float64, device=grid.device)
     for _ in range(2):
@@ -490,41 +549,29 @@ def _refine_min_abs(fn: FixedPointFn, idx: torch.Tensor, grid: torch.Tensor, val
         best_f = torch.where(better, fm, best_f)
         step = (log_hi - log_lo) / (points - 1)
         centre = best_t.log()
-        log_lo, log_hi = centre - step, centre + step
+        log_lo, log_hi = (centre - step).clamp(min=log_min), (centre + step).clamp(max=log_max)
     return best_t
 
 
 def solve_fixed_point(fn: FixedPointFn, B: int, n: int, single_location: torch.Tensor, device):
-    """Root t* (B,) float64 and status (B,) for B items: brentq on [0, 0.1], else the fallback rules."""
+    """``(t* (B,) float64, status (B,), is_root (B,) bool)`` for B items: brentq on [0, 0.1], else the fallback rules
+    of :func:`_solve_fallback` (all points at one location: status SINGLE_LOCATION whichever rule applied).
+    ``is_root``: t* is a root of f (brentq or the smallest root), so the implicit gradient applies."""
     xa = torch.full((B,), BRACKET[0], dtype=torch.float64, device=device)
     xb = torch.full((B,), BRACKET[1], dtype=torch.float64, device=device)
     t, ok = brentq_batched(fn, xa, xb)
     status = torch.full((B,), int(KDEStatus.BRENTQ), dtype=torch.int64, device=device)
+    is_root = ok.clone()
     if not bool(ok.all()):
         bad = (~ok).nonzero().squeeze(-1)
-        t_fb, st_fb = _solve_fallback(fn, bad, n)
+        t_fb, st_fb, root_fb = _solve_fallback(fn, bad, n)
         t[bad] = t_fb
         st_fb = torch.where(
             single_location[bad] & (st_fb <= int(KDEStatus.MIN_ABS_F)), int(KDEStatus.SINGLE_LOCATION), st_fb
         )
         status[bad] = st_fb
-    return t, status
-
-
-def _implicit_time(fn_graph, fn_nograd, t0: torch.Tensor, is_root: torch.Tensor) -> torch.Tensor:
-    """t0 with the gradient -f_a / f_t of the implicit function theorem (items where ``is_root``).
-
-    ``fn_graph(t)`` evaluates f with a graph to the data; ``fn_nograd(t)`` with a detached copy of the data.
-    """
-    with torch.enable_grad():
-        t_leaf = t0.detach().clone().requires_grad_(True)
-        f_t = torch.autograd.grad(fn_nograd(t_leaf).sum(), t_leaf)[0]
-    f_a = fn_graph(t0.detach())
-    # |f| < 1e-6 (f(0) = 1): excludes SINGLE_LOCATION items whose t* came from the min |f| rule
-    usable = is_root & torch.isfinite(f_t) & (f_t != 0) & (f_a.detach().abs() < 1e-6)
-    denom = torch.where(usable, f_t, torch.ones_like(f_t))
-    correction = torch.where(usable, (f_a - f_a.detach()) / denom, torch.zeros_like(f_a))
-    return t0.detach() - correction
+        is_root[bad] = root_fb
+    return t, status, is_root
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -660,6 +707,14 @@ def _check_pool(pool, n: int, clip_negative: bool) -> None:
         raise ValueError("pool cannot be combined with clip_negative (clipping is not linear)")
 
 
+def _check_counts(binned: torch.Tensor) -> None:
+    """Histogram counts are >= 0 (NaN/inf entries are flagged per item as NON_FINITE_INPUT, not raised)."""
+    negative = binned.detach() < 0
+    if bool(negative.any()):
+        raise ValueError(f"binned holds {int(negative.sum())} negative count(s) (smallest "
+                         f"{float(binned.detach().min())}); histogram counts must be >= 0")
+
+
 def _check_n_points(n_points, B: int, device) -> torch.Tensor:
     if isinstance(n_points, torch.Tensor):
         N = n_points.detach().to(device=device, dtype=torch.float64)
@@ -719,13 +774,14 @@ def _pool_rows(n: int, k: int, dtype, device) -> torch.Tensor:
 
 
 def _solve_2d(psi: _Psi2d, a_raw: torch.Tensor, solve: torch.Tensor, status0: torch.Tensor, single_location):
-    """t* (b,) float64 (inf where not ``solve``) and status of a chunk: :func:`solve_fixed_point`, or under the
-    ``cpp`` (CPU tensors) or ``cuda`` (CUDA tensors) backend ``kdekit::kde2d_solve`` (the same brentq per item) with
-    the items it does not solve (no sign change, NaN, ...) passed on to :func:`solve_fixed_point`."""
+    """``(t* (b,) float64 (inf where not ``solve``), status, is_root)`` of a chunk: :func:`solve_fixed_point`, or under
+    the ``cpp`` (CPU tensors) or ``cuda`` (CUDA tensors) backend ``kdekit::kde2d_solve`` (the same brentq per item)
+    with the items it does not solve (no sign change, NaN, ...) passed on to :func:`solve_fixed_point`."""
     b, n, _ = a_raw.shape
     dev = a_raw.device
     t = torch.full((b,), torch.inf, dtype=torch.float64, device=dev)
     status = status0.clone()
+    is_root = torch.zeros(b, dtype=torch.bool, device=dev)
     kernel = {"cpu": "cpp", "cuda": "cuda"}.get(dev.type)  # the kdekit._C backend for this device
     if kernel is not None and select(a_raw, ("torch", kernel)) == kernel:
         half = a_raw.detach().to(torch.float64, copy=True)
@@ -735,14 +791,16 @@ def _solve_2d(psi: _Psi2d, a_raw: torch.Tensor, solve: torch.Tensor, status0: to
         times, kstatus = torch.ops.kdekit.kde2d_solve(half, count, BRACKET[1], BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER)
         done = solve & (kstatus == 0)
         t = torch.where(done, times[:, 0], t)
+        is_root |= done
         solve = solve & ~done
     if bool(solve.any()):
         sidx = solve.nonzero().squeeze(-1)
         sub = psi if sidx.numel() == b else _Psi2d(psi.a2.data[sidx], psi.N[sidx])
-        t_s, st_s = solve_fixed_point(sub.f, sidx.numel(), n, single_location[sidx], dev)
+        t_s, st_s, root_s = solve_fixed_point(sub.f, sidx.numel(), n, single_location[sidx], dev)
         t[sidx] = t_s
         status[sidx] = st_s
-    return t, status
+        is_root[sidx] = root_s
+    return t, status, is_root
 
 
 def _axis_times(p: torch.Tensor, N: torch.Tensor):
@@ -781,29 +839,32 @@ def _kde2d_from_binned(
     a2_graph[:, 0, :] *= 0.25
     a2_graph[:, :, 0] *= 0.25
     psi = _Psi2d(a2_graph.detach(), N)
-    t, status = _solve_2d(psi, a_raw, ~uniform, status0, single_location)
+    t, status, is_root = _solve_2d(psi, a_raw, ~uniform, status0, single_location)
     finite_t = torch.isfinite(t) & (t > 0)
     t_safe = torch.where(finite_t, t, torch.full_like(t, 0.05))
-    need_grad = implicit_grad and a2_graph.requires_grad
-    if need_grad:
-        is_root = finite_t & (
-            (status == int(KDEStatus.BRENTQ))
-            | (status == int(KDEStatus.SMALLEST_ROOT))
-            | (status == int(KDEStatus.SINGLE_LOCATION))
-        )
-        t_used, p = _implicit_psi2(psi, a2_graph, t_safe, is_root)
+    if a2_graph.requires_grad:
+
+        def evaluate(tt, a2):
+            p, valid = psi.psi2(tt, a2, N, with_validity=True)
+            return _f_of_psi(tt, p, N[:, None]), p, valid
+
+        t_used, p = _implicit(evaluate, a2_graph, t_safe, finite_t, is_root, implicit_grad)
     else:
         t_used = t_safe
-        p = psi.psi2(t_used[:, None], a2_graph if a2_graph.requires_grad else a2_graph.detach(), N)[:, 0]
+        p = psi.psi2(t_used[:, None], a2_graph, N)[:, 0]
     # kde_diffusion's naming: tx2 smooths rows (x; MATLAB's t_x), tx1 columns (y; MATLAB's t_y)
     # psi underflows at large t (fallback items): isotropic smoothing with t* itself on both axes (such items get
     # their per-axis times from detached values, so that NaN/inf there never reaches a gradient)
     times = torch.stack(_axis_times(p.detach(), N))
     bad_times = ~(torch.isfinite(times) & (times > 0)).all(0)
-    tx1, tx2 = _axis_times(torch.where(bad_times[:, None], p.detach(), p), N)
+    tx1, tx2 = _axis_times(torch.where(bad_times[:, None], 1.0, p), N)  # finite stand-ins where replaced below
     ok = finite_t
     tx1 = torch.where(bad_times, t_used, tx1)
     tx2 = torch.where(bad_times, t_used, tx2)
+    # the fallback rules keep each axis's bandwidth between one bin and the whole range
+    fallback = finite_t & (status != int(KDEStatus.BRENTQ))
+    tx1 = torch.where(fallback, tx1.clamp(1.0 / n**2, 1.0), tx1)
+    tx2 = torch.where(fallback, tx2.clamp(1.0 / n**2, 1.0), tx2)
     k2 = torch.arange(n, dtype=torch.float64, device=dev) ** 2
     gx = _smoothing_weights(tx2, k2, cdtype)
     gy = _smoothing_weights(tx1, k2, cdtype)
@@ -811,7 +872,12 @@ def _kde2d_from_binned(
         smoothed = a_raw * (gx[:, :, None] * gy[:, None, :])
         if smoothed.device.type == "cpu":  # no subnormals: ~10x slower arithmetic on a CPU (a GPU does not care)
             smoothed = torch.where(smoothed.abs() < torch.finfo(cdtype).tiny, 0.0, smoothed)
-        density = idct2(smoothed) * (n / wx)[:, None, None] * (n / wy)[:, None, None]
+        scale = (n / wx) * (n / wy)
+        finite_scale = torch.isfinite(scale.detach())
+        density = idct2(smoothed) * torch.where(finite_scale, scale, 1.0)[:, None, None]
+        if not bool(finite_scale.all()):  # limits too narrow for the dtype: the density overflows, without a gradient
+            overflow = density.detach() * scale.detach()[:, None, None]
+            density = torch.where(finite_scale[:, None, None], density, overflow)
         flat = (1 / (wx * wy))[:, None, None].expand_as(density)
     else:
         # block sums of idct2(a_raw * gx gy^T) = (gx R)^T a_raw (gy R), no n x n density (pooling is linear)
@@ -819,17 +885,15 @@ def _kde2d_from_binned(
         blocks = (gx[:, :, None] * R).transpose(1, 2) @ a_raw @ (gy[:, :, None] * R)
         density = blocks / blocks.sum((1, 2), keepdim=True)
         flat = torch.full_like(density, 1 / pool**2)
-    bad_density = ok & ~torch.isfinite(density.detach()).all(-1).all(-1)
-    status = torch.where(bad_density, int(KDEStatus.NON_FINITE_FIXED_POINT), status)
-    ok = ok & ~bad_density
+    bad_density = ok & ~torch.isfinite(density.detach()).flatten(1).all(1)
+    status = torch.where(bad_density, int(KDEStatus.NON_FINITE_DENSITY), status)
     if not bool(ok.all()):
         density = torch.where(ok[:, None, None], density, flat)
     if clip_negative:
         density = density.clamp_min(torch.finfo(cdtype).eps)
     bandwidth = torch.stack([torch.sqrt(tx2).to(cdtype) * wx, torch.sqrt(tx1).to(cdtype) * wy], 1)
     bandwidth = torch.where(ok[:, None], bandwidth, torch.inf)
-    t_out = torch.where(ok, t_used.detach() if not need_grad else t_used, torch.inf)
-    return density, bandwidth, t_out, status
+    return density, bandwidth, torch.where(ok, t_used, torch.inf), status
 
 
 def _single_location(arrays, valid) -> torch.Tensor:
@@ -857,6 +921,7 @@ def diffusion_kde2d(
     implicit_grad: bool = True,
     chunk_size: Optional[int] = None,
     pool: Optional[int] = None,
+    out_dtype: Optional[torch.dtype] = None,
 ) -> KDE2dResult:
     """Diffusion KDE of B point sets ``(x[b], y[b])`` on an ``n x n`` grid, n = grid_size rounded up to 2^k.
 
@@ -875,6 +940,8 @@ def diffusion_kde2d(
         pool: if given (k, dividing n), ``density`` holds the (B, k, k) block probabilities (block sums / total,
             as :func:`~kdekit.ops.pooling.pool_density`) computed as ``R^T S R`` from the smoothed coefficients
             ``S`` without forming the n x n density (exact, pooling is linear); not with ``clip_negative``.
+        out_dtype: dtype of density, grids and bandwidth (default: the points'); e.g. float32 for float16 points
+            keeps the float32 computation's precision (float16-in, float32-out training).
 
     Returns:
         :class:`KDE2dResult`; see the module docstring for the rules and the statuses.
@@ -889,8 +956,17 @@ def diffusion_kde2d(
     ylim = _axis_limits("limits (y axis)", ys, y, valid, 0.25)
     args = (x, y, valid, bad_input, xlim, ylim, n, clip_negative, chunk_size, pool)
     if histogram == "hard" and _points_kernel_applies(x, xlim, ylim):
-        return _kde2d_points_cpp(*args)
-    return _kde2d_points_torch(*args, histogram, sharpness, implicit_grad)
+        res = _kde2d_points_cpp(*args)
+    else:
+        res = _kde2d_points_torch(*args, histogram, sharpness, implicit_grad)
+    return _with_dtype(res, x.dtype if out_dtype is None else out_dtype)
+
+
+def _with_dtype(res, dtype: torch.dtype):
+    """A :class:`KDE2dResult`/:class:`KDE1dResult` (computed in the compute dtype) with its floating fields in
+    ``dtype`` (t and n_points stay float64)."""
+    cast = {f: getattr(res, f).to(dtype) for f in ("density", "xgrid", "ygrid", "grid", "bandwidth") if hasattr(res, f)}
+    return res._replace(**cast)
 
 
 def _status0(x, y, valid, bad_input, xlim, ylim, N) -> torch.Tensor:
@@ -920,7 +996,7 @@ def _kde2d_points_torch(
     status0 = _status0(xc, yc, valid, bad_input, xlim, ylim, N)
     single = _single_location((x, y), valid)
     return _finish_2d(
-        binned, N, xlim, ylim, status0, single, clip_negative, implicit_grad, chunk_size, x.dtype,
+        binned, N, xlim, ylim, status0, single, clip_negative, implicit_grad, chunk_size, cdtype,
         sparse_counts=histogram == "hard", pool=pool,
     )
 
@@ -956,6 +1032,8 @@ def _kde2d_points_cpp(x, y, valid, bad_input, xlim, ylim, n, clip_negative, chun
     bandwidth = torch.stack([times[:, 2].sqrt() * wx, times[:, 1].sqrt() * wy], 1)
     t = times[:, 0]
     status = torch.full((B,), int(KDEStatus.BRENTQ), dtype=torch.int64, device=x.device)
+    overflow = (kstatus == 0) & ~torch.isfinite(density).flatten(1).all(1)
+    status = torch.where(overflow, int(KDEStatus.NON_FINITE_DENSITY), status)
     redo = kstatus != 0
     if bool(redo.any()):
         idx = redo.nonzero().squeeze(-1)
@@ -967,7 +1045,7 @@ def _kde2d_points_cpp(x, y, valid, bad_input, xlim, ylim, n, clip_negative, chun
         t[idx] = sub.t
         status[idx] = sub.status
     xgrid, ygrid = _grids(xlim, ylim, n)
-    dtype = x.dtype
+    dtype = compute_dtype(x.dtype)
     return KDE2dResult(
         density.to(dtype), xgrid.to(dtype), ygrid.to(dtype), bandwidth.to(dtype), t, status,
         status == int(KDEStatus.BRENTQ), N,
@@ -990,6 +1068,7 @@ def diffusion_kde2d_binned(
     get a uniform density (NO_POINTS / NO_POINTS_IN_LIMITS).
     """
     check_float_tensor("binned", binned, ndim=3)
+    _check_counts(binned)
     B, n, n2 = binned.shape
     if B == 0:
         raise ValueError("binned is an empty batch; need B >= 1")
@@ -1067,30 +1146,36 @@ def _kde1d_from_binned(binned, N, lim, status0, single, clip_negative, implicit_
     xi = _Xi1d(a2_graph.detach(), N)
     t = torch.full((b,), torch.inf, dtype=torch.float64, device=dev)
     status = status0.clone()
+    is_root = torch.zeros(b, dtype=torch.bool, device=dev)
     solve = ~uniform
     if bool(solve.any()):
         sidx = solve.nonzero().squeeze(-1)
         sub = _Xi1d(a2_graph.detach()[sidx], N[sidx])
-        t_s, st_s = solve_fixed_point(sub.f, sidx.numel(), n, single[sidx], dev)
+        t_s, st_s, root_s = solve_fixed_point(sub.f, sidx.numel(), n, single[sidx], dev)
         t[sidx] = t_s
         status[sidx] = st_s
+        is_root[sidx] = root_s
     ok = torch.isfinite(t) & (t > 0)
     status = torch.where(~uniform & ~ok, int(KDEStatus.NON_FINITE_FIXED_POINT), status)
     t_safe = torch.where(ok, t, torch.ones_like(t))
-    all_idx = torch.arange(b, device=dev)
-    if implicit_grad and a2_graph.requires_grad:
-        is_root = ok & (status <= int(KDEStatus.SINGLE_LOCATION)) & (status != int(KDEStatus.MIN_ABS_F))
-        t_used = _implicit_time(
-            lambda tt: xi.f(tt[:, None], all_idx, a2_graph).squeeze(-1),
-            lambda tt: xi.f(tt[:, None], all_idx, a2_graph.detach()).squeeze(-1),
-            t_safe,
-            is_root,
-        )
+    if a2_graph.requires_grad:
+        all_idx = torch.arange(b, device=dev)
+
+        def evaluate(tt, a2):
+            f, valid = xi.f(tt, all_idx, a2, with_validity=True)
+            return f, f.new_zeros(*f.shape, 0), valid
+
+        t_used, _ = _implicit(evaluate, a2_graph, t_safe, ok, is_root, implicit_grad)
     else:
         t_used = t_safe
     k2 = torch.arange(n, dtype=torch.float64, device=dev) ** 2
     g = torch.exp(_NEG_PI2 * t_used[:, None] / 2 * k2).to(cdtype)
-    density = idct(a_raw * g) * (n / width)[:, None]
+    scale = n / width
+    finite_scale = torch.isfinite(scale.detach())
+    density = idct(a_raw * g) * torch.where(finite_scale, scale, 1.0)[:, None]
+    if not bool(finite_scale.all()):  # limits too narrow for the dtype: the density overflows, without a gradient
+        density = torch.where(finite_scale[:, None], density, density.detach() * scale.detach()[:, None])
+    status = torch.where(ok & ~torch.isfinite(density.detach()).all(1), int(KDEStatus.NON_FINITE_DENSITY), status)
     flat = (1 / width)[:, None].expand_as(density)
     density = torch.where(ok[:, None], density, flat)
     if clip_negative:
@@ -1111,6 +1196,7 @@ def diffusion_kde1d(
     clip_negative: bool = False,
     implicit_grad: bool = True,
     chunk_size: Optional[int] = None,
+    out_dtype: Optional[torch.dtype] = None,
 ) -> KDE1dResult:
     """1-D diffusion KDE of B point sets ``x`` (B, N) or (N,), as ``kde_diffusion.kde1d`` (limits: range +- 1/10).
 
@@ -1138,7 +1224,8 @@ def diffusion_kde1d(
     status0 = torch.where(N == 0, int(KDEStatus.NO_POINTS), status0)
     status0 = torch.where(bad_input, int(KDEStatus.NON_FINITE_INPUT), status0)
     single = _single_location((x,), valid)
-    return _finish_1d(binned, N, lim, status0, single, clip_negative, implicit_grad, chunk_size, x.dtype)
+    res = _finish_1d(binned, N, lim, status0, single, clip_negative, implicit_grad, chunk_size, cdtype)
+    return _with_dtype(res, x.dtype if out_dtype is None else out_dtype)
 
 
 def diffusion_kde1d_binned(
@@ -1153,6 +1240,7 @@ def diffusion_kde1d_binned(
     """1-D diffusion KDE from histograms ``binned`` (B, n), n a power of two; ``n_points`` and ``limits`` as in
     :func:`diffusion_kde2d_binned` (limits: (lo, hi) or a (B, 2) tensor)."""
     check_float_tensor("binned", binned, ndim=2)
+    _check_counts(binned)
     B, n = binned.shape
     if B == 0:
         raise ValueError("binned is an empty batch; need B >= 1")

@@ -10,6 +10,8 @@ float16/bfloat16 inputs are summed in float32 and returned in the input dtype. D
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ._utils import check_float_tensor, compute_dtype
@@ -30,6 +32,15 @@ def normalize_per_item(t: torch.Tensor, dims) -> torch.Tensor:
     """``t`` divided by its sum over ``dims`` (kept at 0 where that sum is exactly 0)."""
     total = t.sum(dim=dims, keepdim=True)
     return t / torch.where(total != 0, total, 1)
+
+
+def probability_table(blocks: torch.Tensor, dims=(-2, -1)) -> torch.Tensor:
+    """Block masses as probabilities: negatives (Gibbs lobes of a KDE, float32 rounding: down to ~-1e-7) clamped to 0,
+    then divided by the item's total over ``dims``, so every table is >= 0 and sums to 1 (all zeros: uniform)."""
+    p = blocks.to(compute_dtype(blocks.dtype)).clamp_min(0)
+    total = p.sum(dim=dims, keepdim=True)
+    uniform = 1.0 / math.prod([p.shape[d] for d in dims])
+    return torch.where(total > 0, p / torch.where(total > 0, total, 1), uniform).to(blocks.dtype)
 
 
 def pool_density(density: torch.Tensor, k: int) -> torch.Tensor:

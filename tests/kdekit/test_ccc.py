@@ -46,21 +46,31 @@ def correlated(shape, seed, dtype=torch.float64, offset=0.3):
 @pytest.mark.parametrize("unbiased", [False, True])
 def test_ccc_matches_numpy_moments(n, unbiased):
     x, y = correlated((2, 3, n), seed=n)
-    out = ccc(x, y, unbiased=unbiased)
+    out = ccc(x, y, dim=-1, unbiased=unbiased)
     assert out.shape == (2, 3) and out.dtype == torch.float64
     ref = np.array([[ccc_numpy(a, b, int(unbiased)) for a, b in zip(xr, yr)] for xr, yr in zip(x.numpy(), y.numpy())])
     np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(ccc_loss(x, y, unbiased=unbiased).numpy(), 1 - ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ccc_loss(x, y, dim=-1, unbiased=unbiased, reduction="none").numpy(), 1 - ref, rtol=0,
+                               atol=1e-12)
+    np.testing.assert_allclose(ccc_loss(x, y, dim=-1, unbiased=unbiased).item(), (1 - ref).mean(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ccc_loss(x, y, dim=-1, unbiased=unbiased, reduction="sum").item(), (1 - ref).sum(),
+                               rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("n", [3, 64, 501])
-def test_ccc_unbiased_matches_torchmetrics(n):
-    x, y = correlated((4, n), seed=n)
-    ref = concordance_corrcoef(x.T, y.T)  # torchmetrics reduces dim 0, unbiased moments
-    torch.testing.assert_close(ccc(x, y, unbiased=True), ref, rtol=0, atol=1e-12)
-    torch.testing.assert_close(ccc(x.T, y.T, dim=0, unbiased=True), ref, rtol=0, atol=1e-12)
+@pytest.mark.parametrize("backend", ["torch", *KERNELS])
+def test_default_dim_reduces_the_samples_like_torchmetrics(n, backend):
+    """(N, d) predictions, e.g. activation and valence: one CCC per column by default, as torchmetrics."""
+    x, y = correlated((n, 2), seed=n)
+    ref = concordance_corrcoef(x, y)  # torchmetrics: dim 0, unbiased moments
+    lin = torch.tensor([ccc_numpy(x[:, d].numpy(), y[:, d].numpy(), 0) for d in range(2)], dtype=torch.float64)
+    with use_backend(backend):
+        torch.testing.assert_close(ccc(x, y, unbiased=True), ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(ccc(x, y), lin, rtol=0, atol=1e-12)
+        torch.testing.assert_close(ccc(x[:, 0], y[:, 0]), lin[0], rtol=0, atol=1e-12)  # (N,): one value
+        torch.testing.assert_close(ccc(x.T, y.T, dim=-1, unbiased=True), ref, rtol=0, atol=1e-12)
     # the two conventions differ by O(1/n): the default is Lin's population form, not torchmetrics'
-    assert (ccc(x, y) - ref).abs().max() > 1e-4 / n
+    assert (lin - ref).abs().max() > 1e-4 / n
 
 
 @pytest.mark.parametrize("backend", ["torch", *KERNELS])
@@ -88,7 +98,7 @@ def test_kernel_values_and_gradients_match_the_torch_reference(backend, unbiased
     out = _kernel(backend)(xs, ys, unbiased)
     xr, yr = x.double().requires_grad_(), y.double().requires_grad_()
     with use_backend("torch"):
-        ref = ccc(xr, yr, unbiased=unbiased)
+        ref = ccc(xr, yr, dim=-1, unbiased=unbiased)
     torch.testing.assert_close(out.double(), ref.detach(), **tol[torch.float32], equal_nan=True)
     assert torch.isnan(out[2]) and torch.isfinite(out[[0, 1, 3]]).all()
     cot = torch.tensor([0.5, -1.0, 1.0, 2.0])
@@ -123,7 +133,7 @@ def test_triton_kernels_loop_over_rows_longer_than_a_block(tol):
     out = ccc_triton(xs, ys, True)
     xr, yr = x.double().requires_grad_(), y.double().requires_grad_()
     with use_backend("torch"):
-        ref = ccc(xr, yr, unbiased=True)
+        ref = ccc(xr, yr, dim=-1, unbiased=True)
     torch.testing.assert_close(out.double(), ref.detach(), **tol[torch.float32])
     for g, w in zip(torch.autograd.grad(out.sum(), (xs, ys)), torch.autograd.grad(ref.sum(), (xr, yr))):
         torch.testing.assert_close(g.double(), w, atol=1e-7, rtol=1e-3)  # entries ~1e-3
@@ -132,7 +142,7 @@ def test_triton_kernels_loop_over_rows_longer_than_a_block(tol):
 def test_pearson_matches_scipy():
     x, y = correlated((3, 2, 41), seed=1)
     ref = np.array([[pearsonr(a, b).statistic for a, b in zip(xr, yr)] for xr, yr in zip(x.numpy(), y.numpy())])
-    np.testing.assert_allclose(pearson(x, y).numpy(), ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pearson(x, y, dim=-1).numpy(), ref, rtol=0, atol=1e-12)
 
 
 def test_dim_tuple_and_keepdim():
@@ -149,10 +159,10 @@ def test_dim_tuple_and_keepdim():
 def test_large_offset_does_not_cancel():
     # one-pass sum(x^2) - n mean^2 would lose every digit here (float32: offset 1e4, spread 1)
     x, y = correlated((3, 200), seed=3)
-    ref = ccc(x, y)
-    torch.testing.assert_close(ccc(x + 1e8, y + 1e8), ref, rtol=0, atol=1e-7)
-    got32 = ccc((x + 1e4).float(), (y + 1e4).float())
-    ref32 = ccc((x + 1e4).float().double(), (y + 1e4).float().double())  # same rounded inputs, exact arithmetic
+    ref = ccc(x, y, dim=-1)
+    torch.testing.assert_close(ccc(x + 1e8, y + 1e8, dim=-1), ref, rtol=0, atol=1e-7)
+    got32 = ccc((x + 1e4).float(), (y + 1e4).float(), dim=-1)
+    ref32 = ccc((x + 1e4).float().double(), (y + 1e4).float().double(), dim=-1)  # same rounded inputs, exact
     torch.testing.assert_close(got32.double(), ref32, rtol=0, atol=2e-5)
 
 
@@ -162,9 +172,9 @@ def test_low_precision(dtype, unbiased, tol):
     x, y = correlated((4, 3, 300), seed=4, dtype=dtype)
     mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(5)) > 0.2
     for fn, kw in ((ccc, dict(unbiased=unbiased)), (pearson, {})):
-        out = fn(x, y, mask=mask, **kw)
+        out = fn(x, y, dim=-1, mask=mask, **kw)
         assert out.dtype == dtype
-        ref = fn(x.double(), y.double(), mask=mask, **kw)  # float64 on the same rounded inputs
+        ref = fn(x.double(), y.double(), dim=-1, mask=mask, **kw)  # float64 on the same rounded inputs
         torch.testing.assert_close(out.double(), ref, **tol[dtype])
 
 
@@ -174,14 +184,14 @@ def test_mask_equals_dropping():
     xp = x.masked_fill(~mask, float("nan"))  # padding may hold anything
     yp = y.masked_fill(~mask, float("inf"))
     for unbiased in (False, True):
-        out = ccc(xp, yp, mask=mask, unbiased=unbiased)
+        out = ccc(xp, yp, dim=-1, mask=mask, unbiased=unbiased)
         ref = [[ccc_numpy(x[i, j][mask[i, j]].numpy(), y[i, j][mask[i, j]].numpy(), int(unbiased)) for j in range(4)]
                for i in range(3)]
         np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-12)
     ref_p = [[pearsonr(x[i, j][mask[i, j]], y[i, j][mask[i, j]]).statistic for j in range(4)] for i in range(3)]
-    np.testing.assert_allclose(pearson(xp, yp, mask=mask).numpy(), ref_p, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pearson(xp, yp, dim=-1, mask=mask).numpy(), ref_p, rtol=0, atol=1e-12)
     xg = xp.clone().requires_grad_()
-    ccc(xg, yp, mask=mask).sum().backward()
+    ccc(xg, yp, dim=-1, mask=mask).sum().backward()
     assert torch.isfinite(xg.grad).all() and (xg.grad[~mask] == 0).all()
 
 
@@ -192,17 +202,17 @@ def test_undefined_items_are_nan_with_zero_gradient():
     mask[1, 1:] = False  # one valid entry
     x[2] = 0.1  # constant pred, varying target
     x[3], y[3] = 0.1, 0.1  # both constant and equal
-    out = ccc(x, y, mask=mask)
+    out = ccc(x, y, dim=-1, mask=mask)
     assert torch.isnan(out[0]) and torch.isnan(out[3])
     assert out[1] == 0 and out[2] == 0  # zero covariance over a positive denominator
-    assert torch.isnan(ccc(x, y, mask=mask, unbiased=True)[1])
-    r = pearson(x, y, mask=mask)
+    assert torch.isnan(ccc(x, y, dim=-1, mask=mask, unbiased=True)[1])
+    r = pearson(x, y, dim=-1, mask=mask)
     assert torch.isnan(r[:4]).all() and torch.isfinite(r[4:]).all()
     xg = x.clone().requires_grad_()
-    (ccc(xg, y, mask=mask).nansum() + pearson(xg, y, mask=mask).nansum()).backward()
+    (ccc(xg, y, dim=-1, mask=mask).nansum() + pearson(xg, y, dim=-1, mask=mask).nansum()).backward()
     assert torch.isfinite(xg.grad).all() and (xg.grad[[0, 3]] == 0).all()
     x45 = x[4:].clone().requires_grad_()
-    (ccc(x45, y[4:]).sum() + pearson(x45, y[4:]).sum()).backward()
+    (ccc(x45, y[4:], dim=-1).sum() + pearson(x45, y[4:], dim=-1).sum()).backward()
     torch.testing.assert_close(xg.grad[4:], x45.grad, rtol=0, atol=1e-15)
 
 
@@ -213,13 +223,13 @@ def test_gradcheck(seed):
     y.requires_grad_()
     mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) > 0.3
     mask[:, :3] = True
-    assert torch.autograd.gradcheck(lambda a, b: ccc(a, b), (x, y))
-    assert torch.autograd.gradcheck(lambda a, b: ccc(a, b, mask=mask, unbiased=True), (x, y))
-    assert torch.autograd.gradcheck(lambda a, b: pearson(a, b, mask=mask), (x, y))
+    assert torch.autograd.gradcheck(lambda a, b: ccc(a, b, dim=-1), (x, y))
+    assert torch.autograd.gradcheck(lambda a, b: ccc(a, b, dim=-1, mask=mask, unbiased=True), (x, y))
+    assert torch.autograd.gradcheck(lambda a, b: pearson(a, b, dim=-1, mask=mask), (x, y))
     x3, y3 = correlated((3, 2, 4), seed=seed)
     assert torch.autograd.gradcheck(lambda a, b: ccc_loss(a, b, dim=(0, 2)),
                                     (x3.requires_grad_(), y3.requires_grad_()))
-    assert torch.autograd.gradgradcheck(lambda a, b: ccc(a, b), (x, y))
+    assert torch.autograd.gradgradcheck(lambda a, b: ccc(a, b, dim=-1), (x, y))
 
 
 def test_float32_gradients_match_float64():
@@ -227,7 +237,7 @@ def test_float32_gradients_match_float64():
     grads = {}
     for dtype in (torch.float32, torch.float64):
         a, b = x.to(dtype).requires_grad_(), y.to(dtype).requires_grad_()
-        (ccc(a, b).sum() + pearson(a, b).sum()).backward()
+        (ccc(a, b, dim=-1).sum() + pearson(a, b, dim=-1).sum()).backward()
         grads[dtype] = (a.grad.double(), b.grad.double())
     for g32, g64 in zip(grads[torch.float32], grads[torch.float64]):
         torch.testing.assert_close(g32, g64, rtol=1e-4, atol=1e-6)
@@ -277,20 +287,28 @@ def test_streaming_merge_equals_one_shot(with_mask, offset, atol):
     assert (per_part - ccc(x, y, dim=0, mask=mask)).abs().max() > 1e-3
 
 
-def test_streaming_float32_input_and_batched_state():
+def test_streaming_float32_input_batched_state_and_reset(tol):
     x, y = correlated((3, 2, 90), seed=13, dtype=torch.float32)
-    acc = CCCMoments()  # dim=-1: state shape (3, 2)
+    acc = CCCMoments(dim=-1, unbiased=True)  # state shape (3, 2)
     for lo in range(0, 90, 25):
         acc.update(x[..., lo:lo + 25], y[..., lo:lo + 25])
     out = acc.compute()
-    assert out.shape == (3, 2) and out.dtype == torch.float64
-    torch.testing.assert_close(out, ccc(x.double(), y.double()), rtol=0, atol=1e-12)
+    assert out.shape == (3, 2) and out.dtype == torch.float32  # the data's dtype (float64 moments inside)
+    torch.testing.assert_close(out.double(), ccc(x.double(), y.double(), dim=-1, unbiased=True), rtol=0, atol=1e-7)
+    torch.testing.assert_close(acc.compute(unbiased=False).double(), ccc(x.double(), y.double(), dim=-1), rtol=0,
+                               atol=1e-7)
+    assert acc.reset() is acc and acc.state is None
+    with pytest.raises(RuntimeError, match="update"):
+        acc.compute()
+    acc.update(x[..., :30], y[..., :30])  # a new pass over the data starts from nothing
+    torch.testing.assert_close(acc.compute().double(), ccc(x[..., :30].double(), y[..., :30].double(), dim=-1,
+                                                            unbiased=True), rtol=0, atol=1e-7)
 
 
 def test_all_reduce_without_process_group_is_a_copy():
     assert not dist.is_initialized()
     x, y = correlated((40, 3), seed=14)
-    acc = CCCMoments(dim=0).update(x, y)
+    acc = CCCMoments().update(x, y)
     red = acc.all_reduce()
     assert red is not acc
     torch.testing.assert_close(red.compute(), acc.compute(), rtol=0, atol=0)
@@ -332,7 +350,7 @@ def test_streaming_errors():
         CCCMoments().compute()
     with pytest.raises(RuntimeError, match="update"):
         CCCMoments().all_reduce()
-    acc = CCCMoments(dim=0).update(x, y)
+    acc = CCCMoments().update(x, y)
     with pytest.raises(ValueError, match="state shape"):
         acc.update(x[:, :1], y[:, :1])
     with pytest.raises(ValueError, match="state shape"):
@@ -347,6 +365,8 @@ def test_bad_inputs_raise_naming_the_argument():
     x, y = correlated((2, 5), seed=18)
     with pytest.raises(ValueError, match="target has shape"):
         ccc(x, y[:, :4])
+    with pytest.raises(ValueError, match="reduction must be"):
+        ccc_loss(x, y, reduction="average")
     with pytest.raises(TypeError, match="target has dtype"):
         ccc(x, y.float())
     with pytest.raises(TypeError, match="pred must"):
@@ -364,7 +384,7 @@ def test_bad_inputs_raise_naming_the_argument():
     with pytest.raises(TypeError, match="dim must be"):
         ccc(x, y, dim=1.0)
     with pytest.raises(ValueError, match="no entries along dim"):
-        ccc(x[:, :0], y[:, :0])
+        ccc(x[:, :0], y[:, :0], dim=-1)
 
 
 @given(st.integers(min_value=3, max_value=40), st.integers(min_value=0, max_value=2**31 - 1), st.booleans())
@@ -375,3 +395,60 @@ def test_ccc_permutation_invariant_and_symmetric(n, seed, unbiased):
     assert math.isclose(ccc(x[perm], y[perm], unbiased=unbiased).item(), ref.item(), rel_tol=0, abs_tol=1e-13)
     assert math.isclose(ccc(y, x, unbiased=unbiased).item(), ref.item(), rel_tol=0, abs_tol=1e-13)
     assert -1.0 <= ref.item() <= 1.0
+
+
+@pytest.mark.parametrize("backend", ["torch", *KERNELS])
+@pytest.mark.parametrize("dtype, scale", [(torch.float64, 1e200), (torch.float64, 1e-200), (torch.float32, 1e20)])
+def test_huge_and_tiny_inputs_give_the_same_finite_ccc(backend, dtype, scale):
+    """Moments of 1e200 overflow float64 squares: each item is scaled first (CCC and Pearson are scale-free)."""
+    x, y = correlated((40, 3), seed=25)
+    ref_c, ref_p = ccc(x, y), pearson(x, y)
+    xs, ys = (x * scale).to(dtype), (y * scale).to(dtype)
+    assert torch.isfinite(xs).all()
+    with use_backend(backend):
+        got = ccc(xs, ys)  # no gradient: the fused kernel (its NaN items are recomputed scaled)
+    atol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got.double(), ref_c, rtol=0, atol=atol)
+    torch.testing.assert_close(pearson(xs, ys).double(), ref_p, rtol=0, atol=atol)
+    xg = xs.clone().requires_grad_()
+    ccc(xg, ys).sum().backward()
+    assert torch.isfinite(xg.grad).all()
+
+
+def test_ccc_loss_module_reduces_over_the_samples_by_default():
+    from kdekit.nn import CCCLoss
+
+    x, y = correlated((50, 2), seed=26)
+    per_column = 1 - ccc(x, y)
+    torch.testing.assert_close(CCCLoss()(x, y), per_column.mean(), rtol=0, atol=1e-14)
+    torch.testing.assert_close(CCCLoss(reduction="none")(x, y), per_column, rtol=0, atol=1e-14)
+    torch.testing.assert_close(CCCLoss(dim=-1, unbiased=True, reduction="sum")(x.T, y.T),
+                               (1 - ccc(x, y, unbiased=True)).sum(), rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="reduction must be"):
+        CCCLoss(reduction="batchmean")
+
+
+def test_torchmetrics_metric_streams_and_merges_like_one_call():
+    from torchmetrics.regression import ConcordanceCorrCoef as TorchmetricsCCC
+
+    from kdekit.metrics import ConcordanceCorrCoef, _merge_stacked
+
+    x, y = correlated((90, 2), seed=27, dtype=torch.float32)
+    ours, theirs = ConcordanceCorrCoef(num_outputs=2, unbiased=True), TorchmetricsCCC(num_outputs=2)
+    for lo in range(0, 90, 20):
+        ours.update(x[lo:lo + 20], y[lo:lo + 20])
+        theirs.update(x[lo:lo + 20], y[lo:lo + 20])
+    torch.testing.assert_close(ours.compute().float(), theirs.compute(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours.compute(), ccc(x.double(), y.double(), unbiased=True), rtol=0, atol=1e-12)
+    # the process-merge function: two states gathered = the moments of all the data
+    parts = [ConcordanceCorrCoef(num_outputs=2) for _ in range(2)]
+    parts[0].update(x[:33], y[:33])
+    parts[1].update(x[33:], y[33:])
+    merged = ConcordanceCorrCoef(num_outputs=2)
+    merged.moments = _merge_stacked(torch.stack([p.moments for p in parts]))
+    torch.testing.assert_close(merged.compute(), ccc(x.double(), y.double()), rtol=0, atol=1e-12)
+    one = ConcordanceCorrCoef()
+    one.update(x[:, 0], y[:, 0])
+    assert one.compute().shape == ()
+    with pytest.raises(ValueError, match="num_outputs=1"):
+        one.update(x, y)

@@ -82,3 +82,71 @@ def test_bad_input():
         kde1d(np.zeros((2, 3)))
     with pytest.raises(TypeError, match="x must hold real numbers"):
         kde1d(["a", "b"])
+    with pytest.raises(ValueError, match="x is empty"):
+        kde2d([], [])
+    with pytest.raises(ValueError, match="x is empty"):
+        kde1d(np.array([]))
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="y holds 1 NaN or infinite"):
+            kde2d([0.1, 0.2, 0.3], [0.0, bad, 0.2])
+        with pytest.raises(ValueError, match="x holds 1 NaN or infinite"):
+            kde1d([0.1, bad], limits=(-1, 1))
+    with pytest.raises(ValueError, match="n must be a finite number >= 2"):
+        kde2d([0.1, 0.2], [0.1, 0.3], n=1)
+
+
+@pytest.mark.parametrize("call", ["kde2d", "kde1d"])
+def test_bad_input_raises_where_kde_diffusion_raises(call):
+    """Drop-in: the same inputs that make kde_diffusion raise ValueError make kdekit raise ValueError."""
+    ours, theirs = getattr(kdekit, call), getattr(kde_diffusion, call)
+    args = {"kde2d": ([0.1, np.nan, 0.3, -0.2], [0.0, 0.1, 0.2, 0.3]), "kde1d": ([0.1, np.nan, 0.3],)}[call]
+    for case in (args, tuple(np.array([]) for _ in args)):
+        for fn in (theirs, ours):
+            with pytest.raises(ValueError):
+                fn(*(np.asarray(a) for a in case), n=64)
+
+
+def test_float_grid_size_rounds_up_like_kde_diffusion():
+    x, y = cluster(50, 3)
+    for n in (64.7, 100.0, 128):
+        ref = kde_diffusion.kde2d(x, y, n=n, limits=((-1, 1), (-1, 1)))[0]
+        got = kde2d(x, y, n=n, limits=((-1, 1), (-1, 1)))[0]
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max())
+    assert kde1d(x, n=300.5)[0].shape == kde_diffusion.kde1d(x, n=300.5)[0].shape == (512,)
+
+
+def test_strict_raises_like_kde_diffusion_on_non_convergence():
+    x, y = [0.1, -0.3], [0.2, 0.5]  # two points: no root on [0, 0.1]
+    with pytest.raises(ValueError, match="did not converge") as theirs:
+        kde_diffusion.kde2d(np.array(x), np.array(y), n=64, limits=((-1, 1), (-1, 1)))
+    with pytest.raises(ValueError) as ours:
+        kde2d(x, y, n=64, limits=((-1, 1), (-1, 1)), strict=True)
+    assert str(ours.value) == str(theirs.value)
+    with pytest.raises(ValueError, match="did not converge"):
+        kde1d([0.3], n=64, strict=True)
+    x, y = cluster(60, 4)  # converges: strict changes nothing
+    np.testing.assert_array_equal(kde2d(x, y, n=64, strict=True)[0], kde2d(x, y, n=64)[0])
+
+
+def test_torch_input_with_grad_keeps_its_graph_and_says_the_points_get_none():
+    x, y = (torch.tensor(v, requires_grad=True) for v in cluster(40, 5))
+    with pytest.warns(UserWarning, match="no gradient in the point positions"):
+        density, (xg, yg), bw = kde2d(x, y, n=64)
+    assert density.requires_grad and xg.requires_grad and bw.requires_grad
+    gx, gy = torch.autograd.grad((density * xg[:, None]).sum() + bw.sum(), (x, y))
+    assert torch.isfinite(gx).all() and torch.isfinite(gy).all()
+    assert (gx != 0).sum() == 2  # the default limits depend on the smallest and the largest point only
+    ref = kde2d(x.detach().numpy(), y.detach().numpy(), n=64)[0]
+    np.testing.assert_allclose(density.detach().numpy(), ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    with pytest.warns(UserWarning, match="no gradient in the point positions"):
+        d1, grid, _ = kde1d(x, n=128)
+    assert d1.requires_grad and grid.requires_grad
+
+
+def test_overflowing_density_warns_like_kde_diffusion():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(-0.8, 0.8, (2, 20)) * 1e-300
+    with pytest.warns(RuntimeWarning, match="overflows"):
+        density = kde2d(a, b, n=64)[0]
+    assert not np.isfinite(density).all()

@@ -272,7 +272,8 @@ def test_gradcheck_soft_without_implicit_grad_equals_fixed_time(monkeypatch, bac
     t_fixed = res.t.detach()
     # the same pipeline with the solver replaced by the constant t*
     monkeypatch.setattr(
-        dk, "_solve_2d", lambda psi, a_raw, solve, status0, single: (t_fixed.clone(), torch.zeros_like(status0))
+        dk, "_solve_2d",
+        lambda psi, a_raw, solve, status0, single: (t_fixed.clone(), torch.zeros_like(status0), torch.ones_like(solve)),
     )
 
     def at_fixed_t(x, y):
@@ -576,3 +577,43 @@ def test_binned_bad_input():
         diffusion_kde2d_binned(torch.rand(1, 64, 64, dtype=torch.float64), 10, None)
     with pytest.raises(ValueError, match="n_points"):
         diffusion_kde1d_binned(torch.rand(2, 64, dtype=torch.float64), torch.tensor([1.0, -1.0]), (-1.0, 1.0))
+
+
+@pytest.mark.parametrize("histogram", ["hard", "soft"])
+@pytest.mark.parametrize("n", [16, 64, 256])
+def test_fallback_bandwidths_lie_between_one_bin_and_the_range(histogram, n, backend):
+    """Where kde_diffusion fails, the bandwidth (per axis in 2-D) is at least one bin and at most the limits' range."""
+    sets = family("uniform", 12, 71) + family("likert", 12, 72)
+    sets += [(np.array([0.1, -0.3]), np.array([0.2, 0.5])), (np.array([0.4]), np.array([-0.2]))]
+    X, Y, L = padded(sets)
+    for limits in (UNIT, None):
+        res = diffusion_kde2d(X, Y, grid_size=n, limits=limits, lengths=L, histogram=histogram)
+        fallback = torch.tensor([KDEStatus(int(s)) in FALLBACK for s in res.status])
+        assert fallback.sum() >= 4, res.status
+        widths = torch.stack([res.xgrid[:, -1] - res.xgrid[:, 0], res.ygrid[:, -1] - res.ygrid[:, 0]], 1) * n / (n - 1)
+        bw = res.bandwidth[fallback]
+        assert (bw >= widths[fallback] / n * (1 - 1e-12)).all() and (bw <= widths[fallback] * (1 + 1e-12)).all(), bw
+        r1 = diffusion_kde1d(X, grid_size=n, limits=limits and (-1.0, 1.0), lengths=L, histogram=histogram)
+        fb1 = torch.tensor([KDEStatus(int(s)) in FALLBACK for s in r1.status])
+        width1 = (r1.grid[:, -1] - r1.grid[:, 0]) * n / (n - 1)
+        assert fb1.any() and (r1.bandwidth[fb1] >= width1[fb1] / n * (1 - 1e-12)).all()
+        assert (r1.bandwidth[fb1] <= width1[fb1]).all()
+
+
+def test_negative_binned_counts_are_refused():
+    h = torch.rand(2, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    h[1, 3, 4] = -0.5
+    with pytest.raises(ValueError, match="binned holds 1 negative count"):
+        diffusion_kde2d_binned(h, 10, UNIT)
+    with pytest.raises(ValueError, match="binned holds 1 negative count"):
+        diffusion_kde1d_binned(h[:, 3], 10, (-1.0, 1.0))
+
+
+def test_masks_must_be_bool():
+    x = torch.rand(2, 5, dtype=torch.float64)
+    with pytest.raises(TypeError, match="mask must be a bool tensor"):
+        diffusion_kde2d(x, x, grid_size=16, mask=torch.ones(2, 5))
+    with pytest.raises(TypeError, match="mask must be a bool tensor"):
+        kdekit.soft_histogram2d(x, x, 8, UNIT, 8.0, mask=torch.ones(2, 5, dtype=torch.int64))
+    with pytest.raises(TypeError, match="mask must be a bool tensor"):
+        kdekit.nn.DiffusionKDE2d(n_observations=10)(x, x, torch.ones(2, 5))

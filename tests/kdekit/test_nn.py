@@ -105,3 +105,33 @@ def test_compile_names_limits_it_cannot_take(limits):
     x = torch.rand(2, 10, dtype=torch.float64)
     with pytest.raises(Exception, match="limits"):
         torch.compile(module, fullgraph=True, backend="aot_eager")(x, x)
+
+
+def test_kde_cross_entropy_reduction_dtype_and_bad_tables():
+    g = torch.Generator().manual_seed(5)
+    pred = torch.softmax(torch.randn(6, 16, generator=g, dtype=torch.float64), -1).reshape(6, 4, 4)
+    target = torch.softmax(torch.randn(6, 16, generator=g, dtype=torch.float64), -1).reshape(6, 4, 4)
+    per_item = -(target.flatten(1) * torch.log(pred.flatten(1) + 1e-8)).sum(1)  # the seed's formula, float64
+    loss = KDECrossEntropyLoss(reduction="none")(pred, target)
+    assert loss.dtype == torch.float64  # computed in the inputs' dtype, not float32
+    torch.testing.assert_close(loss, per_item, rtol=1e-14, atol=0)
+    torch.testing.assert_close(KDECrossEntropyLoss()(pred, target), per_item.mean(), rtol=1e-14, atol=0)
+    torch.testing.assert_close(KDECrossEntropyLoss(reduction="sum")(pred, target), per_item.sum(), rtol=1e-14, atol=0)
+    # a slightly negative cell (KDE rounding) counts as 0: finite loss and gradient
+    bad = pred.clone()
+    bad[0, 0, 0] = -1.4e-7
+    bad = bad.requires_grad_()
+    out = KDECrossEntropyLoss()(bad.float(), target.float())
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(bad.grad).all()
+    # float16 tables: eps raised to float16's smallest normal, so a zero cell's gradient fits float16
+    half = pred.half().requires_grad_()
+    zero = half.detach().clone()
+    zero[0, 3, 0] = 0
+    half = zero.requires_grad_()
+    KDECrossEntropyLoss()(half, target.half()).backward()
+    assert torch.isfinite(half.grad).all()
+    with pytest.raises(ValueError, match="reduction must be"):
+        KDECrossEntropyLoss(reduction="batchmean")
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        KDECrossEntropyLoss(eps=0)
