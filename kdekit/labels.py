@@ -7,7 +7,8 @@
   item's ratings (0 for a single annotator, where the seed would produce NaN), clamped to ``[-1, 1]``.
 * :func:`labels_from_ratings`: pseudo-observations -> hard-histogram diffusion KDE on a ``grid x grid`` grid
   (default 512) on ``[-1, 1]^2`` in float64 (the fused ``kdekit::kde2d_points`` kernel under the ``cpp`` backend)
-  -> ``k x k`` block sums / total (:func:`~kdekit.ops.pooling.pool_density`).
+  -> ``k x k`` block sums / total (:func:`~kdekit.ops.pooling.pool_density`); :func:`labels_from_observations` is
+  its second half, for observations drawn elsewhere (e.g. with a generator per item).
 * :func:`points_to_distribution`: points -> soft histogram (sharpness 8) -> diffusion KDE (grid 64) -> ``k x k``
   table, differentiable in the points (the DiffKDE training path; upsample with :func:`pseudo_observations` first
   to reproduce the seed exactly). ``torch.ops.kdekit.points_to_distribution`` is the same computation as one opaque
@@ -27,7 +28,8 @@ from .ops._utils import check_float_tensor
 from .ops.diffusion_kde import default_chunk_bytes, diffusion_kde2d
 from .ops.pooling import pool_density, probability_table
 
-__all__ = ["DistributionLabels", "pseudo_observations", "labels_from_ratings", "points_to_distribution"]
+__all__ = ["DistributionLabels", "pseudo_observations", "labels_from_ratings", "labels_from_observations",
+           "points_to_distribution"]
 
 UNIT_SQUARE = ((-1.0, 1.0), (-1.0, 1.0))
 NOISE_EPS = 1e-12
@@ -110,8 +112,8 @@ def labels_from_ratings(
     """``k x k`` distribution labels from ``(U, A, 2)`` ratings in [-1, 1] (NaN-padded annotators).
 
     pseudo-observations (float64) -> hard-histogram diffusion KDE on ``grid x grid`` over ``[-1, 1]^2`` -> block sums
-    / total. All items at once (in memory-bounded chunks). Items without annotators get a uniform table and status
-    NO_POINTS; items where kde_diffusion would fail get the fallback bandwidth and their status (never an error).
+    / total (:func:`labels_from_observations`). Items without annotators get a uniform table and status NO_POINTS;
+    items where kde_diffusion would fail get the fallback bandwidth and their status (never an error).
     ``clip_negative`` as in :func:`~kdekit.ops.diffusion_kde.diffusion_kde2d` (the seed clipped; kde_diffusion
     does not); probs are float64, >= 0 and sum to 1 (:func:`~kdekit.ops.pooling.probability_table`: a block whose
     KDE mass is negative counts as 0).
@@ -119,6 +121,21 @@ def labels_from_ratings(
     _check_ratings(ratings)
     _check_k(k, grid)
     obs = pseudo_observations(ratings.detach().to(torch.float64), n_observations, generator)
+    return labels_from_observations(obs, k=k, grid=grid, clip_negative=clip_negative)
+
+
+def labels_from_observations(
+    observations: torch.Tensor, *, k: int = 4, grid: int = 512, clip_negative: bool = False
+) -> DistributionLabels:
+    """The KDE half of :func:`labels_from_ratings`: ``(U, n, 2)`` pseudo-observations (NaN rows = none) -> labels.
+
+    All items at once, in memory-bounded chunks; float64.
+    """
+    check_float_tensor("observations", observations, ndim=3)
+    if observations.shape[-1] != 2 or observations.shape[0] == 0:
+        raise ValueError(f"observations must be (U, n, 2) with U >= 1, got shape {tuple(observations.shape)}")
+    _check_k(k, grid)
+    obs = observations.detach().to(torch.float64)
     valid = torch.isfinite(obs).all(-1)
     chunk = max(1, max(_LABEL_CHUNK_BYTES, default_chunk_bytes(obs.device)) // (8 * grid * grid))
     parts = []

@@ -80,7 +80,8 @@ def select_memory(activation: Sequence[float], valence: Sequence[float], strateg
     """Indices of the items kept in memory (at most ``size``, no repeats) for the given strategy.
 
     ``activation``/``valence`` are the items' labels on [-1, 1]; ``durations`` (seconds) are needed by ``length``,
-    ``genders`` ('F'/'M'/None) by ``gender``, ``speakers`` by ``speaker``.
+    ``genders`` ('F'/'M'/None) by ``gender``, ``speakers`` by ``speaker``; items without one are never chosen, and
+    ValueError is raised when no item has one (the memory would be silently empty).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -94,12 +95,15 @@ def select_memory(activation: Sequence[float], valence: Sequence[float], strateg
     if strategy == "random":
         return sorted(int(i) for i in rng.permutation(n)[:size])
     needed = {"length": durations, "gender": genders, "speaker": speakers}[strategy]
+    what = {"length": "durations", "gender": "genders", "speaker": "speakers"}[strategy]
     if needed is None or len(needed) != n:
-        what = {"length": "durations", "gender": "genders", "speaker": "speakers"}[strategy]
         raise ValueError(f"strategy {strategy!r} needs {what} with one entry per item ({n})")
-    candidates = np.array([v is not None and v == v for v in needed])  # None/NaN are never candidates
+    candidates = np.array([v is not None and v == v for v in needed], dtype=bool)  # None/NaN are never candidates
     if strategy == "gender":
-        candidates &= np.array([v in ("F", "M") for v in needed])
+        candidates &= np.array([v in ("F", "M") for v in needed], dtype=bool)
+    if n and not candidates.any():
+        raise ValueError(f"strategy {strategy!r}: none of the {n} items has {what} (all None/NaN"
+                         f"{'/unknown' if strategy == 'gender' else ''}), so the memory would be empty")
     buckets = bucket_of(act, val)
     quotas = _split_quota(size, 9)
     if strategy == "length":

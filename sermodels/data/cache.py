@@ -5,6 +5,8 @@ The key hash covers the extractor settings (model id, revision, layer, pooling, 
 content hash of the input (audio file bytes or transcript text). Files are written to a unique temporary name in
 the same folder and moved into place with ``os.replace``, so an interrupted run leaves only complete files (it
 resumes from them) and concurrent readers never see a partial file.
+
+:func:`audio_durations` keeps the durations read from audio headers in a small JSON cache per corpus.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import hashlib
 import json
 import os
 import uuid
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -71,3 +73,55 @@ class FeatureCache:
         p = self.path(item_hash)
         os.makedirs(os.path.dirname(p), exist_ok=True)
         _atomic_write(p, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
+
+
+def cache_root() -> str:
+    """``$SERMODELS_CACHE``, else ``$XDG_CACHE_HOME/sermodels`` (default ``~/.cache/sermodels``)."""
+    if os.environ.get("SERMODELS_CACHE"):
+        return os.environ["SERMODELS_CACHE"]
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "sermodels")
+
+
+def audio_durations(paths, group: str, cache_dir=None) -> Tuple[Dict[str, float], Dict[str, str]]:
+    """Durations in seconds of audio files from their headers (``soundfile.info``), cached across runs.
+
+    Returns ``(durations, errors)`` keyed by path; ``errors`` holds the reason for each file whose header cannot be
+    read. The cache is one JSON file per ``group`` (e.g. a corpus root) under ``cache_dir`` (default
+    :func:`cache_root`/durations); an entry is reused while the file's size and modification time are unchanged. An
+    unwritable cache only costs the re-read next time.
+    """
+    import soundfile as sf
+
+    path = os.path.join(str(cache_dir or os.path.join(cache_root(), "durations")),
+                        content_hash(os.path.abspath(group))[:20] + ".json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            cached = json.load(f)
+    except (OSError, ValueError):
+        cached = {}
+    durations: Dict[str, float] = {}
+    errors: Dict[str, str] = {}
+    changed = False
+    for p in paths:
+        key = os.path.abspath(p)
+        try:
+            st = os.stat(p)
+            stamp = [st.st_size, st.st_mtime_ns]
+            hit = cached.get(key)
+            if hit is not None and hit[:2] == stamp:
+                durations[p] = hit[2]
+                continue
+            info = sf.info(p)
+            durations[p] = info.frames / info.samplerate
+        except (OSError, RuntimeError, ValueError) as e:
+            errors[p] = f"cannot read the audio header: {e}"
+            continue
+        cached[key] = stamp + [durations[p]]
+        changed = True
+    if changed:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _atomic_write(path, lambda f: f.write(json.dumps(cached).encode()))
+        except OSError:
+            pass
+    return durations, errors

@@ -1,22 +1,24 @@
 """ComParE 2023 Emotion Share (Hume-Prosody) reader: ``wav/*.wav`` and ``lab/{train,devel,test}.csv``.
 
-Columns ``filename`` plus the nine emotions; values are continuous shares in about [0, 1] and are stored in
+Columns ``filename`` plus the nine emotions; values are continuous shares in [0, 1] and are stored in
 ``Utterance.shares`` (emotion -> value). Test labels are blank: those rows get empty ``shares`` (not skipped).
-A row with some but not all nine values blank is malformed. ``split`` = train / val (devel) / test. Labels are
-keyed on ``filename``, never on file order. No per-annotator ratings exist for this corpus.
+A row with some but not all nine values blank, or with a share that is not a number in [0, 1], is malformed.
+``split`` = train / val (devel) / test. Labels are keyed on ``filename`` (utterance id = without ``.wav``), never on
+file order. No per-annotator ratings exist for this corpus; durations come from the audio headers.
 """
 from __future__ import annotations
 
 import os
 from typing import List
 
-from .corpus import Corpus, Issues, csv_rows
+from .corpus import Corpus, Issues, csv_rows, outside_scale, strip_wav
 from .records import Utterance
 
 NAME = "compare-share"
 EMOTIONS = ("Anger", "Boredom", "Calmness", "Concentration", "Determination", "Excitement", "Interest", "Sadness",
             "Tiredness")
 PARTITIONS = (("train", "train"), ("devel", "val"), ("test", "test"))
+SHARE_RANGE = (0.0, 1.0)
 
 
 def read(root: str, lenient: bool = True) -> Corpus:
@@ -32,7 +34,8 @@ def read(root: str, lenient: bool = True) -> Corpus:
         found = True
         for lineno, r in csv_rows(path, ("filename",) + EMOTIONS, issues):
             fname = r["filename"]
-            if not fname or fname in seen:
+            uid = strip_wav(fname)
+            if not uid or uid in seen:
                 issues.bad(path, lineno, f"empty or duplicate filename {fname!r}")
                 continue
             cells = [r[e] for e in EMOTIONS]
@@ -45,9 +48,13 @@ def read(root: str, lenient: bool = True) -> Corpus:
             except ValueError:
                 issues.bad(path, lineno, f"non-numeric emotion value in {cells}")
                 continue
-            seen.add(fname)
-            wav = os.path.join(root, "wav", fname if fname.endswith(".wav") else fname + ".wav")
-            utterances.append(Utterance(utterance_id=os.path.splitext(fname)[0], corpus=NAME,
+            problem = outside_scale(shares, SHARE_RANGE, nan_ok=False)
+            if problem:
+                issues.bad(path, lineno, f"share {problem}")
+                continue
+            seen.add(uid)
+            wav = os.path.join(root, "wav", uid + ".wav")
+            utterances.append(Utterance(utterance_id=uid, corpus=NAME,
                                         audio_path=wav if os.path.isfile(wav) else None, split=split,
                                         shares=shares))
     if not found:

@@ -1,12 +1,14 @@
-"""The loaded-corpus container and the skip/raise policy shared by every reader."""
+"""The loaded-corpus container, the text/CSV opener every reader uses, and the skip/raise policy they share."""
 from __future__ import annotations
 
+import codecs
 import csv
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from .records import Utterance
 
@@ -21,9 +23,9 @@ class Issues:
     ``note`` records data quirks that are never errors (blank or out-of-range rating lines, NaN rows).
     """
 
-    def __init__(self, lenient: bool = True):
+    def __init__(self, lenient: bool = True, skipped: Optional[List[Skip]] = None):
         self.lenient = lenient
-        self.skipped: List[Skip] = []
+        self.skipped: List[Skip] = [] if skipped is None else skipped
 
     def bad(self, path: str, line: int, reason: str) -> None:
         if not self.lenient:
@@ -34,44 +36,110 @@ class Issues:
         self.skipped.append((str(path), int(line), reason))
 
 
-def _header(reader) -> List[str]:
-    return [h.strip() for h in next(reader, [])]
+CORPUS_ALIASES = {"podcast": "msp-podcast", "msppodcast": "msp-podcast", "improv": "msp-improv",
+                  "mspimprov": "msp-improv", "compare": "compare-share", "emotion-share": "compare-share",
+                  "compare-emotion-share": "compare-share"}
 
 
-def csv_header(path: str) -> List[str]:
+def corpus_name(name) -> str:
+    """Canonical corpus name: case-insensitive, ``_`` and spaces read as ``-`` (``MSP_Podcast`` -> ``msp-podcast``),
+    plus the short names of the papers' code (``podcast``, ``improv``, ``compare``)."""
+    key = re.sub(r"[\s_]+", "-", str(name).strip().lower())
+    return CORPUS_ALIASES.get(key, key)
+
+
+def text_lines(path: str, issues: "Issues") -> Iterator[str]:
+    """The decoded lines of a UTF-8 text file, line endings kept: the one opener every reader uses.
+
+    A byte-order mark is dropped. Bytes that are not valid UTF-8 are decoded as U+FFFD and recorded through
+    ``issues`` with their line (strict mode raises).
+    """
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                issues.bad(path, lineno, f"bytes that are not UTF-8 ({raw[e.start:e.end]!r} at column {e.start + 1}) "
+                                         f"replaced by U+FFFD")
+                yield raw.decode("utf-8", "replace")
+
+
+def read_text(path: str, issues: "Issues") -> str:
+    """The whole text of a file read through :func:`text_lines`."""
+    return "".join(text_lines(path, issues))
+
+
+class CsvFile:
+    """A CSV file read through :func:`text_lines`: ``header`` (stripped names) and :meth:`rows`.
+
+    Line numbers are physical lines of the file (a quoted field may span several), so errors cite the line an editor
+    shows.
+    """
+
+    def __init__(self, path: str, issues: "Issues"):
+        self.path, self.issues = path, issues
+        self._lines = text_lines(path, issues)
+        self._reader = csv.reader(self._lines)
+        self.header = [h.strip() for h in next(self._reader, [])]
+
+    def rows(self) -> Iterator[Tuple[int, Dict[str, str]]]:
+        """Yield ``(line, {column: stripped value})``; blank rows are skipped, rows with the wrong number of fields
+        reported."""
+        start = self._reader.line_num + 1
+        try:
+            for row in self._reader:
+                if row and any(x.strip() for x in row):
+                    if len(row) != len(self.header):
+                        self.issues.bad(self.path, start, f"expected {len(self.header)} fields, got {len(row)}")
+                    else:
+                        yield start, {k: v.strip() for k, v in zip(self.header, row)}
+                start = self._reader.line_num + 1
+        except csv.Error as e:
+            raise ValueError(f"{self.path}:{start}: {e}") from None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._lines.close()
+
+
+def csv_header(path: str, issues: "Issues") -> List[str]:
     """The stripped column names of a CSV file's first line (``[]`` for an empty file)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return _header(csv.reader(f))
+    table = CsvFile(path, issues)
+    table.close()
+    return table.header
 
 
 def csv_rows(path: str, columns, issues: "Issues"):
-    """Yield ``(line number, {column: stripped value})`` for the data rows of a CSV file.
+    """Yield ``(line, {column: stripped value})`` for the data rows of a CSV file.
 
     The header must hold every name in ``columns`` (ValueError naming the file otherwise); other columns are reported
     through ``issues`` and ignored; blank rows are skipped; rows with the wrong number of fields are reported.
     """
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = _header(reader)
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise ValueError(f"{path}:1: missing column(s) {missing}; found {header}")
-        for c in header:
-            if c not in columns:
-                issues.bad(path, 1, f"unknown column {c!r} ignored")
-        for lineno, row in enumerate(reader, 2):
-            if not row or all(not x.strip() for x in row):
-                continue
-            if len(row) != len(header):
-                issues.bad(path, lineno, f"expected {len(header)} fields, got {len(row)}")
-                continue
-            yield lineno, {k: v.strip() for k, v in zip(header, row)}
+    table = CsvFile(path, issues)
+    missing = [c for c in columns if c not in table.header]
+    if missing:
+        raise ValueError(f"{path}:1: missing column(s) {missing}; found {table.header}")
+    for c in table.header:
+        if c not in columns:
+            issues.bad(path, 1, f"unknown column {c!r} ignored")
+    yield from table.rows()
 
 
-def require_file(path: str, what: str) -> str:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
-    return path
+def strip_wav(name: str) -> str:
+    """A file name or id without a trailing ``.wav`` (any case): the utterance id readers and split files key on."""
+    name = name.strip()
+    return name[:-4] if name.lower().endswith(".wav") else name
+
+
+def outside_scale(values: Dict[str, float], scale: Tuple[float, float], nan_ok: bool = True) -> Optional[str]:
+    """None if every value is within ``scale`` (NaN = missing counts as within unless ``nan_ok=False``); else a
+    reason naming the values outside it."""
+    lo, hi = scale
+    bad = [f"{k}={v:g}" for k, v in values.items() if not (lo <= v <= hi or nan_ok and math.isnan(v))]
+    return f"{', '.join(bad)} outside the scale {lo:g}-{hi:g}" if bad else None
 
 
 def first_existing(root: str, candidates: List[str], what: str) -> str:
@@ -96,13 +164,16 @@ def average_repeats(values: List[Tuple[float, ...]]) -> Tuple[float, ...]:
 class Corpus:
     """Utterances read from one corpus plus what was skipped while reading.
 
-    ``skipped`` holds ``(path, line, reason)`` tuples; line 0 means the whole file or utterance.
+    ``skipped`` holds ``(path, line, reason)`` tuples; line 0 means the whole file or utterance (whose id is then
+    the first element). ``rating_range`` is the ``(lo, hi)`` scale of the individual ratings (None: unknown, e.g. a
+    generic corpus read without ``rating_range``, or a corpus without ratings).
     """
 
     name: str
     root: str
     utterances: List[Utterance]
     skipped: List[Skip] = field(default_factory=list)
+    rating_range: Optional[Tuple[float, float]] = None
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -127,7 +198,8 @@ class Corpus:
             lines.append("  splits: " + ", ".join(f"{k}={v}" for k, v in sorted(splits.items(), key=lambda kv: str(kv[0]))))
             lines.append(f"  speakers: {len({u.speaker for u in us if u.speaker is not None})}; "
                          f"missing audio: {sum(u.audio_path is None for u in us)}; "
-                         f"missing transcript: {sum(u.transcript is None for u in us)}")
+                         f"missing transcript: {sum(u.transcript is None for u in us)}; "
+                         f"missing duration: {sum(u.duration is None for u in us)}")
         if self.skipped:
             reasons = Counter(r.split(":")[0] for _, _, r in self.skipped)
             lines.append(f"  skipped {len(self.skipped)} entries: "
@@ -139,11 +211,11 @@ class Corpus:
         return "\n".join(lines)
 
 
-def read_transcript(path: str) -> Optional[str]:
+def read_transcript(path: str, issues: "Issues") -> Optional[str]:
+    """The stripped text of a transcript file, None if it does not exist."""
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read().strip()
+    return read_text(path, issues).strip()
 
 
 def index_audio(directory: str, pattern_ext: str = ".wav") -> Dict[str, str]:

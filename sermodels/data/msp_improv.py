@@ -1,5 +1,8 @@
 """MSP-Improv reader (``Evaluation.txt`` blocks, ``Audio/**/*.wav``, ``Text/<utt_id>.txt``).
 
+Some copies spell the labels file ``Evalution.txt``; both are accepted. The corpus has no duration column: durations
+come from the audio headers (:func:`sermodels.data.load_corpus`).
+
 Layout of ``Evaluation.txt``: blocks separated by blank lines; a header
 ``UTD-IMPROV-<id>.avi; <cat letter>; A:<x>; V:<x>; D:<x|NaN> ; N:<x|NaN>;`` followed by one line per evaluator
 ``<evaluator>; <category word>; <secondary emotions>; A:<x>; V:<x>; D:<x|NaN>; N:<x|NaN>;``. Scale 1-5.
@@ -17,9 +20,10 @@ have checked their copy otherwise pass ``flip_activation=False``. The check is e
 utterances whose consensus category is A (angry) or H (happy) must have a higher mean activation than S (sad)
 and N (neutral); :func:`activation_by_category` prints exactly that.
 
-Evaluators who rated a clip twice are averaged (NaN-aware); the first category word is kept. Naturalness goes to
-``extra["naturalness"]`` (consensus) and ``extra["naturalness_ratings"]`` (per evaluator); the parsed id fields to
-``extra["sentence"]``, ``extra["intended"]`` (A/H/S/N), ``extra["scenario"]`` (P/R/S/T).
+Evaluators who rated a clip twice are averaged (NaN-aware); the first category word is kept. A block whose header
+repeats an earlier utterance id (the first is kept) or holds a consensus outside 1-5 is skipped whole and recorded.
+Naturalness goes to ``extra["naturalness"]`` (consensus) and ``extra["naturalness_ratings"]`` (per evaluator); the
+parsed id fields to ``extra["sentence"]``, ``extra["intended"]`` (A/H/S/N), ``extra["scenario"]`` (P/R/S/T).
 """
 from __future__ import annotations
 
@@ -27,9 +31,10 @@ import math
 import os
 import re
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Dict, List
 
-from .corpus import Corpus, Issues, average_repeats, index_audio, read_transcript, require_file
+from .corpus import (Corpus, Issues, average_repeats, first_existing, index_audio, outside_scale, read_transcript,
+                     text_lines)
 from .records import Utterance
 
 NAME = "msp-improv"
@@ -47,6 +52,8 @@ UTT_RE = re.compile(
     r"(?P<listener>[FM])(?P<dyad>[FM])(?P<turn>\d\d)"
 )
 SCALE = (1.0, 5.0)
+LABEL_FILES = ("Evaluation.txt", "Evalution.txt")
+_SKIP = object()  # the current block is being skipped (already recorded)
 
 
 def flip_activation_value(a: float) -> float:
@@ -58,12 +65,8 @@ def _f(text: str) -> float:
     return math.nan if text.lower() == "nan" else float(text)
 
 
-def _in_scale(x: float) -> bool:
-    return math.isnan(x) or SCALE[0] <= x <= SCALE[1]
-
-
 def read(root: str, lenient: bool = True, flip_activation: bool = True) -> Corpus:
-    path = require_file(os.path.join(root, "Evaluation.txt"), "MSP-Improv labels file Evaluation.txt")
+    path = first_existing(root, list(LABEL_FILES), "MSP-Improv labels file Evaluation.txt")
     issues = Issues(lenient)
     audio = index_audio(os.path.join(root, "Audio"))
     flip = flip_activation_value if flip_activation else (lambda a: a)
@@ -71,48 +74,52 @@ def read(root: str, lenient: bool = True, flip_activation: bool = True) -> Corpu
     order: List[str] = []
     headers: Dict[str, dict] = {}
     raw: Dict[str, Dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    current: Optional[str] = None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                current = None
+    current = None  # utterance id of the block being read, _SKIP, or None outside a block
+    for lineno, line in enumerate(text_lines(path, issues), 1):
+        line = line.strip()
+        if not line:
+            current = None
+            continue
+        m = HEADER_RE.match(line)
+        if m:
+            uid = "MSP-IMPROV-" + m["id"]
+            avdn = tuple(_f(m[k]) for k in "avdn")
+            problem = f"duplicate header for {uid} (first kept)" if uid in headers else \
+                outside_scale(dict(zip("AVD", avdn)), SCALE)
+            if problem:
+                issues.bad(path, lineno, f"block skipped: {problem}")
+                current = _SKIP
                 continue
-            m = HEADER_RE.match(line)
-            if m:
-                uid = "MSP-IMPROV-" + m["id"]
-                if uid in headers:
-                    issues.bad(path, lineno, f"duplicate header for {uid}")
-                    current = None
-                    continue
-                headers[uid] = dict(line=lineno, cat=m["cat"], avdn=tuple(_f(m[k]) for k in "avdn"))
-                order.append(uid)
-                current = uid
-                continue
-            if line.startswith(("UTD-IMPROV-", "MSP-IMPROV-")):
-                issues.bad(path, lineno, f"malformed header line: {line[:80]!r}")
-                current = None
-                continue
-            m = RATER_RE.match(line)
-            if m is None:
-                issues.bad(path, lineno, f"malformed evaluator line: {line[:80]!r}")
-                continue
-            if current is None:
-                issues.bad(path, lineno, "evaluator line outside a block (no header above it)")
-                continue
-            a, v, d, n = (_f(m[k]) for k in "avdn")
-            if not all(_in_scale(x) for x in (a, v, d)):
-                issues.note(path, lineno, f"out-of-range rating skipped: {line[:80]!r}")
-                continue
-            sec = [s.strip() for s in re.split(r"[,;]", m["sec"] or "") if s.strip()]
-            raw[current][m["ann"]].append((flip(a), v, d, n, m["cat"].strip(), sec))
+            headers[uid] = dict(line=lineno, cat=m["cat"], avdn=avdn)
+            order.append(uid)
+            current = uid
+            continue
+        if current is _SKIP:
+            continue
+        if line.startswith(("UTD-IMPROV-", "MSP-IMPROV-")):
+            issues.bad(path, lineno, f"malformed header line: {line[:80]!r}")
+            current = None
+            continue
+        m = RATER_RE.match(line)
+        if m is None:
+            issues.bad(path, lineno, f"malformed evaluator line: {line[:80]!r}")
+            continue
+        if current is None:
+            issues.bad(path, lineno, "evaluator line outside a block (no header above it)")
+            continue
+        a, v, d, n = (_f(m[k]) for k in "avdn")
+        if outside_scale(dict(zip("AVD", (a, v, d))), SCALE):
+            issues.note(path, lineno, f"out-of-range rating skipped: {line[:80]!r}")
+            continue
+        sec = [s.strip() for s in re.split(r"[,;]", m["sec"] or "") if s.strip()]
+        raw[current][m["ann"]].append((flip(a), v, d, n, m["cat"].strip(), sec))
 
     utterances = []
     for uid in order:
         h = headers[uid]
         a, v, d, n = h["avdn"]
         u = Utterance(utterance_id=uid, corpus=NAME, audio_path=audio.get(uid),
-                      transcript=read_transcript(os.path.join(root, "Text", uid + ".txt")),
+                      transcript=read_transcript(os.path.join(root, "Text", uid + ".txt"), issues),
                       consensus=(flip(a), v, d), consensus_category=h["cat"])
         u.extra["naturalness"] = n
         m = UTT_RE.search(uid)
@@ -130,7 +137,7 @@ def read(root: str, lenient: bool = True, flip_activation: bool = True) -> Corpu
             u.secondary[ann] = [s for r in reps for s in r[5]]
         u.extra["naturalness_ratings"] = nat
         utterances.append(u)
-    return Corpus(NAME, root, utterances, issues.skipped)
+    return Corpus(NAME, root, utterances, issues.skipped, rating_range=SCALE)
 
 
 def activation_by_category(corpus: Corpus) -> Dict[str, float]:

@@ -9,10 +9,12 @@ Consensus: ``<labels dir>/labels_consensus.csv`` (``labels_concensus.csv`` up to
 - v1.6 ``FileName, Workers, EmoClass_Major, EmoClass_Second, EmoAct, EmoVal, EmoDom``;
 - v2.0 ``FileName, WorkerID, EmoClass_Major, EmoClass_Second, EmoAct, EmoVal, EmoDom``.
 
-A worker listed twice for one file is averaged; rows with a NaN attribute are dropped and recorded. Scale 1-7.
+A worker listed twice for one file is averaged; rows with a NaN attribute are dropped and recorded. Scale 1-7:
+individual ratings outside it are dropped and recorded, a consensus row outside it is malformed.
 Utterance id = file name without ``.wav``; ``split`` = train / val (Development or Validation) / test1 / test2 /
 test3; ``SpkrID`` ``Unknown`` -> speaker None; gender -> 'F'/'M'/None. Audio is looked up in ``Audios``,
-``audio_16kHz`` or ``Audio``; transcripts in ``Transcripts/<id>.txt``.
+``audio_16kHz`` or ``Audio``; transcripts in ``Transcripts/<id>.txt``. The corpus has no duration column: durations
+come from the audio headers (:func:`sermodels.data.load_corpus`).
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ import math
 import os
 import re
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
-from .corpus import Corpus, Issues, average_repeats, csv_header, csv_rows, normalise_gender, read_transcript
+from .corpus import (Corpus, Issues, average_repeats, csv_header, csv_rows, normalise_gender, outside_scale, read_text,
+                     read_transcript, strip_wav)
 from .records import Utterance
 
 NAME = "msp-podcast"
@@ -64,24 +67,27 @@ def _find(root: str, names) -> Optional[str]:
 
 
 def _consensus_rows(path: str, issues: Issues):
-    """Yield (line, row dict) from the consensus CSV or JSON."""
+    """Yield (line, row dict) from the consensus CSV or JSON (whose entries have no line: 0, the reasons name the
+    file name)."""
     if path.endswith(".json"):
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        try:
+            data = json.loads(read_text(path, issues))
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON: {e}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}:1: expected a JSON object keyed by file name, got {type(data).__name__}")
-        for i, (fname, row) in enumerate(data.items(), 1):
+        for fname, row in data.items():
             if not isinstance(row, dict):
-                issues.bad(path, i, f"entry for {fname!r} is not an object")
+                issues.bad(path, 0, f"entry for {fname!r} is not an object")
                 continue
-            yield i, dict(row, FileName=fname)
+            yield 0, dict(row, FileName=fname)
         return
     yield from csv_rows(path, CONSENSUS_COLUMNS, issues)
 
 
 def _detailed_rows(path: str, issues: Issues):
     """Yield (line, file id, worker, (act, val, dom), category, secondary list)."""
-    header = csv_header(path)
+    header = csv_header(path, issues)
     if "FileName" not in header:
         raise ValueError(f"{path}:1: missing column 'FileName'; found {header}")
     layout = next((DETAIL_LAYOUTS[c] for c in header if c in DETAIL_LAYOUTS), None)
@@ -94,7 +100,7 @@ def _detailed_rows(path: str, issues: Issues):
     if missing:
         raise ValueError(f"{path}:1: {layout} layout is missing column(s) {sorted(missing)}")
     for lineno, r in csv_rows(path, expected, issues):
-        uid = os.path.splitext(r["FileName"].strip())[0]
+        uid = strip_wav(r["FileName"])
         if layout == "v1.x":
             m = EMODETAIL_RE.match(r["EmoDetail"])
             if m is None:
@@ -143,7 +149,11 @@ def read(root: str, lenient: bool = True) -> Corpus:
         if not fname or split is None:
             issues.bad(path, lineno, f"missing file name or unknown Split_Set {row.get('Split_Set')!r}")
             continue
-        uid = os.path.splitext(fname)[0]
+        bad_scale = outside_scale(dict(zip(("EmoAct", "EmoVal", "EmoDom"), avd)), SCALE)
+        if bad_scale:
+            issues.bad(path, lineno, f"consensus {bad_scale} ({fname})")
+            continue
+        uid = strip_wav(fname)
         if uid in utterances:
             issues.bad(path, lineno, f"duplicate FileName {fname}")
             continue
@@ -151,7 +161,7 @@ def read(root: str, lenient: bool = True) -> Corpus:
         wav = os.path.join(audio_dir, uid + ".wav") if audio_dir else None
         utterances[uid] = Utterance(
             utterance_id=uid, corpus=NAME, audio_path=wav if wav and os.path.isfile(wav) else None,
-            transcript=read_transcript(os.path.join(root, "Transcripts", uid + ".txt")),
+            transcript=read_transcript(os.path.join(root, "Transcripts", uid + ".txt"), issues),
             speaker=None if spk.lower() in ("", "unknown") else spk, gender=normalise_gender(row.get("Gender")),
             split=split, consensus=avd, consensus_category=str(row.get("EmoClass", "")).strip() or None)
     detailed = _find(root, ("labels_detailed.csv",))
@@ -171,4 +181,4 @@ def read(root: str, lenient: bool = True) -> Corpus:
                 u.ratings[worker] = average_repeats([r[0] for r in rs])
                 u.categories[worker] = rs[0][1]
                 u.secondary[worker] = [s for r in rs for s in r[2]]
-    return Corpus(NAME, root, list(utterances.values()), issues.skipped)
+    return Corpus(NAME, root, list(utterances.values()), issues.skipped, rating_range=SCALE)

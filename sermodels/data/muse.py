@@ -12,8 +12,10 @@ within one utterance, not people: use MuSE for distribution targets and zero-sho
 never to fit per-annotator heads. ``context=False`` (default, the IS-2024 choice) reads the no-context columns,
 ``context=True`` the ``C_`` columns; the other set is kept in ``extra["ratings_context"]`` /
 ``extra["ratings_no_context"]``. Self-reports ``S_*`` go to ``extra["self_report"]`` (activation, valence).
-Speaker = first 2 characters of ``Sentence_name``; ``extra["stress"]`` = 'stressed' / 'non_stressed' from ``Type``.
-Consensus = (Activation_Mean, Valence_Mean, NaN) of the chosen column set.
+Utterance id = ``Sentence_name`` without a ``.wav`` suffix (some releases carry one); speaker = its first 2
+characters; ``extra["stress"]`` = 'stressed' / 'non_stressed' from ``Type``. Consensus = (Activation_Mean,
+Valence_Mean, NaN) of the chosen column set; a row whose consensus is outside 1-9 is malformed. ``duration`` =
+``Duration`` (seconds); a blank one is read from the audio header (:func:`sermodels.data.load_corpus`).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import math
 import os
 from typing import Dict, List, Optional, Tuple
 
-from .corpus import Corpus, Issues, csv_rows, index_audio, normalise_gender, read_transcript
+from .corpus import Corpus, Issues, csv_rows, index_audio, normalise_gender, outside_scale, read_transcript, strip_wav
 from .records import Utterance
 
 NAME = "muse"
@@ -74,7 +76,7 @@ def read(root: str, lenient: bool = True, context: bool = False) -> Corpus:
     utterances: List[Utterance] = []
     seen = set()
     for lineno, r in csv_rows(path, COLUMNS, issues):
-        uid = r["Sentence_name"]
+        uid = strip_wav(r["Sentence_name"])
         if not uid or uid in seen:
             issues.bad(path, lineno, f"empty or duplicate Sentence_name {uid!r}")
             continue
@@ -86,6 +88,13 @@ def read(root: str, lenient: bool = True, context: bool = False) -> Corpus:
         except ValueError as e:
             issues.bad(path, lineno, str(e))
             continue
+        problem = outside_scale({f"{chosen}Activation_Mean": consensus[0], f"{chosen}Valence_Mean": consensus[1]},
+                                SCALE)
+        if not problem and not (math.isnan(duration) or 0 < duration < math.inf):
+            problem = f"Duration {duration} is not a positive number of seconds"
+        if problem:
+            issues.bad(path, lineno, problem)
+            continue
         try:
             other_ratings = parse_annotations(r[f"{other}Activation_Annotation"], r[f"{other}Valence_Annotation"])
         except ValueError as e:
@@ -94,11 +103,11 @@ def read(root: str, lenient: bool = True, context: bool = False) -> Corpus:
         seen.add(uid)
         u = Utterance(utterance_id=uid, corpus=NAME, audio_path=audio.get(uid),
                       transcript=read_transcript(os.path.join(root, "Combined", "Utterance Transcripts",
-                                                              uid + ".txt")),
+                                                              uid + ".txt"), issues),
                       speaker=uid[:2], gender=normalise_gender(r["Gender"]),
                       duration=None if math.isnan(duration) else duration, ratings=ratings, consensus=consensus)
         u.extra.update({"stress": STRESS.get(r["Type"].upper(), r["Type"] or None), "question_type": r["Ques_Type"],
                         "self_report": self_report,
                         ("ratings_no_context" if context else "ratings_context"): other_ratings})
         utterances.append(u)
-    return Corpus(NAME, root, utterances, issues.skipped)
+    return Corpus(NAME, root, utterances, issues.skipped, rating_range=SCALE)

@@ -1,11 +1,12 @@
-"""A small synthetic corpus written in each real on-disk format (tests and end-to-end runs without a licence).
+"""A synthetic corpus written in each real on-disk format (tests and end-to-end runs without a licence).
 
 ``write_synthetic_corpus(root, fmt)`` draws utterances with a latent (activation, valence) in [-1, 1]² around one of
 four emotions, a population of annotators with individual biases and noise who give Likert ratings on the corpus'
-scale, speakers with genders, transcripts and (``audio=True``) short voice-like clips whose prosody follows the
-latent state: f0 level and range, loudness, spectral tilt and syllable rate rise with activation; the f0 slope and
-the formants rise with valence. It returns the ground truth as :class:`Utterance` records equal to what
-``load_corpus(fmt, root)`` reads back (every field but ``extra``, which holds only MuSE's ``stress``).
+scale, speakers with genders, transcripts and (``audio=True``) voice-like clips whose prosody follows the same
+utterance's latent state: f0 level and range, loudness, spectral tilt and syllable rate rise with activation; the f0
+slope and the formants rise with valence. It returns the ground truth as :class:`Utterance` records equal to what
+``load_corpus(fmt, root)`` reads back (every field but ``extra``, which holds only MuSE's ``stress``), durations
+included (label-file durations of IEMOCAP and MuSE equal their clips' lengths).
 
 Audio engine: ``engine="numpy"`` (a harmonic source through two formant resonators, used by CI), ``"espeak-ng"``
 (needs the ``espeak-ng`` binary: pitch, speed and amplitude follow the latent state), or ``"auto"`` (espeak-ng when
@@ -20,15 +21,17 @@ import shutil
 import subprocess
 import tempfile
 from collections import Counter
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from . import compare_share, muse
-from .corpus import average_repeats
+from .corpus import average_repeats, corpus_name
 from .records import Utterance
 
 FORMATS = ("msp-improv", "iemocap", "msp-podcast", "muse", "compare-share", "generic")
+LABEL_DURATIONS = ("iemocap", "muse")  # formats whose label files hold the duration; the others' come from audio
+Written = Tuple[List[Utterance], Callable[[Utterance], object]]  # records in generation order, key of the read order
 SCALES = {"msp-improv": (1, 5), "iemocap": (1, 5), "msp-podcast": (1, 7), "muse": (1, 9), "generic": (1, 5)}
 EMOTIONS = {  # code -> (activation, valence) centre
     "ang": (0.7, -0.6), "hap": (0.5, 0.7), "sad": (-0.6, -0.6), "neu": (0.0, 0.0),
@@ -99,16 +102,24 @@ def _espeak_voice(text: str, activation: float, valence: float, gender: str, sam
 
 
 def _write_wav(path: str, text: str, activation: float, valence: float, gender: Optional[str], sample_rate: int,
-               engine: str, rng: np.random.Generator) -> None:
+               engine: str, rng: np.random.Generator, clip_seconds: Tuple[float, float],
+               duration: Optional[float]) -> float:
+    """Write one clip; ``duration`` (seconds) fixes its length (espeak-ng speech is cut or padded with silence),
+    None draws it from ``clip_seconds`` (numpy engine) or keeps the speech's length. Returns the clip's duration."""
     import soundfile as sf
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     g = gender or "F"
     if engine == "espeak-ng":
         y = _espeak_voice(text, activation, valence, g, sample_rate)
+        if duration is not None:
+            n = int(round(duration * sample_rate))
+            y = np.pad(y[:n], (0, max(0, n - len(y))))
     else:
-        y = synth_voice(activation, valence, g, float(rng.uniform(0.8, 1.2)), sample_rate, rng)
+        seconds = float(rng.uniform(*clip_seconds)) if duration is None else duration
+        y = synth_voice(activation, valence, g, seconds, sample_rate, rng)
     sf.write(path, y, sample_rate, subtype="PCM_16")
+    return len(y) / sample_rate
 
 
 # ------------------------------------------------------------------------------------------ latent population
@@ -117,12 +128,14 @@ def _write_wav(path: str, text: str, activation: float, valence: float, gender: 
 class _Population:
     """Latent states, speakers and annotators shared by every format writer."""
 
-    def __init__(self, n_utterances: int, n_annotators: int, rng: np.random.Generator, annotator_bias: float = 0.15):
-        if n_utterances < 1:
-            raise ValueError(f"n_utterances must be >= 1, got {n_utterances}")
-        if n_annotators < 2:
-            raise ValueError(f"n_annotators must be >= 2, got {n_annotators}")
+    def __init__(self, n_utterances: int, n_annotators: int, rng: np.random.Generator, annotator_bias: float = 0.15,
+                 clip_seconds: Tuple[float, float] = (0.8, 1.2)):
+        if isinstance(n_utterances, bool) or not isinstance(n_utterances, int) or n_utterances < 1:
+            raise ValueError(f"n_utterances must be an int >= 1, got {n_utterances!r}")
+        if isinstance(n_annotators, bool) or not isinstance(n_annotators, int) or n_annotators < 2:
+            raise ValueError(f"n_annotators must be an int >= 2, got {n_annotators!r}")
         self.rng = rng
+        self.clip_seconds = clip_seconds
         codes = list(EMOTIONS)
         self.emotion = [codes[i % 4] for i in rng.permutation(n_utterances)]
         centre = np.array([EMOTIONS[c] for c in self.emotion])
@@ -171,41 +184,59 @@ def _write_text(path: str, text: str) -> None:
 
 def write_synthetic_corpus(root, fmt: str = "msp-improv", n_utterances: int = 24, n_annotators: int = 12,
                            seed: int = 0, audio: bool = True, sample_rate: int = 16000,
-                           engine: str = "auto", annotator_bias: float = 0.15) -> List[Utterance]:
-    """Write a synthetic corpus in format ``fmt`` under ``root``; return the ground-truth records.
+                           engine: str = "auto", annotator_bias: float = 0.15,
+                           clip_seconds: Tuple[float, float] = (0.8, 1.2), overwrite: bool = False
+                           ) -> List[Utterance]:
+    """Write a synthetic corpus of ``n_utterances`` in format ``fmt`` into the folder ``root``; return the
+    ground-truth records in the order ``load_corpus(fmt, root)`` reads them.
 
-    ``fmt`` is any :func:`sermodels.data.load_corpus` name. Ratings are integers on the corpus scale (MSP-Improv's
-    activation is written in its stored, reversed orientation, so the reader's ``6 - A`` gives back the truth).
-    Clips last 0.8-1.2 s with the numpy engine. Each annotator's (activation, valence) bias is drawn from
-    N(0, ``annotator_bias``²) on the [-1, 1] scale (one Likert step of a 1-5 scale is 0.5); per-rating noise has an
-    annotator-specific sd in [0.1, 0.3].
+    ``fmt`` is any :func:`sermodels.data.load_corpus` name or alias. ``root`` is created; an existing non-empty
+    folder raises FileExistsError unless ``overwrite`` (files of the same names are then replaced, others kept).
+    The same ``seed`` writes the same corpus. Ratings are integers on the corpus scale (MSP-Improv's activation is
+    written in its stored, reversed orientation, so the reader's ``6 - A`` gives back the truth). Numpy-engine
+    clips last ``clip_seconds`` (uniform; the real corpora's utterances last about 2-12 s, which
+    ``clip_seconds=(2, 12)`` imitates at the cost of larger files). Each annotator's (activation, valence) bias is
+    drawn from N(0, ``annotator_bias``²) on the [-1, 1] scale (one Likert step of a 1-5 scale is 0.5); per-rating
+    noise has an annotator-specific sd in [0.1, 0.3].
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    name = corpus_name(fmt)
+    if name not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS} (or an alias), got {fmt!r}")
     if engine not in ("auto", "numpy", "espeak-ng"):
         raise ValueError(f"engine must be 'auto', 'numpy' or 'espeak-ng', got {engine!r}")
+    if not (annotator_bias >= 0 and math.isfinite(annotator_bias)):
+        raise ValueError(f"annotator_bias must be a finite number >= 0, got {annotator_bias!r}")
+    lo, hi = (float(x) for x in clip_seconds)
+    if not 0 < lo <= hi < math.inf:
+        raise ValueError(f"clip_seconds must be (lo, hi) with 0 < lo <= hi, got {clip_seconds!r}")
     if engine == "auto":
         engine = "espeak-ng" if shutil.which("espeak-ng") else "numpy"
     root = str(root)
+    if os.path.isdir(root) and os.listdir(root) and not overwrite:
+        raise FileExistsError(f"output folder {root} is not empty: choose an empty or new folder, or pass "
+                              f"overwrite=True")
     os.makedirs(root, exist_ok=True)
     rng = np.random.default_rng(seed)
-    if not (annotator_bias >= 0 and math.isfinite(annotator_bias)):
-        raise ValueError(f"annotator_bias must be a finite number >= 0, got {annotator_bias!r}")
-    pop = _Population(n_utterances, n_annotators, rng, annotator_bias)
+    pop = _Population(n_utterances, n_annotators, rng, annotator_bias, (lo, hi))
     writer = {"msp-improv": _improv, "iemocap": _iemocap, "msp-podcast": _podcast, "muse": _muse,
-              "compare-share": _compare, "generic": _generic}[fmt]
-    utterances = writer(root, pop, rng)
-    if audio:
-        for i, u in enumerate(utterances):
-            _write_wav(u.audio_path, u.transcript or SENTENCES[i % len(SENTENCES)], *pop.latent[i], u.gender,
-                       sample_rate, engine, rng)
-    else:
-        for u in utterances:
+              "compare-share": _compare, "generic": _generic}[name]
+    utterances, read_order = writer(root, pop, rng)  # utterance i has the latent state pop.latent[i]
+    for i, u in enumerate(utterances):
+        if audio:
+            seconds = _write_wav(u.audio_path, u.transcript or SENTENCES[i % len(SENTENCES)], *pop.latent[i],
+                                 u.gender, sample_rate, engine, rng, (lo, hi), u.duration)
+            u.duration = u.duration if name in LABEL_DURATIONS else seconds
+        else:
             u.audio_path = None
-    return utterances
+    return sorted(utterances, key=read_order)
 
 
-def _improv(root: str, pop: _Population, rng) -> List[Utterance]:
+def _in_order(u: Utterance):
+    """The read order of formats read in generation order."""
+    return 0
+
+
+def _improv(root: str, pop: _Population, rng) -> Written:
     speakers = [f"{g}{s:02d}" for s in range(1, 7) for g in "FM"]
     ids = ["".join(rng.choice(list("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"), 13)) + f"-p{1 + a % 2}"
            for a in range(pop.n_annotators)]
@@ -244,10 +275,10 @@ def _improv(root: str, pop: _Population, rng) -> List[Utterance]:
         u.audio_path = os.path.join(root, "Audio", u.session, uid[11:15], uid.split("-")[4], uid + ".wav")
         out.append(u)
     _write_text(os.path.join(root, "Evaluation.txt"), "\n".join(lines))
-    return out
+    return out, _in_order
 
 
-def _iemocap(root: str, pop: _Population, rng) -> List[Utterance]:
+def _iemocap(root: str, pop: _Population, rng) -> Written:
     cat_words = {"ang": "Anger", "hap": "Happiness", "sad": "Sadness", "neu": "Neutral"}
     per_dialog = 3
     out: List[Utterance] = []
@@ -259,7 +290,7 @@ def _iemocap(root: str, pop: _Population, rng) -> List[Utterance]:
         g = "FM"[i % 2]
         uid = f"{dialog}_{g}{i:03d}"
         start = round(float(rng.uniform(0, 100)), 4)
-        end = round(start + float(rng.uniform(0.8, 1.2)), 4)
+        end = round(start + float(rng.uniform(*pop.clip_seconds)), 4)
         raters = list(pop.raters(i))
         ratings = {f"E{a + 1}": pop.rate(i, a, SCALES["iemocap"]) for a in raters}
         votes = {f"E{a + 1}": pop.vote(i, a) for a in raters}
@@ -298,10 +329,10 @@ def _iemocap(root: str, pop: _Population, rng) -> List[Utterance]:
     for u in out:
         del u.extra["_transcript_line"]
     # the reader walks sessions, then dialog files in sorted order
-    return sorted(out, key=lambda u: (u.session, u.utterance_id.rsplit("_", 1)[0]))
+    return out, lambda u: (u.session, u.utterance_id.rsplit("_", 1)[0])
 
 
-def _podcast(root: str, pop: _Population, rng) -> List[Utterance]:
+def _podcast(root: str, pop: _Population, rng) -> Written:
     splits = (("Train", "train"), ("Development", "val"), ("Test1", "test1"), ("Test2", "test2"))
     letters = {"ang": "A", "hap": "H", "sad": "S", "neu": "N"}
     workers = [f"WORKER{100000 + 37 * a:08d}" for a in range(pop.n_annotators)]
@@ -334,10 +365,10 @@ def _podcast(root: str, pop: _Population, rng) -> List[Utterance]:
     for name, rows in (("labels_consensus.csv", cons), ("labels_detailed.csv", det)):
         with open(os.path.join(root, "Labels", name), "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(rows)
-    return out
+    return out, _in_order
 
 
-def _muse(root: str, pop: _Population, rng) -> List[Utterance]:
+def _muse(root: str, pop: _Population, rng) -> Written:
     speakers = ["20", "17", "24", "12", "27", "15", "19", "14"]  # train, val and test speakers of the fixed split
     genders = {"20": "F", "17": "F", "24": "M", "12": "M", "27": "F", "15": "M", "19": "F", "14": "M"}
     rows = [list(muse.COLUMNS)]
@@ -355,7 +386,7 @@ def _muse(root: str, pop: _Population, rng) -> List[Utterance]:
             return f"{_mean(xs):.4f}", f"{float(np.std(xs, ddof=1)):.4f}", ";".join(str(int(x)) for x in xs)
 
         a0, v0, c0, cv = stats(plain, 0), stats(plain, 1), stats(ctx, 0), stats(ctx, 1)
-        duration = f"{float(rng.uniform(2, 9)):.2f}"
+        duration = f"{float(rng.uniform(*pop.clip_seconds)):.2f}"
         rows.append([uid, duration, "Female" if genders[spk] == "F" else "Male", "S" if stressed else "NS",
                      f"Q{i % 5 + 1}", a0[0], a0[1], v0[0], v0[1], a0[2], v0[2], c0[0], c0[1], cv[0], cv[1], c0[2],
                      cv[2], str(int(rng.integers(1, 10))), str(int(rng.integers(1, 10)))])
@@ -372,10 +403,10 @@ def _muse(root: str, pop: _Population, rng) -> List[Utterance]:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(rows)
-    return out
+    return out, _in_order
 
 
-def _compare(root: str, pop: _Population, rng) -> List[Utterance]:
+def _compare(root: str, pop: _Population, rng) -> Written:
     parts = {"train": [], "devel": [], "test": []}
     out = []
     names = [("train", "train"), ("devel", "val"), ("test", "test")]
@@ -398,10 +429,10 @@ def _compare(root: str, pop: _Population, rng) -> List[Utterance]:
         with open(os.path.join(root, "lab", f"{part}.csv"), "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows([["filename", *compare_share.EMOTIONS]] + rows)
     order = {"train": 0, "val": 1, "test": 2}
-    return sorted(out, key=lambda u: order[u.split])
+    return out, lambda u: order[u.split]
 
 
-def _generic(root: str, pop: _Population, rng) -> List[Utterance]:
+def _generic(root: str, pop: _Population, rng) -> Written:
     header = ["utterance_id", "audio_path", "annotator", "activation", "valence", "dominance", "category", "comment",
               "transcript", "speaker", "gender", "split"]
     rows = [header]
@@ -425,7 +456,7 @@ def _generic(root: str, pop: _Population, rng) -> List[Utterance]:
         out.append(u)
     with open(os.path.join(root, "ratings.csv"), "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(rows)
-    return out
+    return out, _in_order
 
 
 __all__ = ["write_synthetic_corpus", "synth_voice", "FORMATS"]

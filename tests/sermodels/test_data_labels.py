@@ -9,7 +9,7 @@ import torch
 from sermodels.data import load_corpus
 from sermodels.data.labels import (AnnotatorIndex, bin_low_medium_high, bin_values, distribution_targets,
                                    load_glove, majority_category, ratings_tensor, scale_ratings,
-                                   word_label_sets)
+                                   utterance_seed, word_label_sets)
 from sermodels.data.records import Utterance
 from sermodels.data.synthetic import write_synthetic_corpus
 
@@ -75,25 +75,42 @@ def test_ratings_tensor_padding_and_index():
         ratings_tensor(utts, "msp-improv", dims=("arousal",))
 
 
-def test_distribution_targets_equal_kdekit_and_are_seeded(tmp_path):
+def test_distribution_targets_equal_kdekit_per_utterance_and_are_seeded(tmp_path):
     from kdekit.labels import labels_from_ratings
 
     utts = write_synthetic_corpus(tmp_path, "msp-podcast", n_utterances=6, n_annotators=8, seed=2, audio=False)
+    utts[2].ratings = {}  # no annotator: a defined (uniform) table and its status, not an error
     p1, status = distribution_targets(utts, "msp-podcast", k=4, seed=5, grid=64, return_status=True)
     p2 = distribution_targets(utts, "msp-podcast", k=4, seed=5, grid=64)
     assert p1.shape == (6, 4, 4) and status.shape == (6,)
     assert torch.equal(p1, p2)
-    # the same ratings built by hand (scaled, NaN padded) through kdekit directly
-    rows = [sorted(u.ratings.items()) for u in utts]
-    ref = torch.full((6, max(map(len, rows)), 2), math.nan, dtype=torch.float64)
-    for i, r in enumerate(rows):
-        for j, (_, (a, v, _)) in enumerate(r):
-            ref[i, j] = torch.tensor([(a - 1) / 3 - 1, (v - 1) / 3 - 1])
-    direct = labels_from_ratings(ref, k=4, grid=64, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(p1, direct.probs)
+    # each utterance alone through kdekit: its ratings scaled by hand (sorted annotators), its own seeded generator
+    for i, u in enumerate(utts):
+        rows = [[(a - 1) / 3 - 1, (v - 1) / 3 - 1] for _, (a, v, _) in sorted(u.ratings.items())] or [[math.nan] * 2]
+        ref = labels_from_ratings(torch.tensor([rows], dtype=torch.float64), k=4, grid=64,
+                                  generator=torch.Generator().manual_seed(utterance_seed(5, u.utterance_id)))
+        torch.testing.assert_close(p1[i], ref.probs[0], rtol=0, atol=1e-12)
+        assert status[i] == ref.status[0]
+    torch.testing.assert_close(p1[2], torch.full((4, 4), 1 / 16, dtype=torch.float64))
     assert torch.allclose(p1.sum((-1, -2)), torch.ones(6, dtype=p1.dtype))
     assert not torch.equal(p1, distribution_targets(utts, "msp-podcast", k=4, seed=6, grid=64))
     assert distribution_targets(utts, "msp-podcast", k=2, seed=5, grid=64).shape == (6, 2, 2)
+
+
+def test_distribution_targets_in_chunks_equal_one_chunk(tmp_path, capsys):
+    """Chunks of 2 (and any order or subset) give each utterance its label of one chunk; a bar shows progress."""
+    utts = write_synthetic_corpus(tmp_path, "msp-improv", n_utterances=9, n_annotators=7, seed=4, audio=False)
+    whole, status = distribution_targets(utts, "msp-improv", grid=64, seed=1, return_status=True, progress=False)
+    chunked, chunked_status = distribution_targets(utts, "msp-improv", grid=64, seed=1, return_status=True,
+                                                   chunk_size=2, progress=True)
+    assert torch.equal(chunked, whole) and torch.equal(chunked_status, status)
+    err = capsys.readouterr().err
+    assert "labels: 100%" in err and "9/9" in err
+    backwards = distribution_targets(utts[::-1], "msp-improv", grid=64, seed=1, chunk_size=4, progress=False)
+    assert torch.equal(backwards, whole.flip(0))
+    assert torch.equal(distribution_targets(utts[3:5], "msp-improv", grid=64, seed=1, progress=False), whole[3:5])
+    with pytest.raises(ValueError, match="chunk_size"):
+        distribution_targets(utts, "msp-improv", chunk_size=0)
 
 
 def test_majority_category_iemocap4():

@@ -1,9 +1,12 @@
-"""The papers' splits from the shipped JSON files, and group k-fold."""
+"""The papers' splits from the shipped JSON files, user split files, renaming, size reports, and group k-fold."""
+import json
+
 import pytest
 
 from sermodels.data import load_corpus
 from sermodels.data.records import Utterance
-from sermodels.data.splits import assign_split, kfold, schemes
+from sermodels.data.splits import (assign_split, kfold, make_splits, read_split_file, rename_partitions,
+                                   require_partitions, schemes, split_by_file, split_sizes)
 from sermodels.data.synthetic import write_synthetic_corpus
 
 
@@ -57,3 +60,112 @@ def test_kfold_groups_are_disjoint_and_cover():
         kfold(utts, 6, by="session")
     with pytest.raises(ValueError, match="no speaker"):
         kfold([Utterance("a", "x")] + utts, 3)
+
+
+# ------------------------------------------------------------------------------------- a researcher's own splits
+
+def _podcast(tmp_path, n=8):
+    return write_synthetic_corpus(tmp_path / "p", "msp-podcast", n_utterances=n, n_annotators=4, audio=False)
+
+
+@pytest.mark.parametrize("shape", ["json_by_id", "json_by_partition", "csv"])
+def test_split_file_shapes_give_the_same_partitions(tmp_path, shape):
+    utts = _podcast(tmp_path)
+    ids = [u.utterance_id for u in utts]
+    want = {"train": ids[:4], "dev": ids[4:6], "test": ids[6:7]}  # ids[7] is in no partition
+    path = tmp_path / ("split.csv" if shape == "csv" else "split.json")
+    if shape == "json_by_id":
+        path.write_text(json.dumps({uid + ".wav": p for p, us in want.items() for uid in us}))  # .wav is dropped
+    elif shape == "json_by_partition":
+        path.write_text(json.dumps(want))
+    else:
+        path.write_text("FileName,Partition,note\n" + "".join(f"{uid},{p},x\n" for p, us in want.items() for uid in us))
+    splits = split_by_file(utts, path)
+    assert {p: [u.utterance_id for u in us] for p, us in splits.items()} == want
+    assert list(splits) == ["train", "dev", "test"]
+
+
+def test_split_file_errors_name_the_file_and_line(tmp_path):
+    utts = _podcast(tmp_path)
+    ids = [u.utterance_id for u in utts]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"utterance_id,split\n{ids[0]},train\n{ids[1]},val\n{ids[0]},test\n")
+    with pytest.raises(ValueError, match=rf"bad\.csv:4: '{ids[0]}' is listed in partition 'train' and in 'test'"):
+        read_split_file(bad)
+    bad.write_text(f"utterance_id,split\n{ids[0]},\n")
+    with pytest.raises(ValueError, match=r"bad\.csv:2: need a non-empty id and partition"):
+        read_split_file(bad)
+    bad.write_text("name,group\na,b\n")
+    with pytest.raises(ValueError, match=r"bad\.csv:1: need an id column"):
+        read_split_file(bad)
+    js = tmp_path / "bad.json"
+    js.write_text(json.dumps({"train": [ids[0]], ids[1]: "val"}))
+    with pytest.raises(ValueError, match=r"bad\.json: values must be all partition names"):
+        read_split_file(js)
+    js.write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad\.json: not valid JSON"):
+        read_split_file(js)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        read_split_file(tmp_path / "missing.json")
+    js.write_text(json.dumps({"train": ["nope_1", "nope_2"]}))
+    with pytest.raises(ValueError, match=r"none of the 2 ids .* is an utterance of the corpus"):
+        split_by_file(utts, js)
+    js.write_text(json.dumps({"train": [ids[0], "nope_1"]}))
+    with pytest.warns(UserWarning, match=r"1 of the 2 ids .* not utterances of the corpus .*nope_1"):
+        assert [u.utterance_id for u in split_by_file(utts, js)["train"]] == [ids[0]]
+
+
+def test_rename_partitions_and_empty_selection():
+    utts = [Utterance(f"u{i}", "x", split=s) for i, s in enumerate(["train", "val", "test1", "test1", "test2"])]
+    official = assign_split(utts, "msp-podcast", "official")
+    with pytest.raises(ValueError, match=r"partition\(s\) \['test'\] of the split are missing or empty \(partitions: "
+                                         r"train=1, val=1, test1=2, test2=1\); rename one"):
+        require_partitions(official, ["train", "val", "test"])
+    for renames in ({"test": "test1"}, ["test=test1"], "test=test1"):
+        renamed = rename_partitions(official, renames)
+        assert list(renamed) == ["train", "val", "test", "test2"] and len(renamed["test"]) == 2
+        require_partitions(renamed, ["train", "val", "test"])
+    swapped = rename_partitions(official, {"val": "test2", "test2": "val"})
+    assert [len(swapped[p]) for p in ("val", "test2")] == [1, 1] and swapped["val"][0].split == "test2"
+    with pytest.raises(ValueError, match=r"cannot rename partition\(s\) \['test3'\]"):
+        rename_partitions(official, {"test": "test3"})
+    with pytest.raises(ValueError, match=r"gives partition name\(s\) \['val'\] twice"):
+        rename_partitions(official, {"val": "test1"})
+    with pytest.raises(ValueError, match="must look like new=old"):
+        rename_partitions(official, ["test"])
+    empty_val = {"train": official["train"], "val": []}
+    with pytest.raises(ValueError, match=r"\['val'\] of the split are missing or empty"):
+        require_partitions(empty_val, ["train", "val"])
+
+
+def test_make_splits_one_call_for_scheme_or_file(tmp_path):
+    utts = _podcast(tmp_path)
+    s = make_splits(utts, "MSP_Podcast", scheme="official", rename={"test": "test1"}, require=("train", "val", "test"))
+    assert list(s) == ["train", "val", "test", "test2"]
+    with pytest.raises(ValueError, match=r"\['test'\] of split scheme 'official' of msp-podcast are missing or empty"):
+        make_splits(utts, "msp-podcast", scheme="official", require=("train", "val", "test"))
+    f = tmp_path / "mine.json"
+    f.write_text(json.dumps({"train": [u.utterance_id for u in utts[:6]], "test": [utts[6].utterance_id]}))
+    with pytest.raises(ValueError, match=r"\['val'\] of split file .*mine\.json are missing or empty"):
+        make_splits(utts, "msp-podcast", split_file=f, require=("train", "val", "test"))
+    with pytest.raises(ValueError, match="exactly one of scheme and split_file"):
+        make_splits(utts, "msp-podcast", scheme="official", split_file=f)
+
+
+def test_split_sizes_report_and_tiny_warning():
+    utts = [Utterance(f"u{i}", "x", speaker=f"s{i % 3}") for i in range(30)]
+    splits = {"train": utts[:24], "val": utts[24:27], "test": []}
+    lines = []
+    with pytest.warns(UserWarning) as record:
+        sizes = split_sizes(splits, total=30, tiny=5, log=lines.append)
+    assert sizes == {"train": 24, "val": 3, "test": 0}
+    assert sorted(str(w.message).split(" has")[0] for w in record) == ["partition 'test'", "partition 'val'"]
+    assert lines == ["  train: 24 utterances, 3 speakers", "  val: 3 utterances, 3 speakers  [tiny: fewer than 5]",
+                     "  test: 0 utterances, 0 speakers  [tiny: fewer than 5]", "  in no partition: 3 of 30 utterances"]
+
+
+def test_generic_official_scheme_keeps_every_partition_of_the_file():
+    utts = [Utterance(f"u{i}", "generic", split=s) for i, s in enumerate(["train", "dev", "train", "eval", None])]
+    s = assign_split(utts, "generic", "official")
+    assert {p: [u.utterance_id for u in us] for p, us in s.items()} == {"train": ["u0", "u2"], "dev": ["u1"],
+                                                                       "eval": ["u3"]}

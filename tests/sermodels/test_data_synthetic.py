@@ -13,8 +13,11 @@ from test_data_readers import same  # NaN-aware equality of records
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_round_trip_exact(tmp_path, fmt):
-    truth = write_synthetic_corpus(tmp_path, fmt, n_utterances=14, n_annotators=6, seed=3, audio=fmt in ("iemocap", "generic"))
+@pytest.mark.parametrize("audio", [True, False])
+def test_round_trip_exact(tmp_path, fmt, audio):
+    """Every field but ``extra`` reads back as written, durations included (label files and audio headers agree)."""
+    truth = write_synthetic_corpus(tmp_path, fmt, n_utterances=14, n_annotators=6, seed=3, audio=audio,
+                                   engine="numpy")
     corpus = load_corpus(fmt, tmp_path)
     assert [u.utterance_id for u in corpus.utterances] == [u.utterance_id for u in truth]
     for t, r in zip(truth, corpus.utterances):
@@ -23,7 +26,13 @@ def test_round_trip_exact(tmp_path, fmt):
                 assert same(getattr(t, f.name), getattr(r, f.name)), (fmt, t.utterance_id, f.name)
     if fmt != "compare-share":
         assert sum(len(u.ratings) for u in truth) >= 3 * len(truth)
-    assert all(not r.startswith("malformed") for _, _, r in corpus.skipped)
+    assert not corpus.skipped
+    if audio:
+        for u in truth:
+            info = sf.info(u.audio_path)
+            assert u.duration == pytest.approx(info.frames / info.samplerate, abs=1 / info.samplerate)
+    elif fmt in ("iemocap", "muse"):
+        assert all(u.duration is not None for u in truth)  # the label file's own duration
 
 
 def test_same_seed_same_corpus_and_audio_written(tmp_path):
@@ -74,3 +83,47 @@ def test_annotator_bias_sets_how_much_annotators_disagree(tmp_path):
     assert offset_spread(0.5) > 2 * offset_spread(0.0)
     with pytest.raises(ValueError, match="annotator_bias"):
         write_synthetic_corpus(tmp_path / "bad", "generic", n_utterances=4, audio=False, annotator_bias=-0.1)
+
+
+def _rms_db(path):
+    y, _ = sf.read(path)
+    return 20 * np.log10(np.sqrt(np.mean(y ** 2)))
+
+
+def _activation(u):
+    """The utterance's activation label as its corpus states it: mean rating, or ComParE's determination share."""
+    if u.corpus == "compare-share":
+        return u.shares["Determination"] if u.shares else None
+    return float(np.mean([r[0] for r in u.ratings.values()]))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_audio_carries_the_same_utterances_labels(tmp_path, fmt):
+    """Loudness of each clip read back tracks the activation label of the same utterance (learnable in principle);
+    clips paired with other utterances' labels would give a correlation near 0."""
+    write_synthetic_corpus(tmp_path, fmt, n_utterances=40, n_annotators=6, seed=11, engine="numpy")
+    pairs = [(_rms_db(u.audio_path), _activation(u)) for u in load_corpus(fmt, tmp_path)]
+    loud, act = np.array([p for p in pairs if p[1] is not None], dtype=float).T
+    assert len(act) >= 26
+    assert np.corrcoef(loud, act)[0, 1] > 0.7
+
+
+def test_corpus_for_a_command_line(tmp_path):
+    """Any alias names the layout; an existing non-empty folder is refused unless overwrite; the same seed writes
+    the same files; durations span what was asked."""
+    a = write_synthetic_corpus(tmp_path / "a", "MSP_Podcast", n_utterances=5, seed=4, engine="numpy",
+                               clip_seconds=(3.0, 4.0))
+    assert a[0].corpus == "msp-podcast" and all(3.0 <= u.duration <= 4.0 for u in a)
+    with pytest.raises(FileExistsError, match="not empty"):
+        write_synthetic_corpus(tmp_path / "a", "msp-podcast", n_utterances=5, seed=4)
+    again = write_synthetic_corpus(tmp_path / "a", "msp-podcast", n_utterances=5, seed=4, engine="numpy",
+                                   clip_seconds=(3.0, 4.0), overwrite=True)
+    assert [u.duration for u in again] == [u.duration for u in a]
+    b = write_synthetic_corpus(tmp_path / "b", "podcast", n_utterances=5, seed=4, engine="numpy",
+                               clip_seconds=(3.0, 4.0))
+    for u, v in zip(a, b):
+        assert open(u.audio_path, "rb").read() == open(v.audio_path, "rb").read()
+    with pytest.raises(ValueError, match="clip_seconds"):
+        write_synthetic_corpus(tmp_path / "c", "iemocap", clip_seconds=(2.0, 1.0))
+    with pytest.raises(ValueError, match="n_utterances"):
+        write_synthetic_corpus(tmp_path / "c", "iemocap", n_utterances=0)

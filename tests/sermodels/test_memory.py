@@ -80,3 +80,24 @@ def test_replay_training_set_appends_memories():
     b = TensorDataset(torch.arange(100, 110))
     ds = replay_training_set(a, [Subset(b, [1, 3])])
     assert [int(ds[i][0]) for i in range(len(ds))] == [0, 1, 2, 3, 4, 101, 103]
+
+
+@pytest.mark.parametrize("fmt", ["msp-podcast", "msp-improv"])
+def test_duration_filter_and_length_memory_on_corpora_without_a_duration_column(tmp_path, fmt):
+    """MSP-Podcast and MSP-Improv ship no durations: the readers take them from the audio headers, so paper 003's
+    3-30 s filter keeps utterances and the length-based memory is not empty."""
+    from sermodels.data import load_corpus
+    from sermodels.data.labels import scale_ratings
+    from sermodels.data.synthetic import write_synthetic_corpus
+
+    write_synthetic_corpus(tmp_path, fmt, n_utterances=16, n_annotators=5, seed=2, engine="numpy",
+                           clip_seconds=(2.0, 5.0))
+    utts = load_corpus(fmt, tmp_path).utterances
+    assert all(u.duration is not None for u in utts)
+    kept = [u for u in utts if 3 <= u.duration <= 30]
+    assert 0 < len(kept) < len(utts)
+    act, val = (scale_ratings([u.consensus[d] for u in kept], fmt) for d in (0, 1))
+    idx = select_memory(act, val, "length", 6, durations=[u.duration for u in kept], seed=0)
+    assert len(idx) == 6
+    with pytest.raises(ValueError, match="none of the 3 items has durations"):
+        select_memory(act[:3], val[:3], "length", 2, durations=[None] * 3)
