@@ -18,8 +18,10 @@ least 15, early stopping after 10 without improvement), since the corpus has a f
 
 The synthetic annotators' biases have sd ``ANNOTATOR_BIAS`` = 0.5 on the [-1, 1] scale (one Likert step on 1-5), so
 who rated an utterance changes its label distribution, as with real annotators. Measured on this corpus (3 seeds,
-hard_own): with 0.5, MT beats the baseline on every seed (TVD 0.523 vs 0.556, JSD 0.222 vs 0.240); with 0.35 the
-margins shrink to within seed noise, and with 0.15 the biases mostly vanish in the Likert rounding.
+hard_own, with the earlier evaluation that drew pseudo-observations per batch rather than per utterance): with 0.5,
+MT beat the baseline on every seed (TVD 0.523 vs 0.556, JSD 0.222 vs 0.240); with 0.35 the margins shrank to within
+seed noise, and with 0.15 the biases mostly vanished in the Likert rounding. The verdict line says whether the
+paired t-test over the seeds finds the difference significant (no verdict with fewer than 3 seeds).
 """
 from __future__ import annotations
 
