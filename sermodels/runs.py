@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .config import PRESENTATION_KEYS, dump_yaml, load_yaml
 
@@ -234,7 +234,3 @@ def read_config(run_dir) -> Dict[str, Any]:
 def trainer_dirs(run_dir) -> List[Path]:
     """Every trainer output folder (one with ``metrics.json``) under ``run_dir``, sorted."""
     return sorted(p.parent for p in Path(run_dir).rglob("metrics.json"))
-
-
-def iter_checkpoints(run_dir, name: str = "best.pt") -> Iterable[Path]:
-    return sorted(Path(run_dir).rglob(name))
