@@ -32,7 +32,7 @@ from .ops.pooling import pool_density, pool_density1d
 from .ops.soft_histogram import soft_histogram1d, soft_histogram2d
 from . import nn  # noqa: E402  (after the ops it wraps)
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "kde1d", "kde2d",

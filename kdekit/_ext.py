@@ -7,6 +7,7 @@ have no autograd formula (root solve / label generation): call them on detached 
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import Optional
 
 import torch
@@ -14,13 +15,18 @@ import torch
 from .ops._utils import register_backward_op
 
 LOAD_ERROR: Optional[str] = None
-try:
-    from . import _C  # noqa: F401  (loading the library registers the ops)
-
-    LOADED = True
-except ImportError as exc:  # pure-Python install, or built against another torch
+if importlib.util.find_spec(f"{__package__}._C") is None:  # (a bare import would blame a "circular import")
     LOADED = False
-    LOAD_ERROR = f"kdekit._C not importable: {exc}"
+    LOAD_ERROR = ("kdekit._C is not built: pure-Python install (KDEKIT_SKIP_EXT=1, or the compile failed and setup.py "
+                  "fell back); reinstall with a C++ compiler: pip install --no-build-isolation kdekit")
+else:
+    try:
+        from . import _C  # noqa: F401  (loading the library registers the ops)
+
+        LOADED = True
+    except ImportError as exc:  # e.g. built against another torch
+        LOADED = False
+        LOAD_ERROR = f"kdekit._C is built but does not load (built against another torch?): {exc}"
 
 
 def has_kernel(op: str, dispatch_key: str) -> bool:

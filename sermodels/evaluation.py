@@ -19,8 +19,9 @@ concatenated tensors and does not depend on the batching or on the number of pro
 - **Annotator-level CCC** (annotator models, own annotators): one CCC per dimension over every (utterance,
   annotator) pair.
 - CCC uses ``unbiased=True`` (ddof 1, the authors' code and torchmetrics) unless configured otherwise.
-- **Seeds:** :func:`summarize_seeds` gives mean +- std (``ddof=1``) over seeds and a paired two-sided t-test
-  (``scipy.stats.ttest_rel``, seeds paired by position) against the baseline; :func:`format_table1` and
+- **Seeds:** :func:`summarize_seeds` gives mean +- std (``ddof=1``) over seeds and, with at least
+  :data:`MIN_SEEDS_FOR_TEST` seeds, a paired two-sided t-test (``scipy.stats.ttest_rel``, seeds paired by position)
+  against the baseline; :func:`format_table1` and
   :func:`format_table2` print the layout of the paper's Tables 1 and 2 (``*`` = significant improvement, ``+`` =
   significant decline at ``alpha``); :func:`format_seed_cell` is one such cell with its p-value.
 """
@@ -40,6 +41,7 @@ from .train.distributed import DistInfo, all_reduce_sums
 
 BIN_POSITIONS = ("centres", "linspace", "paper")
 LOWER_IS_BETTER = ("tvd", "jsd", "loss")
+MIN_SEEDS_FOR_TEST = 3  # fewer paired seeds give a t-test with 1 degree of freedom or none: no marks
 
 
 def bin_positions(k: int, convention: str = "centres", dtype=torch.float64, device=None) -> torch.Tensor:
@@ -144,7 +146,8 @@ def _lower_is_better(metric: str) -> bool:
 def summarize_seeds(results: Mapping[str, Sequence[Mapping[str, float]]], baseline: Optional[str] = "baseline",
                     alpha: float = 0.05, variant: Optional[Mapping[str, str]] = None
                     ) -> Dict[str, Dict[str, SeedSummary]]:
-    """Per model and metric: mean, std (ddof 1) over seeds and a paired two-sided t-test against ``baseline``.
+    """Per model and metric: mean, std (ddof 1) over seeds and, with at least :data:`MIN_SEEDS_FOR_TEST` seeds on
+    both sides, a paired two-sided t-test against ``baseline``.
 
     ``results[model]`` is a list of per-seed metric dicts in seed order (the baseline's list in the same order).
     ``variant`` maps models to the key prefix they report (e.g. ``{"baseline": "model", "mt": "hard_own"}``): a
@@ -163,7 +166,8 @@ def summarize_seeds(results: Mapping[str, Sequence[Mapping[str, float]]], baseli
             base_key = key
             if variant and model in variant and baseline in variant and key.startswith(variant[model] + "_"):
                 base_key = variant[baseline] + key[len(variant[model]):]
-            if base is not None and model != baseline and base_key in base[0] and len(base) == len(vals) > 1:
+            if (base is not None and model != baseline and base_key in base[0]
+                    and len(base) == len(vals) >= MIN_SEEDS_FOR_TEST):
                 b = np.array([r[base_key] for r in base], dtype=float)
                 if np.all(np.isfinite(vals)) and np.all(np.isfinite(b)) and np.any(vals != b):
                     s.p_value = float(stats.ttest_rel(vals, b).pvalue)
@@ -177,8 +181,8 @@ def summarize_seeds(results: Mapping[str, Sequence[Mapping[str, float]]], baseli
 def _cell(s: Optional[SeedSummary]) -> str:
     if s is None or not math.isfinite(s.mean):
         return "n/a"
-    std = f"{s.std:.3f}" if math.isfinite(s.std) else "-"
-    return f"{s.mean:.3f}+-{std}{s.mark}"
+    std = f"+-{s.std:.3f}" if math.isfinite(s.std) else ""
+    return f"{s.mean:.3f}{std}{s.mark}"
 
 
 def format_seed_cell(s: Optional[SeedSummary], p_value: bool = True) -> str:
@@ -190,8 +194,18 @@ def format_seed_cell(s: Optional[SeedSummary], p_value: bool = True) -> str:
     return cell
 
 
+def significance_note(summary: Mapping[str, Mapping[str, SeedSummary]], alpha: float = 0.05) -> str:
+    """The note under a table: what ``*`` / ``+`` mean, or why there are no marks (fewer than 3 seeds)."""
+    n = min((s.n for m in summary.values() for s in m.values()), default=0)
+    if n < MIN_SEEDS_FOR_TEST:
+        return (f"no significance marks: {n} seed(s); the paired t-test against the baseline needs >= "
+                f"{MIN_SEEDS_FOR_TEST}")
+    return (f"* significant improvement vs the baseline, + significant decline (paired two-sided t-test over {n} "
+            f"seeds, alpha {alpha})")
+
+
 def format_table1(summary: Mapping[str, Mapping[str, SeedSummary]], variant: Mapping[str, str],
-                  k: int = 4, title: str = "") -> str:
+                  k: int = 4, title: str = "", alpha: float = 0.05) -> str:
     """Paper Table 1 layout: rows = models; TVD, JSD, activation/valence consensus CCC (+ annotator-level CCC).
 
     ``variant[model]`` is the metric-key prefix to report for that model (e.g. ``"soft_own"`` or ``"model"``).
@@ -207,8 +221,7 @@ def format_table1(summary: Mapping[str, Mapping[str, SeedSummary]], variant: Map
             full = key if kind == "a" else f"{variant[model]}_k{k}_{key}"
             row.append(_cell(metrics.get(full)))
         rows.append(row)
-    return _render(header, rows, title, "* significant improvement vs the baseline, + significant decline "
-                                        "(paired two-sided t-test over seeds, alpha 0.05); n/a = not defined")
+    return _render(header, rows, title, significance_note(summary, alpha) + "; n/a = not defined")
 
 
 def format_table2(summaries: Mapping[str, Mapping[str, Mapping[str, SeedSummary]]],
@@ -225,7 +238,9 @@ def format_table2(summaries: Mapping[str, Mapping[str, Mapping[str, SeedSummary]
         for i, (corpus, summary) in enumerate(summaries.items()):
             rows.append([label if i == 0 else "", corpus]
                         + [_cell(summary[m].get(f"{variant[m]}_k{k}_{key}")) for m in models])
-    return _render(header, rows, title, "* / + as in Table 1; all trained annotators' heads are used zero-shot")
+    first = next(iter(summaries.values()), {})
+    return _render(header, rows, title, significance_note(first) + "; all trained annotators' heads are used "
+                                                                   "zero-shot")
 
 
 def _render(header: List[str], rows: List[List[str]], title: str, note: str) -> str:

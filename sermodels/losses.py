@@ -50,7 +50,8 @@ def annotator_ccc_loss(pred: torch.Tensor, ratings: torch.Tensor, unbiased: bool
 
 def predicted_distribution(pred: torch.Tensor, k: int = 4, *, histogram: str = "soft", grid: int = 64,
                            sharpness: float = 8.0, n_pseudo: int = 200, dtype: Optional[torch.dtype] = None,
-                           generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                           generator: Optional[torch.Generator] = None, seed: Optional[int] = None
+                           ) -> torch.Tensor:
     """``(B, M, 2)`` per-annotator predictions (NaN = no annotator) -> ``(B, k, k)`` probabilities.
 
     ``histogram="soft"``: ``kdekit.pseudo_observations`` then ``kdekit.points_to_distribution`` (soft histogram with
@@ -58,12 +59,25 @@ def predicted_distribution(pred: torch.Tensor, k: int = 4, *, histogram: str = "
     GPU for training as in the paper; kdekit accumulates half precision in float32). ``histogram="hard"``:
     ``kdekit.labels_from_ratings`` on the predictions, i.e. exactly the pipeline of the targets (hard histogram,
     float64, not differentiable). Negative KDE values are clipped to eps as in the authors' code. ``generator``
-    (on ``pred``'s device) draws the pseudo-observations; None = the global RNG. Returns ``pred``'s dtype.
+    (on ``pred``'s device) draws the pseudo-observations; None = the global RNG. ``seed`` instead: each utterance's
+    draws come from a generator seeded with ``seed`` over its own annotators only (NaN columns dropped), so its table
+    does not depend on the rest of the batch (evaluation, prediction). Returns ``pred``'s dtype.
     """
     if pred.dim() != 3 or pred.shape[-1] != 2:
         raise ValueError(f"pred must have shape (B, M, 2), got {tuple(pred.shape)}")
     if histogram not in ("soft", "hard"):
         raise ValueError(f"histogram must be 'soft' or 'hard', got {histogram!r}")
+    if seed is not None:
+        if generator is not None:
+            raise ValueError("pass generator or seed, not both")
+        rows = []
+        for row in pred:
+            keep = torch.isfinite(row).all(-1)
+            gen = torch.Generator(device=pred.device).manual_seed(int(seed))
+            rows.append(predicted_distribution((row[keep] if keep.any() else row[:1])[None], k, histogram=histogram,
+                                               grid=grid, sharpness=sharpness, n_pseudo=n_pseudo, dtype=dtype,
+                                               generator=gen))
+        return torch.cat(rows) if rows else pred.new_zeros((0, k, k))
     if histogram == "hard":
         return kdekit.labels_from_ratings(pred.detach(), k=k, grid=grid, n_observations=n_pseudo,
                                           generator=generator, clip_negative=True).probs.to(pred.dtype)

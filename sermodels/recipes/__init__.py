@@ -1,23 +1,61 @@
-"""Recipe registry: ``sermodels train <name>`` runs ``RECIPES[name]``.
+"""Recipe registry: ``sermodels train <name>`` runs ``get_recipe(name).run``.
 
-Each entry is ``"module:function"``; the function takes ``(config: dict, corpus: str, data_root: str, out_dir: str)``
-and returns a results dict. Modules are imported lazily so that one recipe's optional dependencies never break another.
+Every recipe is a module with the same interface:
+
+- ``Config``: its typed config (:mod:`sermodels.config`: sections ``data``, ``features``, ``model``, ``train``,
+  ``eval`` and the top-level ``recipe``, ``seeds``, ``device``), whose defaults are the recipe's defaults;
+- ``run(config, *, corpus=None, data_root=None, out_dir, runs=None, overwrite=False) -> dict``: trains and
+  evaluates into the run folder ``out_dir`` (:mod:`sermodels.runs`); ``config`` is a ``Config`` or a plain dict
+  merged over the defaults; ``corpus`` / ``data_root`` replace ``data.corpus`` / ``data.root``; ``runs`` selects
+  named runs (:func:`run_names`);
+- ``evaluate(run_dir, *, corpus=None, data_root=None, split=None) -> dict``: the tables of a finished run folder,
+  or (recipes with per-annotator models) its best checkpoints evaluated zero-shot on another corpus;
+- ``tables(config, results) -> str`` and ``run_names(config) -> list`` (the names ``--run`` accepts; empty when
+  the recipe has no separately runnable parts);
+- ``CURVE_METRICS``: validation metrics the learning-curve plot prefers (:mod:`sermodels.plots`).
+
+Modules are imported lazily so that one recipe's optional dependencies never break another.
 """
+from __future__ import annotations
+
 from importlib import import_module
-from typing import Callable
+from types import ModuleType
+from typing import Optional, Sequence
+
+from ..config import ConfigError, build
 
 RECIPES = {
-    "annotators": "sermodels.recipes.annotators:run",
-    "label_embedding": "sermodels.recipes.label_embedding:run",
-    "distilled": "sermodels.recipes.distilled:run",
-    "emotion_share": "sermodels.recipes.emotion_share:run",
-    "continual": "sermodels.recipes.continual:run",
+    "annotators": "sermodels.recipes.annotators",
+    "label_embedding": "sermodels.recipes.label_embedding",
+    "distilled": "sermodels.recipes.distilled",
+    "emotion_share": "sermodels.recipes.emotion_share",
+    "continual": "sermodels.recipes.continual",
 }
 
 
-def get_recipe(name: str) -> Callable:
-    """The ``run`` function of recipe ``name``; raises ``KeyError`` listing the known recipes."""
+def get_recipe(name: str) -> ModuleType:
+    """The module of recipe ``name``; ``ConfigError`` listing the known recipes otherwise."""
     if name not in RECIPES:
-        raise KeyError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
-    module, func = RECIPES[name].split(":")
-    return getattr(import_module(module), func)
+        raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
+    return import_module(RECIPES[name])
+
+
+def load_config(name: str, path: Optional[str] = None, overrides: Sequence[str] = ()):
+    """The effective ``Config`` of recipe ``name``: defaults, then the YAML file ``path``, then ``overrides``."""
+    cfg = build(get_recipe(name).Config, path, overrides)
+    if cfg.recipe != name:
+        raise ConfigError(f"{path or 'config'}: recipe {cfg.recipe!r} does not match {name!r}")
+    return cfg
+
+
+def check_runs(name: str, config, runs: Optional[Sequence[str]]) -> None:
+    """``ConfigError`` naming the accepted names when ``runs`` (``--run``) holds a name recipe ``name`` lacks."""
+    if not runs:
+        return
+    known = get_recipe(name).run_names(config)
+    if not known:
+        raise ConfigError(f"recipe {name!r} has no named runs; --run applies to: "
+                          + ", ".join(r for r in RECIPES if get_recipe(r).run_names(build(get_recipe(r).Config))))
+    bad = [r for r in runs if r not in known]
+    if bad:
+        raise ConfigError(f"--run {', '.join(bad)}: not a run of this config; runs: {', '.join(known)}")

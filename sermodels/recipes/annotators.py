@@ -1,18 +1,19 @@
 """Recipe: modelling individual annotators (Tavernor, El-Tawil, Mower Provost, Interspeech 2024).
 
 Inputs are cached, frozen features: the wav2vec2 last hidden state mean-pooled over time and the BERT CLS vector of
-the transcript (``features`` section of the config), each with ``Dropout(0.2)`` in the model. Targets: individual
-ratings min-max scaled to ``[-1, 1]``, and k x k distribution targets (seed's pseudo-observations + hard-histogram
-diffusion KDE on a 512 grid, :func:`sermodels.data.labels.distribution_targets`). Models: ``baseline``, ``mt``,
-``onehot`` (:mod:`sermodels.models.annotators`).
+the transcript (``features`` section), each with ``Dropout(0.2)`` in the model. Targets: individual ratings min-max
+scaled to ``[-1, 1]`` (``data.rating_range``, default the corpus' fixed range), and k x k distribution targets
+(pseudo-observations + hard-histogram diffusion KDE on a ``data.labels.grid`` grid,
+:func:`sermodels.data.labels.distribution_targets`). Models (``model.type``): ``baseline``, ``mt``, ``onehot``
+(:mod:`sermodels.models.annotators`).
 
-Tasks (a run's ``tasks`` list):
+Tasks (``train.tasks``):
 
 - ``baseline``: soft-target cross-entropy of the baseline's ``k * k`` logits.
 - ``task1``: ``2 - CCC_act - CCC_val`` over every (utterance, annotator) rating in the batch.
 - ``task2``: DiffKDE: the batch's per-annotator predictions -> 200 pseudo-observations -> soft histogram
   (sharpness 8, grid 64; float16 on GPU) -> diffusion KDE -> k x k -> ``+1e-8`` -> cross-entropy vs the target.
-- ``task1`` + ``task2`` with ``task_scheme``:
+- ``task1`` + ``task2`` with ``train.task_scheme``:
 
   - ``interleaved`` (the authors' code and the default): for every batch, Task 1 gets its own forward, backward and
     ``optimizer.step()``, then Task 2 does the same with the updated weights. Two optimiser steps per batch, one
@@ -20,116 +21,205 @@ Tasks (a run's ``tasks`` list):
   - ``summed``: one forward, ``loss = task1 + task2``, one step per batch: half the steps, both gradients at the same
     weights; the relative scale of the two losses then matters (CCC loss in [0, 4], cross-entropy ~1-3).
 
-Validation loss (LR schedule, early stopping, best checkpoint) is the sum of the run's task losses over the whole
-validation set: Task 1 from CCC moments reduced over ranks, Task 2 / baseline as the mean cross-entropy per utterance.
-After training, the best checkpoint is evaluated on the test split (and zero-shot on ``evaluation.test_corpora``) with
-:mod:`sermodels.evaluation`.
+``runs`` names the rows of the table: each entry is deep-merged over the shared settings (e.g. ``mt: {model: {type:
+mt}, train: {tasks: [task1, task2]}}``); ``--run NAME`` trains some of them, and results merge into the folder's
+``results.json``. Validation loss (LR schedule, early stopping, best checkpoint) is the sum of the run's task losses
+over the whole validation set. After training, the best checkpoint is evaluated on the ``test`` partition (and
+zero-shot on ``eval.test_corpora``) with :mod:`sermodels.evaluation`; for annotator models the pseudo-observations
+of a predicted table are drawn per utterance from a generator seeded with ``eval.seed``, so an utterance's table
+does not depend on its batch (``sermodels predict`` gives the same table).
 
-Output folder: ``<output_dir>/config.yaml``, ``annotator_index.json``, ``<run>/seed<s>/`` (trainer files, ``test.json``)
-and ``results.json`` + ``table.txt`` for the whole config.
+Run folder: ``config.yaml``, ``run.json``, ``run.log``, ``annotator_index.json``, ``<run>/seed<s>/`` (trainer files,
+``test.json``, ``examples.json``: a few test utterances' target and predicted tables for the plots) and
+``results.json`` + ``table.txt``.
 """
 from __future__ import annotations
 
-import copy
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from .. import evaluation as ev
 from .. import losses
+from ..config import REPLACE, ConfigError, DataConfig, EarlyStoppingConfig, RecipeConfig, TrainConfig, from_dict, merge, to_dict
 from ..models import build_model
-from ..train import DistInfo, Trainer, TrainerConfig, seed_everything
+from ..runs import data_fingerprint, read_config, say, write_json
+from ..train import DistInfo, Trainer, load_checkpoint, seed_everything
 from ..train.distributed import ShardSampler, all_reduce_sums, barrier
+from ._common import split_utterances, start_run
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "annotators_table1.yaml"
 TASKS = ("baseline", "task1", "task2")
-SECTIONS = ("train", "model", "labels", "features", "diffkde", "evaluation")
+VARIANTS = ("soft_own", "soft_all", "hard_own", "hard_all")
+CURVE_METRICS = ("val_k{k}_tvd", "val_k{k}_jsd", "val_loss")
 
 
 # -- configuration ----------------------------------------------------------------------------------------------
 
 
-def deep_merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in (update or {}).items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
+@dataclass
+class Labels:
+    """Distribution targets: ``k`` x ``k`` tables pooled from a hard-histogram KDE on a ``grid`` x ``grid`` grid;
+    ``seed`` draws the pseudo-observations."""
+
+    k: int = 4
+    grid: int = 512
+    seed: int = 0
 
 
-def apply_overrides(cfg: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
-    """``key=value`` strings (value parsed as YAML). ``a.b=v`` sets a nested key; a bare key that is not top-level
-    is looked up in the sections (``epochs=2`` -> ``train.epochs``) and must exist in exactly one of them."""
-    cfg = copy.deepcopy(cfg)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
-        path = key.split(".")
-        if len(path) == 1 and key not in cfg:
-            owners = [s for s in SECTIONS if isinstance(cfg.get(s), dict) and key in cfg[s]]
-            if len(owners) != 1:
-                where = f"found in {owners}" if owners else f"not a top-level key or a key of {list(SECTIONS)}"
-                raise ValueError(f"override {key!r}: {where}; use a dotted key such as train.{key}")
-            path = [owners[0], key]
-        node = cfg
-        for p in path[:-1]:
-            node = _child(node, p, key)
-            if not isinstance(node, (dict, list)):
-                raise ValueError(f"override {key!r}: {p!r} is not a section or list of the config")
-        if isinstance(node, list):
-            _child(node, path[-1], key)
-            node[int(path[-1])] = value
-        else:
-            if path[-1] not in node and path[0] != "runs":
-                raise ValueError(f"override {key!r}: unknown key {path[-1]!r} (known: {sorted(node)})")
-            node[path[-1]] = value
-    return cfg
+@dataclass
+class Data(DataConfig):
+    corpus: Optional[str] = "msp-improv"
+    split: Optional[str] = "speaker_independent_is2024"
+    min_annotators: int = 2
+    labels: Labels = field(default_factory=Labels)
+
+    def check(self) -> None:
+        super().check()
+        k, grid = self.labels.k, self.labels.grid
+        if k < 2 or grid < 2 or grid & (grid - 1) or grid % k:
+            raise ConfigError(f"data.labels: grid must be a power of two divisible by k >= 2, got k={k}, grid={grid}")
 
 
-def _child(node, part: str, key: str):
-    """``node[part]`` of a config dict or list (list items by integer position)."""
-    if isinstance(node, list):
-        if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
-            raise ValueError(f"override {key!r}: {part!r} is not a position in a list of {len(node)} items")
-        return node[int(part)]
-    if part not in node:
-        raise ValueError(f"override {key!r}: no key {part!r} (known: {sorted(node)})")
-    return node[part]
+@dataclass
+class Features:
+    """Frozen encoders (a local folder or hub id; null = no such modality), cached under ``cache_dir``
+    (default ``<output folder>/features``)."""
+
+    audio_model: Optional[str] = "facebook/wav2vec2-base"
+    audio_layer: int = -1
+    audio_pooling: Literal["mean", "max"] = "mean"
+    text_model: Optional[str] = "google/bert_uncased_L-4_H-512_A-8"
+    text_layer: int = -1
+    text_pooling: Literal["cls", "mean", "max"] = "cls"
+    cache_dir: Optional[str] = None
 
 
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Dict[str, Any]:
-    """The YAML config at ``path`` (default: Table 1's) with ``overrides`` applied."""
-    p = Path(path) if path else DEFAULT_CONFIG
-    if not p.is_file():
-        raise FileNotFoundError(f"config file not found: {p}")
-    with open(p) as f:
-        cfg = yaml.safe_load(f)
-    return apply_overrides(cfg, overrides)
+@dataclass
+class Model:
+    type: Literal["baseline", "mt", "onehot"] = "mt"
+    hidden: int = 256
+    dropout: float = 0.2
 
 
-def run_config(cfg: Dict[str, Any], run: str) -> Dict[str, Any]:
+@dataclass
+class DiffKDE:
+    """Task 2 during training (and the soft-histogram evaluation); ``gpu_dtype``: float16 as the paper (CPU computes
+    in float32); ``ccc_unbiased``: Task 1 CCC with ddof 1, as the authors' code."""
+
+    sharpness: float = 8.0
+    grid: int = 64
+    n_pseudo: int = 200
+    gpu_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    ccc_unbiased: bool = True
+
+
+@dataclass
+class Train(TrainConfig):
+    early_stopping: EarlyStoppingConfig = field(default_factory=lambda: EarlyStoppingConfig(patience=10,
+                                                                                            min_epochs=30))
+    tasks: List[Literal["baseline", "task1", "task2"]] = field(default_factory=lambda: ["task1", "task2"])
+    task_scheme: Literal["interleaved", "summed"] = "interleaved"
+    diffkde: DiffKDE = field(default_factory=DiffKDE)
+
+
+@dataclass
+class TestCorpus:
+    """A zero-shot test corpus: its ``split`` scheme and the ``partition`` of it evaluated (``all`` = every
+    utterance, in partition ``test``)."""
+
+    corpus: str = ""
+    root: Optional[str] = None
+    split: str = "all"
+    partition: str = "test"
+
+
+@dataclass
+class Eval:
+    """``histograms`` x ``annotators``: the variants of annotator models' tables (soft/hard histogram, the
+    utterance's own annotators or all trained ones); ``report``: the variant printed in the table; ``ks``: table
+    sizes evaluated (each divides ``data.labels.k``); ``bin_positions``: centres | linspace | paper
+    (:func:`sermodels.evaluation.bin_positions`); ``alpha``: the t-test's level (needs >= 3 seeds)."""
+
+    histograms: List[Literal["soft", "hard"]] = field(default_factory=lambda: ["soft", "hard"])
+    annotators: List[Literal["own", "all"]] = field(default_factory=lambda: ["own", "all"])
+    ks: List[int] = field(default_factory=lambda: [4, 2])
+    soft_grid: int = 64
+    hard_grid: int = 512
+    bin_positions: Literal["centres", "linspace", "paper"] = "centres"
+    report: Literal["soft_own", "soft_all", "hard_own", "hard_all"] = "soft_own"
+    seed: int = 0
+    alpha: float = 0.05
+    test_corpora: List[TestCorpus] = field(default_factory=list)
+
+
+def _default_runs() -> Dict[str, Any]:
+    return {"baseline": {"model": {"type": "baseline"}, "train": {"tasks": ["baseline"]}},
+            "mt": {"model": {"type": "mt"}, "train": {"tasks": ["task1", "task2"]}},
+            "onehot": {"model": {"type": "onehot"}, "train": {"tasks": ["task1", "task2"]}}}
+
+
+@dataclass
+class RunConfig(RecipeConfig):
+    """The settings of one run: every section, no ``runs``."""
+
+    recipe: str = "annotators"
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    data: Data = field(default_factory=Data)
+    features: Features = field(default_factory=Features)
+    model: Model = field(default_factory=Model)
+    train: Train = field(default_factory=Train)
+    eval: Eval = field(default_factory=Eval)
+
+
+@dataclass
+class Config(RunConfig):
+    """The annotators recipe; defaults are the paper's Table 1 protocol (MSP-Improv, 5 seeds, SGD lr 1e-3,
+    ReduceLROnPlateau 0.1 / 5, early stopping 10 after 30 epochs, at most 500 epochs)."""
+
+    runs: Dict[str, Any] = field(default_factory=_default_runs, metadata=REPLACE)
+    baseline_run: Optional[str] = "baseline"
+
+    def check(self) -> None:
+        super().check()
+        if not self.runs:
+            raise ConfigError("runs must name at least one run")
+        if self.baseline_run is not None and self.baseline_run not in self.runs:
+            raise ConfigError(f"baseline_run {self.baseline_run!r} is not one of runs ({', '.join(self.runs)})")
+        for name in self.runs:
+            run_config(self, name)
+
+
+def run_names(cfg: Config) -> List[str]:
+    return list(cfg.runs)
+
+
+def run_config(cfg: Config, run: str) -> RunConfig:
     """The settings of one run (``runs[run]`` merged over the shared settings), checked."""
-    if run not in cfg.get("runs", {}):
-        raise ValueError(f"run {run!r} is not in the config's runs {sorted(cfg.get('runs', {}))}")
-    rc = deep_merge({k: v for k, v in cfg.items() if k != "runs"}, cfg["runs"][run])
-    tasks = rc.get("tasks") or []
-    if not tasks or any(t not in TASKS for t in tasks):
-        raise ValueError(f"run {run!r}: tasks must be a non-empty subset of {TASKS}, got {tasks}")
-    model = rc["model"].get("type")
-    if (model == "baseline") != (tasks == ["baseline"]):
-        raise ValueError(f"run {run!r}: model 'baseline' goes with tasks [baseline] only (got model {model!r}, "
-                         f"tasks {tasks})")
-    if rc.get("task_scheme", "interleaved") not in ("interleaved", "summed"):
-        raise ValueError(f"run {run!r}: task_scheme must be 'interleaved' or 'summed', got {rc['task_scheme']!r}")
+    if run not in cfg.runs:
+        raise ConfigError(f"run {run!r} is not in the config's runs ({', '.join(cfg.runs)})")
+    entry = cfg.runs[run]
+    if not isinstance(entry, dict):
+        raise ConfigError(f"runs.{run}: expected a mapping of settings, got {entry!r}")
+    base = {k: v for k, v in to_dict(cfg).items() if k not in ("runs", "baseline_run")}
+    try:
+        rc = from_dict(RunConfig, merge(base, entry))
+    except ConfigError as exc:
+        raise ConfigError(f"runs.{run}: {exc}") from None
+    tasks = rc.train.tasks
+    if not tasks:
+        raise ConfigError(f"runs.{run}: train.tasks must be a non-empty subset of {TASKS}")
+    if (rc.model.type == "baseline") != (tasks == ["baseline"]):
+        raise ConfigError(f"runs.{run}: model type 'baseline' goes with train.tasks [baseline] only (got model "
+                          f"{rc.model.type!r}, tasks {tasks})")
+    bad = [kk for kk in rc.eval.ks if rc.data.labels.k % kk]
+    if bad:
+        raise ConfigError(f"runs.{run}: eval.ks {bad} do not divide data.labels.k={rc.data.labels.k}")
     return rc
 
 
@@ -158,6 +248,13 @@ class AnnotatorData:
     def indices(self, split: str) -> List[int]:
         return [i for i, s in enumerate(self.splits) if s == split]
 
+    def subset(self, keep: Sequence[int]) -> "AnnotatorData":
+        idx = torch.as_tensor(list(keep), dtype=torch.long)
+        return AnnotatorData(corpus=self.corpus, utterance_ids=[self.utterance_ids[i] for i in keep],
+                             audio=self.audio[idx], text=self.text[idx], ratings=self.ratings[idx],
+                             annotator_ids=self.annotator_ids[idx], targets=self.targets[idx],
+                             consensus=self.consensus[idx], splits=[self.splits[i] for i in keep])
+
 
 class AnnotatorDataset(Dataset):
     """Items of :class:`AnnotatorData` rows ``indices`` as dicts of tensors (see :func:`collate`)."""
@@ -184,65 +281,63 @@ def collate(items: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
     return batch
 
 
-def _features(utterances, cfg: Dict[str, Any], cache_dir: str, device) -> Dict[str, torch.Tensor]:
+def features(utterances, f: Features, cache_dir: Optional[str], device, progress: bool) -> Dict[str, torch.Tensor]:
+    """``{"audio": (U, Da), "text": (U, Dt)}`` float32 features of ``f`` (a modality without a model is ``(U, 0)``)."""
     from ..data.features import extract_features
 
-    f = cfg["features"]
     out = {}
     for kind in ("audio", "text"):
-        model = f.get(f"{kind}_model")
+        model = getattr(f, f"{kind}_model")
         if not model:
             out[kind] = torch.zeros(len(utterances), 0)
             continue
-        feats = extract_features(utterances, model, kind=kind, layer=f.get(f"{kind}_layer", -1),
-                                 pooling=f.get(f"{kind}_pooling", "mean" if kind == "audio" else "cls"),
-                                 cache_dir=cache_dir, device=device, progress=bool(cfg["train"].get("progress", True)))
+        feats = extract_features(utterances, model, kind=kind, layer=getattr(f, f"{kind}_layer"),
+                                 pooling=getattr(f, f"{kind}_pooling"), cache_dir=cache_dir, device=device,
+                                 progress=progress)
         missing = [u.utterance_id for u in utterances if u.utterance_id not in feats]
         if missing:
-            raise ValueError(f"{kind} features missing for {len(missing)} utterances, e.g. {missing[:3]}")
+            raise ValueError(f"{kind} features missing for {len(missing)} utterances, e.g. {missing[:3]}"
+                             + (" (no transcript: pass one)" if kind == "text" else ""))
         out[kind] = torch.from_numpy(np.stack([np.asarray(feats[u.utterance_id], dtype=np.float32).reshape(-1)
                                                for u in utterances]))
     return out
 
 
-def prepare_data(corpus_name: str, data_root: str, cfg: Dict[str, Any], split_scheme: Optional[str] = None,
-                 index=None, device=None):
-    """Load ``corpus_name``, assign splits, build rating/target tensors and features.
-
-    Returns ``(AnnotatorData, AnnotatorIndex)``. The index is built from the training split's annotators when
-    ``index`` is None, else the given one (the trained model's) is used; ratings of annotators outside it are
-    dropped from ``ratings``/``annotator_ids`` but still count in ``targets`` and ``consensus``, which use every
-    annotator of the utterance. ``split_scheme`` is a :func:`sermodels.data.splits.assign_split` scheme; utterances
-    it leaves out get split None; without a scheme every utterance is in ``test``.
-    """
+def load_utterances(corpus: str, root: str, cfg: RunConfig, split: Optional[str] = None,
+                    partitions: Optional[Dict[str, str]] = None):
+    """``(utterances, partition per utterance)`` of ``corpus`` at ``root``: utterances with at least
+    ``data.min_annotators`` ratings, partitions of the split scheme ``split`` (default ``data.split``; utterances
+    in no partition get None)."""
     from ..data import load_corpus
-    from ..data import labels as L
-    from ..data.splits import assign_split
 
-    lab = cfg["labels"]
-    corpus = load_corpus(corpus_name, data_root, min_annotators=int(lab.get("min_annotators", 2)))
-    utts = corpus.utterances
+    corpus_obj = load_corpus(corpus, root, min_annotators=cfg.data.min_annotators)
+    utts = corpus_obj.utterances
     if not utts:
-        raise ValueError(f"corpus {corpus_name!r} at {data_root} has no usable utterances:\n{corpus.summary()}")
-    groups = assign_split(utts, corpus_name, split_scheme or "all")
-    where = {u.utterance_id: split for split, members in groups.items() for u in members}
-    splits = [where.get(u.utterance_id) for u in utts]
-    if index is None:
-        index = L.AnnotatorIndex.from_utterances([u for u, s in zip(utts, splits) if s == "train"])
-    ratings, ids = L.ratings_tensor(utts, corpus_name, index=index)
-    everyone, _ = L.ratings_tensor(utts, corpus_name)
-    targets = torch.as_tensor(L.distribution_targets(utts, corpus_name, k=int(lab["k"]), seed=int(lab.get("seed", 0)),
-                                                     grid=int(lab.get("grid", 512))), dtype=torch.float64)
+        raise ValueError(f"corpus {corpus!r} at {root} has no usable utterances:\n{corpus_obj.summary()}")
+    data = Data(split=split if split is not None else cfg.data.split,
+                partitions=partitions if partitions is not None else cfg.data.partitions)
+    where = {u.utterance_id: part for part, members in split_utterances(utts, corpus, data).items() for u in members}
+    return utts, [where.get(u.utterance_id) for u in utts]
+
+
+def build_data(corpus: str, utts, splits, cfg: RunConfig, index, cache_dir: Optional[str], device) -> AnnotatorData:
+    """Rating/target tensors and features of ``utts``. Ratings of annotators outside ``index`` are dropped from
+    ``ratings``/``annotator_ids`` but count in ``targets`` and ``consensus``, which use every annotator."""
+    from ..data import labels as L
+
+    scale = tuple(cfg.data.rating_range) if cfg.data.rating_range is not None else corpus
+    lab = cfg.data.labels
+    ratings, ids = L.ratings_tensor(utts, scale, index=index)
+    everyone, _ = L.ratings_tensor(utts, scale)
+    targets = torch.as_tensor(L.distribution_targets(utts, scale, k=lab.k, seed=lab.seed, grid=lab.grid),
+                              dtype=torch.float64)
     # the unclipped KDE leaves cells of about -1e-5 (DCT ringing): clip to 0 as the authors' code did, renormalise
     targets = targets.clamp(min=0.0)
     targets = targets / targets.sum(dim=(-2, -1), keepdim=True)
-    cache_dir = cfg["features"].get("cache_dir") or str(Path(cfg["output_dir"]) / "features")
-    feats = _features(utts, cfg, cache_dir, device)
-    data = AnnotatorData(corpus=corpus_name, utterance_ids=[u.utterance_id for u in utts], audio=feats["audio"],
+    feats = features(utts, cfg.features, cache_dir, device, cfg.train.progress)
+    return AnnotatorData(corpus=corpus, utterance_ids=[u.utterance_id for u in utts], audio=feats["audio"],
                          text=feats["text"], ratings=ratings.float(), annotator_ids=ids.long(),
-                         targets=targets.float(), consensus=torch.nanmean(everyone.float(), dim=1),
-                         splits=splits)
-    return data, index
+                         targets=targets.float(), consensus=torch.nanmean(everyone.float(), dim=1), splits=splits)
 
 
 # -- the task ---------------------------------------------------------------------------------------------------
@@ -251,16 +346,15 @@ def prepare_data(corpus_name: str, data_root: str, cfg: Dict[str, Any], split_sc
 class AnnotatorTask:
     """Losses and validation of one run (a :class:`sermodels.train.trainer.TrainTask`)."""
 
-    def __init__(self, rc: Dict[str, Any], device: torch.device):
-        self.tasks = list(rc["tasks"])
-        summed = rc.get("task_scheme", "interleaved") == "summed"
-        self.step_groups = [self.tasks] if summed else [[t] for t in self.tasks]
-        self.k = int(rc["labels"]["k"])
-        d = rc["diffkde"]
-        self.unbiased = bool(d.get("ccc_unbiased", True))
-        self.kde = dict(k=self.k, grid=int(d["grid"]), sharpness=float(d["sharpness"]), n_pseudo=int(d["n_pseudo"]))
-        self.train_dtype = getattr(torch, d.get("gpu_dtype", "float16")) if device.type == "cuda" else torch.float32
-        self.eval_seed = int(rc["evaluation"].get("seed", 0))
+    def __init__(self, rc: RunConfig, device: torch.device):
+        self.tasks = list(rc.train.tasks)
+        self.step_groups = [self.tasks] if rc.train.task_scheme == "summed" else [[t] for t in self.tasks]
+        self.k = rc.data.labels.k
+        d = rc.train.diffkde
+        self.unbiased = d.ccc_unbiased
+        self.kde = dict(k=self.k, grid=d.grid, sharpness=d.sharpness, n_pseudo=d.n_pseudo)
+        self.train_dtype = getattr(torch, d.gpu_dtype) if device.type == "cuda" else torch.float32
+        self.eval_seed = rc.eval.seed
 
     def losses(self, model, batch, names):
         pred = model(batch["audio"], batch["text"], batch["annotator_ids"])
@@ -313,184 +407,353 @@ class AnnotatorTask:
         return out
 
 
-# -- evaluation -------------------------------------------------------------------------------------------------
+# -- models, distributions, evaluation --------------------------------------------------------------------------
+
+
+def model_meta(rc: RunConfig, audio_dim: int, text_dim: int, index) -> Dict[str, Any]:
+    """What a checkpoint needs to rebuild its model and featurise new audio (stored as ``meta`` in ``best.pt``)."""
+    return {"recipe": "annotators", "model": {"type": rc.model.type, "audio_dim": audio_dim, "text_dim": text_dim,
+                                              "num_annotators": len(index), "k": rc.data.labels.k,
+                                              "hidden": rc.model.hidden, "dropout": rc.model.dropout},
+            "annotators": list(index.ids), "features": to_dict(rc.features),
+            "rating_range": list(rc.data.rating_range) if rc.data.rating_range is not None else None}
+
+
+def model_from_meta(meta: Dict[str, Any]) -> torch.nn.Module:
+    m = meta["model"]
+    return build_model(m["type"], m["audio_dim"], m["text_dim"], num_annotators=m["num_annotators"], k=m["k"],
+                       hidden=m["hidden"], dropout=m["dropout"])
+
+
+def variants(rc: RunConfig, model, zero_shot: bool = False) -> List[str]:
+    """The table variants of ``model``: ``model`` (baseline softmax) or ``<soft|hard>_<own|all>``."""
+    if not getattr(model, "predicts_annotators", False):
+        return ["model"]
+    who = ["all"] if zero_shot else rc.eval.annotators
+    return [f"{h}_{a}" for h in rc.eval.histograms for a in who]
 
 
 @torch.no_grad()
-def evaluate_model(model, dataset: Dataset, rc: Dict[str, Any], info: DistInfo, *, zero_shot: bool = False,
-                   batch_size: int = 256) -> Dict[str, float]:
+def distributions(model, batch: Dict[str, torch.Tensor], rc: RunConfig, variant: str,
+                  annotator_preds: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+    """``(B, k, k)`` float64 tables of ``variant`` for a batch (``audio``, ``text``; ``annotator_ids`` for ``own``).
+
+    Annotator models: per-utterance pseudo-observations seeded with ``eval.seed`` (a table does not depend on the
+    rest of the batch). ``annotator_preds`` caches the per-annotator predictions (``own`` / ``all``) across
+    variants."""
+    k = rc.data.labels.k
+    B = batch["audio"].shape[0]
+    if variant == "model":
+        return torch.softmax(model(batch["audio"], batch["text"]).double(), -1).reshape(B, k, k)
+    hist, who = variant.split("_")
+    cache = annotator_preds if annotator_preds is not None else {}
+    if who not in cache:
+        cache[who] = model(batch["audio"], batch["text"], batch["annotator_ids"] if who == "own" else None).double()
+    e, d = rc.eval, rc.train.diffkde
+    return losses.predicted_distribution(cache[who], k=k, histogram=hist,
+                                         grid=e.soft_grid if hist == "soft" else e.hard_grid, sharpness=d.sharpness,
+                                         n_pseudo=d.n_pseudo, dtype=torch.float64, seed=e.seed)
+
+
+@torch.no_grad()
+def evaluate_model(model, dataset: Dataset, rc: RunConfig, info: DistInfo, *, zero_shot: bool = False,
+                   batch_size: int = 256, return_tables: bool = False):
     """Paper metrics of ``model`` on ``dataset`` (see :mod:`sermodels.evaluation`); keys ``<variant>_k<k>_<metric>``
-    with variant ``model`` for the baseline and ``<soft|hard>_<own|all>`` for annotator models, plus
-    ``annotator_ccc_*`` (own annotators, not zero-shot)."""
-    e, d, k = rc["evaluation"], rc["diffkde"], int(rc["labels"]["k"])
-    ks = [kk for kk in e.get("ks", [k]) if k % kk == 0]
-    unbiased = bool(d.get("ccc_unbiased", True))
-    conv = e.get("bin_positions", "centres")
+    plus ``annotator_ccc_*`` (own annotators, not zero-shot). ``return_tables`` (one process only): also
+    ``{variant: (N, k, k)}`` tables in dataset order."""
+    if return_tables and info.world_size > 1:
+        raise ValueError("return_tables needs a single process")
+    e, k = rc.eval, rc.data.labels.k
+    ks = [kk for kk in e.ks if k % kk == 0]
+    unbiased = rc.train.diffkde.ccc_unbiased
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info), collate_fn=collate)
     model.eval()
-    annotator_model = getattr(model, "predicts_annotators", False)
-    variants = ["model"]
-    if annotator_model:
-        who = ["all"] if zero_shot else list(e.get("annotators", ["own", "all"]))
-        variants = [f"{h}_{a}" for h in e.get("histograms", ["soft", "hard"]) for a in who]
-    metrics = {v: ev.DistributionMetrics(ks=ks, convention=conv, unbiased=unbiased) for v in variants}
+    names = variants(rc, model, zero_shot)
+    metrics = {v: ev.DistributionMetrics(ks=ks, convention=e.bin_positions, unbiased=unbiased) for v in names}
+    tables: Dict[str, List[torch.Tensor]] = {v: [] for v in names}
     ann = ev.AnnotatorMetrics(unbiased=unbiased)
-    gen = torch.Generator(device=info.device).manual_seed(int(e.get("seed", 0)) + info.rank)
+    annotator_model = names != ["model"]
     for batch in loader:
         batch = {kk: v.to(info.device) for kk, v in batch.items()}
-        B = batch["audio"].shape[0]
-        if not annotator_model:
-            logits = model(batch["audio"], batch["text"]).double()
-            metrics["model"].update(torch.softmax(logits, -1).reshape(B, k, k), batch["target"], batch["consensus"])
-            continue
-        own = all_ = None
-        if not zero_shot:
-            own = model(batch["audio"], batch["text"], batch["annotator_ids"]).double()
-            ann.update(own, batch["ratings"])
-        for v in variants:
-            hist, who = v.split("_")
-            if who == "own":
-                pred = own
-            else:
-                all_ = model(batch["audio"], batch["text"], None).double() if all_ is None else all_
-                pred = all_
-            grid = int(e.get("soft_grid", d["grid"])) if hist == "soft" else int(e.get("hard_grid", 512))
-            dist = losses.predicted_distribution(pred, k=k, histogram=hist, grid=grid, sharpness=float(d["sharpness"]),
-                                                 n_pseudo=int(d["n_pseudo"]), dtype=torch.float64, generator=gen)
+        preds: Dict[str, torch.Tensor] = {}
+        if annotator_model and not zero_shot:
+            preds["own"] = model(batch["audio"], batch["text"], batch["annotator_ids"]).double()
+            ann.update(preds["own"], batch["ratings"])
+        for v in names:
+            dist = distributions(model, batch, rc, v, preds)
             metrics[v].update(dist, batch["target"], batch["consensus"])
+            if return_tables:
+                tables[v].append(dist.cpu())
     out: Dict[str, float] = {}
     for v, m in metrics.items():
         out.update({f"{v}_{key}": val for key, val in m.compute(info).items()})
     if annotator_model and not zero_shot:
         out.update(ann.compute(info))
-    return out
+    return (out, {v: torch.cat(t) for v, t in tables.items()}) if return_tables else out
 
 
-# -- running a config -------------------------------------------------------------------------------------------
+# -- training a config ------------------------------------------------------------------------------------------
 
 
-def _trainer_config(rc: Dict[str, Any], out_dir: Path, seed: int) -> TrainerConfig:
-    t = rc["train"]
-    keys = ("epochs", "batch_size", "eval_batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_factor",
-            "lr_patience", "early_stopping_patience", "min_epochs", "deterministic", "amp", "progress")
-    return TrainerConfig(output_dir=str(out_dir), seed=seed, **{k: t[k] for k in keys if k in t})
+def _examples(model, data: AnnotatorData, indices: Sequence[int], rc: RunConfig, device, n: int = 4) -> Dict:
+    """Targets and reported-variant tables of the first ``n`` test utterances (for :mod:`sermodels.plots`)."""
+    keep = list(indices)[:n]
+    batch = {k: v.to(device) for k, v in collate([AnnotatorDataset(data, keep)[i] for i in range(len(keep))]).items()}
+    variant = "model" if rc.model.type == "baseline" else rc.eval.report
+    dist = distributions(model, batch, rc, variant)
+    return {"utterance_ids": [data.utterance_ids[i] for i in keep], "variant": variant,
+            "target": data.targets[keep].tolist(), "predicted": dist.cpu().tolist()}
 
 
-def train_and_evaluate(cfg: Dict[str, Any], data: AnnotatorData, index, info: DistInfo,
-                       runs: Optional[Sequence[str]] = None, test_sets: Optional[Dict[str, AnnotatorData]] = None,
-                       log=print) -> Dict[str, Any]:
-    """Train every run x seed of ``cfg`` on ``data`` and evaluate on its test split and ``test_sets`` (zero-shot).
-
-    Returns ``{"runs": {run: [per-seed result dicts]}}``; each result has ``test`` (and ``zero_shot[corpus]``)
-    metrics and the fit summary. Rank 0 writes ``results.json`` and ``table.txt`` into ``output_dir``.
-    """
-    out_root = Path(cfg["output_dir"])
-    runs = list(runs or cfg["runs"])
-    splits = {s: data.indices(s) for s in ("train", "val", "test")}
-    for s, idx in splits.items():
+def train_and_evaluate(cfg: Config, data: AnnotatorData, index, info: DistInfo, out_dir, *,
+                       runs: Optional[Sequence[str]] = None, test_sets: Optional[Dict[str, AnnotatorData]] = None
+                       ) -> Dict[str, Any]:
+    """Train every run x seed of ``cfg`` (or ``runs``) on ``data``; evaluate on its ``test`` partition and zero-shot
+    on ``test_sets``. Returns ``{"runs": {run: [per-seed results]}}``; each has ``test`` (and
+    ``zero_shot[corpus]``) metrics and the fit summary; ``test.json`` and ``examples.json`` go to the trainer's
+    folder ``<out_dir>/<run>/seed<s>``."""
+    out_root = Path(out_dir)
+    parts = {s: data.indices(s) for s in ("train", "val", "test")}
+    for s, idx in parts.items():
         if not idx:
-            raise ValueError(f"corpus {data.corpus!r} has no utterances in split {s!r} "
-                             f"(splits present: {sorted(set(map(str, data.splits)))})")
-    train_set, val_set, test_set = (AnnotatorDataset(data, splits[s]) for s in ("train", "val", "test"))
+            raise ValueError(f"corpus {data.corpus!r} has no utterances in partition {s!r} "
+                             f"(partitions present: {sorted(set(map(str, data.splits)))})")
+    train_set, val_set, test_set = (AnnotatorDataset(data, parts[s]) for s in ("train", "val", "test"))
     results: Dict[str, List[Dict[str, Any]]] = {}
-    for run in runs:
+    for run in runs or list(cfg.runs):
         rc = run_config(cfg, run)
-        for seed in rc["seeds"]:
-            seed_everything(int(seed))  # identical initial weights on every rank
-            model = build_model(rc["model"]["type"], data.audio.shape[1], data.text.shape[1],
-                                num_annotators=len(index), k=int(rc["labels"]["k"]),
-                                hidden=int(rc["model"]["hidden"]), dropout=float(rc["model"]["dropout"]))
+        for seed in rc.seeds:
+            seed_everything(seed)  # identical initial weights on every rank
+            meta = model_meta(rc, data.audio.shape[1], data.text.shape[1], index)
+            model = model_from_meta(meta)
             run_dir = out_root / run / f"seed{seed}"
             t0 = time.perf_counter()
-            fit = Trainer(_trainer_config(rc, run_dir, int(seed)), info).fit(
+            fit = Trainer(rc.train, run_dir, seed=seed, info=info, meta=meta).fit(
                 model, AnnotatorTask(rc, info.device), train_set, val_set, collate_fn=collate)
-            res: Dict[str, Any] = {"run": run, "seed": int(seed), "best_epoch": fit.best_epoch,
+            res: Dict[str, Any] = {"run": run, "seed": seed, "best_epoch": fit.best_epoch,
                                    "epochs": len(fit.history), "stopped_early": fit.stopped_early,
-                                   "skipped_steps": fit.skipped_steps, "train_seconds": time.perf_counter() - t0}
-            bs = int(rc["train"].get("eval_batch_size", 256))
+                                   "skipped_steps": fit.skipped_steps, "train_seconds": fit.seconds}
+            bs = rc.train.eval_batch_size
             res["test"] = evaluate_model(model, test_set, rc, info, batch_size=bs)
             res["zero_shot"] = {name: evaluate_model(model, AnnotatorDataset(ts, range(len(ts.utterance_ids))), rc,
                                                      info, zero_shot=True, batch_size=bs)
                                 for name, ts in (test_sets or {}).items()}
             if info.is_main:
-                with open(run_dir / "test.json", "w") as f:
-                    json.dump(res, f, indent=1)
-                log(f"[{run} seed {seed}] {res['epochs']} epochs (best {res['best_epoch']}), "
-                    f"{res['train_seconds']:.1f} s; " + _headline(res["test"], rc))
+                write_json(run_dir / "test.json", res)
+                write_json(run_dir / "examples.json", _examples(model, data, parts["test"], rc, info.device))
+                say(f"[{run} seed {seed}] {res['epochs']} epochs (best {res['best_epoch']}), "
+                    f"{time.perf_counter() - t0:.1f} s; " + _headline(res["test"], rc))
             results.setdefault(run, []).append(res)
-    out = {"runs": results}
-    if info.is_main:
-        with open(out_root / "results.json", "w") as f:
-            json.dump(out, f, indent=1)
-        text = tables(cfg, out)
-        (out_root / "table.txt").write_text(text + "\n")
-    barrier(info)
-    return out
+    return {"runs": results}
 
 
-def _variant(cfg: Dict[str, Any], run: str) -> str:
-    rc = cfg["runs"][run]
-    return "model" if rc.get("model", {}).get("type") == "baseline" else cfg["evaluation"].get("report", "soft_own")
+def _variant(cfg: Config, run: str) -> str:
+    return "model" if run_config(cfg, run).model.type == "baseline" else cfg.eval.report
 
 
-def _headline(metrics: Dict[str, float], rc: Dict[str, Any]) -> str:
-    k = int(rc["labels"]["k"])
-    v = "model" if rc["model"]["type"] == "baseline" else rc["evaluation"].get("report", "soft_own")
+def _headline(metrics: Dict[str, float], rc: RunConfig) -> str:
+    k = rc.data.labels.k
+    v = "model" if rc.model.type == "baseline" else rc.eval.report
     keys = [f"{v}_k{k}_tvd", f"{v}_k{k}_jsd", f"{v}_k{k}_ccc_activation", f"{v}_k{k}_ccc_valence",
             "annotator_ccc_activation", "annotator_ccc_valence"]
     return ", ".join(f"{key.replace(v + '_', '')} {metrics[key]:.3f}" for key in keys if key in metrics)
 
 
-def tables(cfg: Dict[str, Any], results: Dict[str, Any]) -> str:
-    """Paper-style tables (Table 1 on the test split; Table 2 for zero-shot corpora) from ``results``."""
-    runs = results["runs"]
-    k = int(cfg["labels"]["k"])
-    base = cfg.get("baseline_run") if cfg.get("baseline_run") in runs else None
+def tables(cfg: Config, results: Dict[str, Any]) -> str:
+    """Paper-style tables (Table 1 on the test partition; Table 2 for zero-shot corpora) from ``results``."""
+    runs = {r: v for r, v in results["runs"].items() if r in cfg.runs}
+    k = cfg.data.labels.k
+    base = cfg.baseline_run if cfg.baseline_run in runs else None
     variant = {r: _variant(cfg, r) for r in runs}
     summary = ev.summarize_seeds({r: [s["test"] for s in v] for r, v in runs.items()}, baseline=base,
-                                 variant=variant)
+                                 variant=variant, alpha=cfg.eval.alpha)
     n = min(len(v) for v in runs.values())
-    parts = [ev.format_table1(summary, variant, k=k, title=f"{cfg['corpus']} test split, {k}x{k}, "
-                              f"{n} seed(s), bin positions {cfg['evaluation'].get('bin_positions', 'centres')}")]
+    parts = [ev.format_table1(summary, variant, k=k, title=f"{cfg.data.corpus} test partition, {k}x{k}, {n} seed(s), "
+                              f"bin positions {cfg.eval.bin_positions}", alpha=cfg.eval.alpha)]
     corpora = sorted({c for v in runs.values() for s in v for c in s.get("zero_shot", {})})
     if corpora:
         zs_variant = {r: "model" if variant[r] == "model" else variant[r].split("_")[0] + "_all" for r in runs}
-        per = {c: ev.summarize_seeds({r: [s["zero_shot"][c] for s in v] for r, v in runs.items()}, baseline=base,
-                                     variant=zs_variant) for c in corpora}
+        per = {c: ev.summarize_seeds({r: [s["zero_shot"][c] for s in v] for r, v in runs.items()
+                                      if all(c in s.get("zero_shot", {}) for s in v)}, baseline=base,
+                                     variant=zs_variant, alpha=cfg.eval.alpha) for c in corpora}
         parts.append(ev.format_table2(per, zs_variant, k=k, title="zero-shot cross-corpus (all annotators' heads)"))
     return "\n\n".join(parts)
 
 
-def run(cfg: Dict[str, Any], info: Optional[DistInfo] = None, runs: Optional[Sequence[str]] = None,
-        log=print) -> Dict[str, Any]:
-    """Everything for one config: data, features, every run x seed, test and zero-shot evaluation, tables."""
-    info = info or DistInfo()
-    if not cfg.get("data_root"):
-        raise ValueError("data_root is not set: pass --data-root (or data_root=... in the config)")
-    out_root = Path(cfg["output_dir"])
-    if info.is_main:
-        out_root.mkdir(parents=True, exist_ok=True)
-        with open(out_root / "config.yaml", "w") as f:
-            yaml.safe_dump(cfg, f, sort_keys=False)
-    data, index = prepare_data(cfg["corpus"], cfg["data_root"], cfg, split_scheme=cfg.get("split"),
-                               device=info.device)
-    if info.is_main:
-        index.save(out_root / "annotator_index.json")
-    test_sets = {}
-    for tc in cfg["evaluation"].get("test_corpora") or []:
-        if not tc.get("data_root"):
-            raise ValueError(f"evaluation.test_corpora: {tc.get('name')!r} has no data_root")
-        ts, _ = prepare_data(tc["name"], tc["data_root"], cfg, split_scheme=tc.get("scheme", "all"), index=index,
-                             device=info.device)
-        test_sets[tc["name"]] = _subset(ts, ts.indices(tc.get("split", "test")))
-    res = train_and_evaluate(cfg, data, index, info, runs=runs, test_sets=test_sets, log=log)
-    if info.is_main:
-        log(tables(cfg, res))
-    return res
+def _fingerprint_part(utts, splits) -> Dict[str, list]:
+    groups: Dict[str, list] = {}
+    for u, s in zip(utts, splits):
+        groups.setdefault(str(s), []).append(u)
+    return groups
 
 
-def _subset(d: AnnotatorData, keep: Sequence[int]) -> AnnotatorData:
-    idx = torch.as_tensor(list(keep), dtype=torch.long)
-    return AnnotatorData(corpus=d.corpus, utterance_ids=[d.utterance_ids[i] for i in keep], audio=d.audio[idx],
-                         text=d.text[idx], ratings=d.ratings[idx], annotator_ids=d.annotator_ids[idx],
-                         targets=d.targets[idx], consensus=d.consensus[idx], splits=[d.splits[i] for i in keep])
+def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
+        out_dir="runs/annotators", runs: Optional[Sequence[str]] = None, overwrite: bool = False) -> Dict[str, Any]:
+    """Everything for one config: data, features, every run x seed (or ``runs``), test and zero-shot evaluation,
+    tables; results merge with the folder's earlier ``--run`` invocations."""
+    from ..data.labels import AnnotatorIndex
+
+    cfg, info, folder = start_run("annotators", Config, config, corpus, data_root, out_dir, overwrite)
+    bad = [r for r in runs or () if r not in cfg.runs]
+    if bad:
+        raise ConfigError(f"runs {bad} are not in the config's runs ({', '.join(cfg.runs)})")
+    missing = [tc.corpus or "?" for tc in cfg.eval.test_corpora if not tc.corpus or not tc.root]
+    if missing:
+        raise ConfigError(f"eval.test_corpora: {missing} need corpus and root")
+    utts, splits = load_utterances(cfg.data.corpus, cfg.data.root, cfg)
+    tests = {tc.corpus: load_utterances(tc.corpus, tc.root, cfg, split=tc.split, partitions={}) + (tc.partition,)
+             for tc in cfg.eval.test_corpora}
+    fp = data_fingerprint({**_fingerprint_part(utts, splits),
+                           **{f"{c}:{p}": [u for u, s in zip(us, ss) if s == p] for c, (us, ss, p) in tests.items()}},
+                          labels=to_dict(cfg.data.labels), rating_range=cfg.data.rating_range)
+    with folder.claim(fp):
+        out = Path(out_dir)
+        index = AnnotatorIndex.from_utterances([u for u, s in zip(utts, splits) if s == "train"])
+        cache_dir = cfg.features.cache_dir or str(out / "features")
+        data = build_data(cfg.data.corpus, utts, splits, cfg, index, cache_dir, info.device)
+        if info.is_main:
+            index.save(out / "annotator_index.json")
+        test_sets = {}
+        for name, (us, ss, part) in tests.items():
+            ts = build_data(name, us, ss, cfg, index, cache_dir, info.device)
+            test_sets[name] = ts.subset(ts.indices(part))
+        res = train_and_evaluate(cfg, data, index, info, out, runs=runs, test_sets=test_sets)
+        merged = folder.merge_results(res, "runs")
+        folder.save(merged, tables(cfg, merged))
+    barrier(info)
+    return merged
+
+
+def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
+             split: Optional[str] = None) -> Dict[str, Any]:
+    """Print the tables of a finished run folder; with ``corpus`` + ``data_root``, evaluate its best checkpoints
+    zero-shot (all annotators' heads) on the ``test`` partition of split scheme ``split`` (default ``all``: every
+    utterance) of that corpus and write ``zero_shot_<corpus>.json``."""
+    from ..config import build
+    from ..data.labels import AnnotatorIndex
+    from ..train import init_distributed
+
+    run_dir = Path(run_dir)
+    cfg = build(Config, base=read_config(run_dir))
+    if corpus is None:
+        res_path = run_dir / "results.json"
+        if not res_path.is_file():
+            raise FileNotFoundError(f"{res_path} not found (training did not finish?)")
+        results = json.loads(res_path.read_text())
+        say(tables(cfg, results))
+        return results
+    if not data_root:
+        raise ConfigError("--corpus needs --data-root")
+    index = AnnotatorIndex.load(run_dir / "annotator_index.json")
+    info = init_distributed("cpu" if not torch.cuda.is_available() else "auto")
+    utts, splits = load_utterances(corpus, data_root, cfg, split=split or "all", partitions={})
+    data = build_data(corpus, utts, splits, cfg, index, cfg.features.cache_dir or str(run_dir / "features"),
+                      info.device)
+    dataset = AnnotatorDataset(data, data.indices("test"))
+    results: Dict[str, List[Dict[str, Any]]] = {}
+    for run in cfg.runs:
+        rc = run_config(cfg, run)
+        for seed in rc.seeds:
+            ckpt = run_dir / run / f"seed{seed}" / "best.pt"
+            if not ckpt.is_file():
+                continue
+            state = load_checkpoint(ckpt)
+            model = model_from_meta(state["meta"])
+            model.load_state_dict(state["model"])
+            m = evaluate_model(model.to(info.device), dataset, rc, info, zero_shot=True,
+                               batch_size=rc.train.eval_batch_size)
+            results.setdefault(run, []).append({"seed": seed, "test": {}, "zero_shot": {corpus: m}})
+    if not results:
+        raise FileNotFoundError(f"no best.pt checkpoints under {run_dir}")
+    write_json(run_dir / f"zero_shot_{corpus}.json", {"runs": results})
+    base = cfg.baseline_run if cfg.baseline_run in results else None
+    variant = {r: "model" if _variant(cfg, r) == "model" else cfg.eval.report.split("_")[0] + "_all"
+               for r in results}
+    per = {corpus: ev.summarize_seeds({r: [s["zero_shot"][corpus] for s in v] for r, v in results.items()},
+                                      baseline=base, variant=variant, alpha=cfg.eval.alpha)}
+    say(ev.format_table2(per, variant, k=cfg.data.labels.k, title=f"zero-shot on {corpus}"))
+    say(f"wrote {run_dir / f'zero_shot_{corpus}.json'}")
+    return {"runs": results}
+
+
+# -- prediction -------------------------------------------------------------------------------------------------
+
+
+def bin_ranges(cfg: Config, k: int) -> List[List[float]]:
+    """``[lo, hi]`` of each of the ``k`` bins per axis on the corpus' rating scale (``[-1, 1]`` when unknown)."""
+    from ..data.labels import SCALE_RANGES
+
+    lo, hi = cfg.data.rating_range or SCALE_RANGES.get(cfg.data.corpus or "", (-1.0, 1.0))
+    edges = np.linspace(lo, hi, k + 1)
+    return [[float(edges[i]), float(edges[i + 1])] for i in range(k)]
+
+
+class Predictor:
+    """The best checkpoints of a run folder (every run x seed, or ``runs`` / ``seeds``), applied to audio files.
+
+    :meth:`predict` featurises each file with the checkpoint's feature settings (no cache) and returns per file the
+    k x k distribution table of every model (``model`` = the baseline's softmax; annotator models: the reported
+    histogram over all trained annotators' heads, pseudo-observations seeded with ``eval.seed`` as in evaluation)
+    and, for annotator models, each annotator's (activation, valence) prediction in ``[-1, 1]``."""
+
+    def __init__(self, run_dir, runs: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
+                 device: Optional[str] = None):
+        from ..config import build
+
+        self.run_dir = Path(run_dir)
+        self.config = build(Config, base=read_config(self.run_dir))
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        bad = [r for r in runs or () if r not in self.config.runs]
+        if bad:
+            raise ConfigError(f"runs {bad} are not in {self.run_dir}'s runs ({', '.join(self.config.runs)})")
+        self.models = []
+        for run in runs or list(self.config.runs):
+            rc = run_config(self.config, run)
+            for seed in seeds if seeds is not None else rc.seeds:
+                ckpt = self.run_dir / run / f"seed{seed}" / "best.pt"
+                if ckpt.is_file():
+                    state = load_checkpoint(ckpt)
+                    model = model_from_meta(state["meta"])
+                    model.load_state_dict(state["model"])
+                    self.models.append((run, seed, rc, model.to(self.device).eval(), state["meta"]))
+        if not self.models:
+            raise FileNotFoundError(f"no best.pt checkpoints under {self.run_dir} for runs {runs or 'all'}, "
+                                    f"seeds {seeds if seeds is not None else 'all'}")
+
+    @torch.no_grad()
+    def predict(self, audio: Sequence, transcripts: Optional[Sequence[Optional[str]]] = None) -> List[Dict[str, Any]]:
+        from ..data.records import Utterance
+
+        paths = [Path(p) for p in audio]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"audio file(s) not found: {', '.join(missing)}")
+        texts = list(transcripts) if transcripts is not None else [None] * len(paths)
+        if len(texts) != len(paths):
+            raise ValueError(f"{len(texts)} transcripts for {len(paths)} audio files")
+        utts = [Utterance(utterance_id=p.stem, corpus="predict", audio_path=str(p), transcript=t)
+                for p, t in zip(paths, texts)]
+        out = [{"file": str(p), "transcript": t, "predictions": []} for p, t in zip(paths, texts)]
+        feats: Dict[str, Dict[str, torch.Tensor]] = {}
+        for run, seed, rc, model, meta in self.models:
+            fs = Features(**meta["features"])
+            if fs.text_model and any(t is None for t in texts):
+                raise ValueError(f"run {run!r} uses text features ({fs.text_model}): pass a transcript per file")
+            key = json.dumps(meta["features"], sort_keys=True)
+            if key not in feats:
+                feats[key] = features(utts, fs, None, self.device, progress=False)
+            batch = {k: v.to(self.device) for k, v in feats[key].items()}
+            variant = "model" if rc.model.type == "baseline" else rc.eval.report.split("_")[0] + "_all"
+            dist = distributions(model, batch, rc, variant).cpu()
+            heads = None
+            if variant != "model":
+                heads = model(batch["audio"], batch["text"], None).double().cpu()
+            k = rc.data.labels.k
+            for i, item in enumerate(out):
+                entry = {"run": run, "seed": seed, "variant": variant, "k": k,
+                         "bins": {"activation": bin_ranges(self.config, k), "valence": bin_ranges(self.config, k)},
+                         "distribution": dist[i].tolist()}
+                if heads is not None:
+                    entry["annotators"] = {a: heads[i, j].tolist() for j, a in enumerate(meta["annotators"])}
+                item["predictions"].append(entry)
+        return out

@@ -1,55 +1,152 @@
 """Recipe: continual learning across corpora with episodic memory (Tavernor, Perez, Mower Provost, IS 2023; paper 003).
 
-``corpus`` is the stage order, comma-separated (the paper: ``msp-podcast,msp-improv,iemocap`` = P -> P+M -> P+M+I);
-corpus ``c`` is read from ``roots[c]`` if given, else ``<data_root>/<c>``. Each corpus is split by
-``splits[c]`` (train / val / ``test_partition[c]``), optionally filtered to ``min_duration``..``max_duration`` s
-(the paper: 3-30 s), labels are the consensus activation and valence min-max scaled to [-1, 1].
+``data.corpus`` is the stage order, comma-separated (the paper: ``msp-podcast,msp-improv,iemocap`` = P -> P+M ->
+P+M+I); corpus ``c`` is read from ``data.roots[c]`` if given, else ``<data.root>/<c>``. Each corpus is split by
+``data.splits[c]`` (default ``data.split``; train / val / ``data.test_partition[c]``), optionally filtered to
+``data.min_duration``..``data.max_duration`` s (the paper: 3-30 s), labels are the consensus activation and valence
+min-max scaled to [-1, 1].
 
 Features (cached): wav2vec2 last layer mean-pooled (audio) and BERT CLS (text). Model:
 :class:`~sermodels.models.continual.ContinualSERNet`; loss: mean over activation and valence of ``1 - CCC``;
 the shared trainer (SGD, early stopping) for every stage.
 
-Methods, each continuing from the same initial model trained on the first corpus:
+Methods (``train.methods``), each continuing from the same initial model trained on the first corpus:
 
 - ``finetune``: train on the new corpus only;
 - ``exper``: the new corpus plus every stored memory (:func:`sermodels.continual.replay_training_set`);
-- ``gem``: :class:`GEMTrainer` wraps the optimiser in :class:`sermodels.continual.GEMOptimizer`: each step, one
-  gradient per past corpus on its whole memory (one batch), projection by the exact dual QP when any conflicts.
+- ``gem``: :class:`GEMTrainer` wraps the optimiser (through the trainer's public ``build_optimizer`` hook) in
+  :class:`sermodels.continual.GEMOptimizer`: each step, one gradient per past corpus on its whole memory (one
+  batch), projection by the exact dual QP when any conflicts (``train.gem``).
 
-Memories: ``memory.size`` (261) per corpus, filled when training on that corpus ends. ``random`` = the ring buffer of
+Memories: ``train.memory.size`` (261) per corpus, filled when training on that corpus ends. ``random`` = the ring buffer of
 the most recently seen training items (fed by :class:`RingBufferTask`; under DDP rank 0's buffer is used by every
 rank); ``length`` / ``gender`` / ``speaker`` = bucketed sampling (:func:`sermodels.continual.select_memory`).
-``sampling_study`` reruns ExpeR with other strategies for Table 3.
+``eval.sampling_study`` reruns ExpeR with other strategies for Table 3.
 
 Output: Table 2 (activation CCC and UAR low/medium/high on every corpus' test partition, seen and unseen, after each
 stage, mean +- std over seeds) and Table 3 (sampling strategies relative to ExpeR with random memory); valence
 metrics are in ``results.json``.
+
+Paper protocol (real corpora): ``data.roots`` {msp-podcast: ..., msp-improv: ..., iemocap: ...}, ``features``
+{audio_model: a local wav2vec2-base, text_model: a local bert_uncased_L-4_H-512_A-8}, ``data.min_duration`` 3,
+``data.max_duration`` 30, ``seeds`` [0, 1, 2, 3, 4], ``eval.sampling_study`` [length, gender, speaker], ``model``
+{hidden: 256, text_hidden: 128}, ``train`` {epochs: 500, batch_size: 32, optimizer: sgd, lr: 1e-3, momentum: 0.9,
+early_stopping: {patience: 10, min_epochs: 1}}.
 """
 from __future__ import annotations
 
 import copy
 import json
 import os
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
 from kdekit.ops.ccc import ccc
+from ..config import ConfigError, DataConfig, RecipeConfig, TrainConfig, to_dict
 from ..continual import GEMOptimizer, RingBuffer, replay_training_set, select_memory
 from ..data import load_corpus
 from ..data.features import extract_features
 from ..data.labels import bin_low_medium_high, scale_ratings
-from ..data.splits import assign_split
 from ..models.continual import ContinualSERNet
 from ..recipe_losses import ccc_loss
+from ..runs import data_fingerprint, write_json
 from ..train import Trainer
 from ..train.distributed import gather_objects
-from ._common import (DictDataset, SupervisedTask, dist_info, encoder_path, format_table, pad_collate, predict,
-                      recipe_config, save_results, trainer_config, unweighted_average_recall)
+from ._common import (DictDataset, SupervisedTask, encoder_path, format_table, pad_collate, predict, print_tables,
+                      split_utterances, start_run, unweighted_average_recall)
 
 METHODS = ("finetune", "exper", "gem")
+STRATEGIES = ("random", "length", "gender", "speaker")
+CURVE_METRICS = ("val_loss",)
+
+
+@dataclass
+class Data(DataConfig):
+    """``corpus``: the stage order, comma-separated; ``roots``: corpus -> folder (default ``<root>/<corpus>``);
+    ``splits``: corpus -> split scheme (default ``split``); ``test_partition``: corpus -> the partition tested
+    (default ``test``); ``min_duration`` / ``max_duration``: seconds."""
+
+    split: Optional[str] = "official"
+    roots: Dict[str, str] = field(default_factory=dict)
+    splits: Dict[str, str] = field(default_factory=lambda: {"msp-podcast": "official", "msp-improv": "session_is2023",
+                                                            "iemocap": "session"})
+    test_partition: Dict[str, str] = field(default_factory=lambda: {"msp-podcast": "test1"})
+    min_duration: Optional[float] = None
+    max_duration: Optional[float] = None
+
+
+@dataclass
+class Features:
+    audio_model: str = "tiny:wav2vec2"
+    audio_layer: int = -1
+    text_model: str = "tiny:bert"
+    text_layer: int = -1
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class Model:
+    hidden: int = 32
+    text_hidden: int = 16
+
+
+@dataclass
+class Memory:
+    """``size`` per corpus (the paper: 9 activation x valence buckets x 29); ``strategy``: random (ring buffer) |
+    length | gender | speaker."""
+
+    size: int = 261
+    strategy: Literal["random", "length", "gender", "speaker"] = "random"
+
+
+@dataclass
+class Gem:
+    """``margin``: the reference memory_strength (lower bound of the dual variables); ``solver``: nnls (exact active
+    set) | quadprog."""
+
+    margin: float = 0.5
+    ridge: float = 1e-3
+    solver: Literal["nnls", "quadprog"] = "nnls"
+
+
+@dataclass
+class Train(TrainConfig):
+    epochs: int = 3
+    batch_size: int = 8
+    eval_batch_size: int = 64
+    lr: float = 1e-2
+    amp: bool = False
+    progress: bool = False
+    methods: List[Literal["finetune", "exper", "gem"]] = field(default_factory=lambda: list(METHODS))
+    memory: Memory = field(default_factory=Memory)
+    gem: Gem = field(default_factory=Gem)
+
+
+@dataclass
+class Eval:
+    """``sampling_study``: memory strategies to rerun ExpeR with (Table 3)."""
+
+    sampling_study: List[Literal["random", "length", "gender", "speaker"]] = field(default_factory=list)
+
+
+@dataclass
+class Config(RecipeConfig):
+    """Small defaults: three synthetic corpora in well under a minute."""
+
+    recipe: str = "continual"
+    data: Data = field(default_factory=Data)
+    features: Features = field(default_factory=Features)
+    model: Model = field(default_factory=Model)
+    train: Train = field(default_factory=Train)
+    eval: Eval = field(default_factory=Eval)
+
+
+def run_names(cfg: Config) -> List[str]:
+    return []
 
 
 def _forward(model, batch):
@@ -86,9 +183,9 @@ class ReplayedMemory(Dataset):
 class GEMTrainer(Trainer):
     """The shared trainer whose optimiser projects every step's gradient against the memories (GEM)."""
 
-    def __init__(self, config, model, memories: List[Dict[str, torch.Tensor]], margin: float, ridge: float,
-                 solver: str, **kw):
-        super().__init__(config, **kw)
+    def __init__(self, config, output_dir, model, memories: List[Dict[str, torch.Tensor]], margin: float,
+                 ridge: float, solver: str, **kw):
+        super().__init__(config, output_dir, **kw)
         self.model, self.memories = model, memories
         self.margin, self.ridge, self.solver = margin, ridge, solver
         self.gem: Optional[GEMOptimizer] = None
@@ -97,8 +194,9 @@ class GEMTrainer(Trainer):
         batch = {k: v.to(self.info.device) for k, v in batch.items()}
         return ccc_loss(_forward(self.model, batch).float(), batch["y"])
 
-    def _optimizer(self, params):
-        self.gem = GEMOptimizer(super()._optimizer(params), self._memory_loss, self.margin, self.ridge, self.solver)
+    def build_optimizer(self, params):
+        self.gem = GEMOptimizer(super().build_optimizer(params), self._memory_loss, self.margin, self.ridge,
+                                self.solver)
         for mem in self.memories:
             self.gem.add_memory([mem])
         return self.gem
@@ -123,24 +221,31 @@ class CorpusData:
         return torch.stack([it["y"] for it in self.datasets[part].items]).numpy()
 
 
-def _load(name: str, root: str, cfg, out_dir: str) -> CorpusData:
+def _partitions(name: str, root: str, cfg: Config) -> Dict[str, list]:
+    """``{"train", "val", "test"}`` utterances of corpus ``name`` (duration filter, split, test partition)."""
+    d = cfg.data
     utts = load_corpus(name, root).utterances
-    lo, hi = cfg.get("min_duration"), cfg.get("max_duration")
+    lo, hi = d.min_duration, d.max_duration
     utts = [u for u in utts if u.consensus is not None and np.isfinite(u.consensus[:2]).all()
             and (lo is None or (u.duration or 0) >= lo) and (hi is None or (u.duration or 0) <= hi)]
-    fc = cfg["features"]
-    cache = fc.get("cache_dir") or os.path.join(out_dir, "features")
-    audio = extract_features(utts, encoder_path(fc["audio_model"], out_dir), kind="audio", layer=fc["audio_layer"],
-                             pooling="mean", cache_dir=cache, progress=False)
-    text = extract_features(utts, encoder_path(fc["text_model"], out_dir), kind="text", layer=fc["text_layer"],
-                            pooling="cls", cache_dir=cache, progress=False)
-    utts = [u for u in utts if u.utterance_id in audio and u.utterance_id in text]
-    split = assign_split(utts, name, cfg["splits"].get(name, cfg["default_split"]))
-    test = cfg["test_partition"].get(name, "test")
+    split = split_utterances(utts, name, DataConfig(split=d.splits.get(name, d.split), partitions=d.partitions))
+    test = d.test_partition.get(name, "test")
     parts = {"train": split.get("train", []), "val": split.get("val", []), "test": split.get(test, [])}
     empty = [p for p, us in parts.items() if not us]
     if empty:
         raise ValueError(f"corpus {name!r} has no utterances in partition(s) {empty} of its split")
+    return parts
+
+
+def _load(name: str, parts: Dict[str, list], cfg: Config, out_dir: str) -> CorpusData:
+    fc = cfg.features
+    utts = [u for us in parts.values() for u in us]
+    cache = fc.cache_dir or os.path.join(out_dir, "features")
+    audio = extract_features(utts, encoder_path(fc.audio_model, out_dir), kind="audio", layer=fc.audio_layer,
+                             pooling="mean", cache_dir=cache, progress=False)
+    text = extract_features(utts, encoder_path(fc.text_model, out_dir), kind="text", layer=fc.text_layer,
+                            pooling="cls", cache_dir=cache, progress=False)
+    parts = {p: [u for u in us if u.utterance_id in audio and u.utterance_id in text] for p, us in parts.items()}
     return CorpusData(name, parts, audio, text)
 
 
@@ -155,11 +260,10 @@ def _evaluate(model, corpora: List[CorpusData]) -> Dict[str, Dict[str, float]]:
     return out
 
 
-def _memory(c: CorpusData, cfg, seed: int, buffer: Optional[RingBuffer], info, stage_dir: str) -> List[int]:
+def _memory(c: CorpusData, size: int, strategy: str, seed: int, buffer: Optional[RingBuffer], info,
+            stage_dir: str) -> List[int]:
     """The memory of corpus ``c`` (indices into its training set). The ring buffer's contents are saved in
     ``<stage_dir>/memory.json``: a rerun that resumes a finished stage (no training, empty buffer) reuses them."""
-    mc = cfg["memory"]
-    strategy = mc["strategy"]
     if strategy == "random" and buffer is not None:
         path = os.path.join(stage_dir, "memory.json")
         items = sorted(gather_objects(buffer.items(), info)[0])  # rank 0's buffer on every rank
@@ -168,83 +272,92 @@ def _memory(c: CorpusData, cfg, seed: int, buffer: Optional[RingBuffer], info, s
                 return json.load(f)
         if info.is_main:
             os.makedirs(stage_dir, exist_ok=True)
-            with open(path, "w") as f:
-                json.dump(items, f)
+            write_json(path, items)
         return items
     us = c.parts["train"]
     y = c.labels("train")
-    return select_memory(y[:, 0], y[:, 1], strategy, mc["size"], durations=[u.duration for u in us],
+    return select_memory(y[:, 0], y[:, 1], strategy, size, durations=[u.duration for u in us],
                          genders=[u.gender for u in us], speakers=[u.speaker for u in us], seed=seed)
 
 
-def _train_stage(model, cfg, seed, stage_dir, c: CorpusData, method: str, memories: List[Subset],
+def _train_stage(model, cfg: Config, seed, stage_dir, c: CorpusData, method: str, memories: List[Subset],
                  buffer: Optional[RingBuffer], info):
-    tc = trainer_config(cfg, stage_dir, seed=seed)
     task = RingBufferTask(buffer)
     train = c.datasets["train"]
     if method == "exper":
         train = replay_training_set(train, [ReplayedMemory(m) for m in memories])
     if method == "gem" and memories:
-        g = cfg["gem"]
+        g = cfg.train.gem
         batches = [pad_collate([m.dataset[i] for i in m.indices]) for m in memories]
-        trainer = GEMTrainer(tc, model, batches, g["margin"], g["ridge"], g["solver"], info=info)
+        trainer = GEMTrainer(cfg.train, stage_dir, model, batches, g.margin, g.ridge, g.solver, seed=seed, info=info)
     else:
-        trainer = Trainer(tc, info=info)
+        trainer = Trainer(cfg.train, stage_dir, seed=seed, info=info)
     trainer.fit(model, task, train, c.datasets["val"], collate_fn=pad_collate)
     return trainer
 
 
-def run(config: Dict[str, Any], corpus: str, data_root: str, out_dir: str) -> Dict[str, Any]:
-    cfg = recipe_config("continual", config)
-    info = dist_info(cfg)
-    names = [c.strip() for c in corpus.split(",") if c.strip()]
+def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
+        out_dir="runs/continual", runs: Optional[Sequence[str]] = None, overwrite: bool = False) -> Dict[str, Any]:
+    cfg, info, folder = start_run("continual", Config, config, corpus, data_root, out_dir, overwrite)
+    out_dir = str(out_dir)
+    names = _names(cfg)
+    parts = {n: _partitions(n, cfg.data.roots.get(n, os.path.join(cfg.data.root, n)), cfg) for n in names}
+    fp = data_fingerprint({f"{n}:{p}": us for n, ps in parts.items() for p, us in ps.items()})
+    with folder.claim(fp):
+        results = _run(cfg, info, out_dir, names, parts)
+        folder.save(results, tables(cfg, results))
+    return results
+
+
+def _names(cfg: Config) -> List[str]:
+    names = [c.strip() for c in (cfg.data.corpus or "").split(",") if c.strip()]
     if len(names) < 2:
-        raise ValueError(f"corpus must list at least two corpora in stage order (comma-separated), got {corpus!r}")
-    methods = list(cfg["methods"])
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"methods must be among {METHODS}, got {bad}")
-    os.makedirs(out_dir, exist_ok=True)
-    roots = cfg.get("roots") or {}
-    corpora = [_load(n, roots.get(n, os.path.join(data_root, n)), cfg, out_dir) for n in names]
-    variants = [(m, cfg["memory"]["strategy"]) for m in methods]
-    variants += [("exper", s) for s in cfg.get("sampling_study") or [] if ("exper", s) not in variants]
+        raise ConfigError(f"data.corpus must list at least two corpora in stage order (comma-separated), got "
+                          f"{cfg.data.corpus!r}")
+    return names
+
+
+def _run(cfg: Config, info, out_dir: str, names: List[str], parts) -> Dict[str, Any]:
+    corpora = [_load(n, parts[n], cfg, out_dir) for n in names]
+    mem = cfg.train.memory
+    variants = [(m, mem.strategy) for m in cfg.train.methods]
+    variants += [("exper", s) for s in cfg.eval.sampling_study if ("exper", s) not in variants]
     per_seed: Dict[str, List[Dict[str, Any]]] = {}
     gem_steps: Dict[str, Dict[str, Dict[str, int]]] = {}  # last seed's GEM step and projection counts per stage
-    mc = cfg["model"]
-    for seed in cfg["seeds"]:
+    for seed in cfg.seeds:
         torch.manual_seed(seed)
         dims = (corpora[0].datasets["train"][0]["audio"].numel(), corpora[0].datasets["train"][0]["text"].numel())
-        initial = ContinualSERNet(*dims, **mc)
-        buffer = RingBuffer(cfg["memory"]["size"])
+        initial = ContinualSERNet(*dims, **to_dict(cfg.model))
+        buffer = RingBuffer(mem.size)
         initial_dir = os.path.join(out_dir, f"seed{seed}", "initial")
         _train_stage(initial, cfg, seed, initial_dir, corpora[0], "finetune", [], buffer, info)
         stage0 = _evaluate(initial, corpora)
-        first_mem = {s: _memory(corpora[0], dict(cfg, memory=dict(cfg["memory"], strategy=s)), seed,
-                                buffer if s == "random" else None, info, initial_dir) for _, s in variants}
+        first_mem = {s: _memory(corpora[0], mem.size, s, seed, buffer if s == "random" else None, info, initial_dir)
+                     for _, s in variants}
         for method, strategy in variants:
             key = f"{method}:{strategy}"
             model = copy.deepcopy(initial)
             memories = [Subset(corpora[0].datasets["train"], first_mem[strategy])]
             stages = {_stage_name(names, 0): stage0}
             for k in range(1, len(corpora)):
-                buffer = RingBuffer(cfg["memory"]["size"]) if strategy == "random" else None
+                buffer = RingBuffer(mem.size) if strategy == "random" else None
                 stage_dir = os.path.join(out_dir, f"seed{seed}", key.replace(":", "_"), f"stage{k}")
                 trainer = _train_stage(model, cfg, seed, stage_dir, corpora[k], method, memories, buffer, info)
                 stages[_stage_name(names, k)] = _evaluate(model, corpora)
                 if isinstance(trainer, GEMTrainer):
                     gem_steps.setdefault(key, {})[_stage_name(names, k)] = {"steps": trainer.gem.steps,
                                                                             "projected": trainer.gem.projections}
-                mem_cfg = dict(cfg, memory=dict(cfg["memory"], strategy=strategy))
-                memory = _memory(corpora[k], mem_cfg, seed, buffer, info, stage_dir)
+                memory = _memory(corpora[k], mem.size, strategy, seed, buffer, info, stage_dir)
                 memories.append(Subset(corpora[k].datasets["train"], memory))
             per_seed.setdefault(key, []).append(stages)
-    summary = _summarise(per_seed)
-    table = tables(summary, names, cfg, gem_steps)
-    results = {"summary": summary, "per_seed": per_seed, "gem_steps": gem_steps,
-               "stages": [_stage_name(names, k) for k in range(len(names))]}
-    save_results(out_dir, results, table, info)
-    return results
+    return {"summary": _summarise(per_seed), "per_seed": per_seed, "gem_steps": gem_steps,
+            "stages": [_stage_name(names, k) for k in range(len(names))]}
+
+
+def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
+             split: Optional[str] = None) -> Dict[str, Any]:
+    """Print the tables of a finished run folder."""
+    return print_tables("continual", Config, tables, run_dir, corpus)
 
 
 def _stage_name(names: List[str], k: int) -> str:
@@ -265,11 +378,12 @@ def _summarise(per_seed):
     return out
 
 
-def tables(summary, names: List[str], cfg, gem_steps=None) -> str:
+def tables(cfg: Config, results: Dict[str, Any]) -> str:
     def cell(ms):
         return f"{ms[0]:.3f}+-{ms[1]:.3f}"
 
-    strategy = cfg["memory"]["strategy"]
+    summary, gem_steps, names = results["summary"], results.get("gem_steps"), _names(cfg)
+    strategy = cfg.train.memory.strategy
     stage_names = [_stage_name(names, k) for k in range(len(names))]
     head = ["Seen", "Model"] + [f"{n} {m}" for n in names for m in ("CCC", "UAR")]
     rows = []
@@ -277,15 +391,15 @@ def tables(summary, names: List[str], cfg, gem_steps=None) -> str:
     rows.append([stage_names[0], "Initial Model"] + [cell(first[n][m]) for n in names for m in ("act_ccc", "act_uar")])
     label = {"finetune": "Finetuning", "exper": "ExpeR", "gem": "GEM"}
     for stage in stage_names[1:]:
-        for method in cfg["methods"]:
+        for method in cfg.train.methods:
             r = summary[f"{method}:{strategy}"][stage]
             rows.append([stage, label[method]] + [cell(r[n][m]) for n in names for m in ("act_ccc", "act_uar")])
-    out = [format_table(f"Table 2: activation results (mean+-std over seeds {cfg['seeds']}; memory: {strategy}; "
+    out = [format_table(f"Table 2: activation results (mean+-std over seeds {cfg.seeds}; memory: {strategy}; "
                         "columns of corpora not yet trained on are unseen)", head, rows)]
     for key, per_stage in (gem_steps or {}).items():
         out.append(f"GEM ({key}): projected steps per stage: "
                    + ", ".join(f"{st} {v['projected']}/{v['steps']}" for st, v in per_stage.items()))
-    study = [s for s in cfg.get("sampling_study") or [] if s != "random"]
+    study = [s for s in cfg.eval.sampling_study if s != "random"]
     if study and "exper:random" in summary:
         seen = names[:-1]
         head = ["Seen", "Sampling"] + [f"{n} {m}" for n in seen for m in ("CCC", "UAR")]

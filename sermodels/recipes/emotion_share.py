@@ -5,8 +5,14 @@ Features: frames of one SSL layer (``features.audio_model``, ``features.layer``;
 last layer), each utterance at its own length; batches are zero-padded with masks (no fixed 398/199 frames).
 Models: :class:`~sermodels.models.emotion_share.EmotionShareNet`, Architecture 1 (``attention: false``) and/or 2.
 ``per_emotion: true`` trains one single-output model per emotion (the authors' scripts), otherwise one 9-output
-model. Loss MSE, Adam. Early stopping uses ``holdout`` of the training partition; results are reported on
-``eval_split`` (``val`` = the ComParE devel partition, as the paper's tables; the official test labels are blank).
+model (``model.per_emotion``, ``model.architectures``). Loss MSE, Adam. Early stopping uses ``data.holdout`` of the
+training partition; results are reported on ``eval.partition`` (``val`` = the ComParE devel partition, as the
+paper's tables; the official test labels are blank), as the mean over ``seeds`` of each seed's Spearman rho.
+
+Paper protocol (real corpus): ``features.audio_model`` a local hubert-large-ll60k, ``features.layer`` -1,
+``model`` {per_emotion: true, architectures: [1, 2], channels: [768, 384, 192], lstm_hidden: 512, head: null,
+output_activation: relu}, ``train`` {epochs: 150, batch_size: 128, optimizer: adam, lr: 1e-4,
+early_stopping: {patience: 10, min_epochs: 10}}.
 
 Output: Table 1 (Spearman rho per emotion and the mean, one row per architecture, the ComParE baseline row quoted
 from the paper) and Table 2 (mean rho and percentage change against the baseline's 0.500).
@@ -14,21 +20,96 @@ from the paper) and Table 2 (mean rho and percentage change against the baseline
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from ..config import ConfigError, DataConfig, RecipeConfig, TrainConfig
 from ..data import load_corpus
 from ..data.compare_share import EMOTIONS
 from ..data.features import extract_features
-from ..data.splits import assign_split
 from ..models.emotion_share import EmotionShareNet
 from ..recipe_losses import mse_loss
+from ..runs import data_fingerprint
 from ..train import Trainer
-from ._common import (DictDataset, SupervisedTask, dist_info, encoder_path, format_table, pad_collate, predict,
-                      recipe_config, save_results, trainer_config)
+from ._common import (DictDataset, SupervisedTask, encoder_path, format_table, pad_collate, predict, print_tables,
+                      split_utterances, start_run)
+
+CURVE_METRICS = ("val_loss",)
+
+
+@dataclass
+class Data(DataConfig):
+    """``holdout``: fraction of the training partition used for early stopping (drawn with ``holdout_seed``)."""
+
+    corpus: Optional[str] = "compare-share"
+    split: Optional[str] = "official"
+    holdout: float = 0.1
+    holdout_seed: int = 0
+
+
+@dataclass
+class Features:
+    """Frames of one SSL layer, cached in ``cache_dir`` (default ``<output folder>/features``); ``audio_model`` may
+    be a ``tiny:`` spec (smoke runs)."""
+
+    audio_model: str = "tiny:hubert"
+    layer: int = -1
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class Model:
+    """``architectures``: 1 = CNN+LSTM, 2 = CNN+LSTM+attention; ``per_emotion``: one single-output model per
+    emotion (the authors' setup); ``head``: null = 256-64-8 (arch 1) / 256-128-64 (arch 2)."""
+
+    architectures: List[Literal[1, 2]] = field(default_factory=lambda: [1, 2])
+    per_emotion: bool = False
+    channels: List[int] = field(default_factory=lambda: [32, 24, 16])
+    kernel: int = 3
+    lstm_hidden: int = 16
+    lstm_layers: int = 2
+    head: Optional[List[int]] = None
+    output_activation: Literal["none", "relu", "sigmoid"] = "none"
+
+
+@dataclass
+class Train(TrainConfig):
+    epochs: int = 4
+    batch_size: int = 8
+    eval_batch_size: int = 64
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    amp: bool = False
+    progress: bool = False
+
+
+@dataclass
+class Eval:
+    partition: str = "val"
+
+
+@dataclass
+class Config(RecipeConfig):
+    """Small defaults: runs on the synthetic compare-share corpus in well under a minute."""
+
+    recipe: str = "emotion_share"
+    data: Data = field(default_factory=Data)
+    features: Features = field(default_factory=Features)
+    model: Model = field(default_factory=Model)
+    train: Train = field(default_factory=Train)
+    eval: Eval = field(default_factory=Eval)
+
+    def check(self) -> None:
+        super().check()
+        if not 0 < self.data.holdout < 1:
+            raise ConfigError(f"data.holdout must be in (0, 1), got {self.data.holdout}")
+
+
+def run_names(cfg: Config) -> List[str]:
+    return []
 
 # Paper 004, Table 1, row "Baseline [16]" (ComParE 2023 devel Spearman rho) and Table 2's baseline mean.
 COMPARE_BASELINE = {"Anger": 0.428, "Boredom": 0.545, "Calmness": 0.559, "Concentration": 0.524,
@@ -52,27 +133,37 @@ def spearman_per_column(pred: np.ndarray, target: np.ndarray) -> List[float]:
     return out
 
 
-def run(config: Dict[str, Any], corpus: str, data_root: str, out_dir: str) -> Dict[str, Any]:
-    cfg = recipe_config("emotion_share", config)
-    info = dist_info(cfg)
-    os.makedirs(out_dir, exist_ok=True)
-    utts = [u for u in load_corpus(corpus, data_root).utterances]
-    split = assign_split(utts, corpus, cfg["split_scheme"])
-    fc = cfg["features"]
-    feats = extract_features(utts, encoder_path(fc["audio_model"], out_dir), kind="audio", layer=fc["layer"],
-                             pooling="none", cache_dir=fc.get("cache_dir") or os.path.join(out_dir, "features"),
+def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
+        out_dir="runs/emotion_share", runs: Optional[Sequence[str]] = None, overwrite: bool = False
+        ) -> Dict[str, Any]:
+    cfg, info, folder = start_run("emotion_share", Config, config, corpus, data_root, out_dir, overwrite)
+    out_dir = str(out_dir)
+    utts = list(load_corpus(cfg.data.corpus, cfg.data.root).utterances)
+    split = split_utterances(utts, cfg.data.corpus, cfg.data)
+    with_shares = {s: [u for u in us if len(u.shares) == len(EMOTIONS)] for s, us in split.items()}
+    fp = data_fingerprint(with_shares, shares={u.utterance_id: u.shares for us in with_shares.values() for u in us},
+                          holdout=cfg.data.holdout, holdout_seed=cfg.data.holdout_seed)
+    with folder.claim(fp):
+        results = _run(cfg, info, out_dir, utts, with_shares)
+        folder.save(results, tables(cfg, results))
+    return results
+
+
+def _run(cfg: Config, info, out_dir: str, utts, split) -> Dict[str, Any]:
+    fc = cfg.features
+    feats = extract_features(utts, encoder_path(fc.audio_model, out_dir), kind="audio", layer=fc.layer,
+                             pooling="none", cache_dir=fc.cache_dir or os.path.join(out_dir, "features"),
                              progress=False)
-    labelled = {s: [u for u in us if u.utterance_id in feats and len(u.shares) == len(EMOTIONS)]
-                for s, us in split.items()}
-    rng = np.random.default_rng(cfg["seed"])
-    train = labelled["train"]
+    labelled = {s: [u for u in us if u.utterance_id in feats] for s, us in split.items()}
+    rng = np.random.default_rng(cfg.data.holdout_seed)
+    train = labelled.get("train", [])
     order = rng.permutation(len(train))
-    n_hold = max(1, int(round(cfg["holdout"] * len(train))))
+    n_hold = max(1, int(round(cfg.data.holdout * len(train))))
     fit_set, stop_set = [train[i] for i in order[n_hold:]], [train[i] for i in order[:n_hold]]
-    evaluate = labelled[cfg["eval_split"]]
+    evaluate = labelled.get(cfg.eval.partition, [])
     if not fit_set or not evaluate:
-        raise ValueError(f"need labelled training and {cfg['eval_split']} utterances; got {len(fit_set)} and "
-                         f"{len(evaluate)}")
+        raise ValueError(f"need labelled training and {cfg.eval.partition} utterances; got {len(fit_set)} and "
+                         f"{len(evaluate)} (partitions: {sorted(labelled)})")
 
     def dataset(us, cols):
         return DictDataset([{"x": torch.as_tensor(feats[u.utterance_id]),
@@ -81,31 +172,42 @@ def run(config: Dict[str, Any], corpus: str, data_root: str, out_dir: str) -> Di
 
     in_dim = int(np.asarray(next(iter(feats.values()))).shape[-1])
     truth = np.array([[u.shares[e] for e in EMOTIONS] for u in evaluate])
-    results: Dict[str, Any] = {"rho": {}, "n_eval": len(evaluate), "eval_split": cfg["eval_split"]}
-    for arch in cfg["architectures"]:
-        groups = [[c] for c in range(len(EMOTIONS))] if cfg["per_emotion"] else [list(range(len(EMOTIONS)))]
-        pred = np.zeros_like(truth)
-        for cols in groups:
-            torch.manual_seed(cfg["seed"])
-            model = EmotionShareNet(in_dim, n_outputs=len(cols), attention=arch == 2, **cfg["model"])
-            name = f"arch{arch}" + (f"_{EMOTIONS[cols[0]]}" if len(cols) == 1 else "")
-            Trainer(trainer_config(cfg, os.path.join(out_dir, name), seed=cfg["seed"]), info=info).fit(
-                model, SupervisedTask(_forward, mse_loss), dataset(fit_set, cols), dataset(stop_set, cols),
-                collate_fn=pad_collate)
-            pred[:, cols] = predict(model, dataset(evaluate, cols), _forward)
-        rho = spearman_per_column(pred, truth)
-        results["rho"][f"Architecture {arch}"] = dict(zip(EMOTIONS, rho), mean=float(np.nanmean(rho)))
-    table = tables(results, fc["audio_model"])
-    save_results(out_dir, results, table, info)
-    return results
+    mc = {k: v for k, v in vars(cfg.model).items() if k not in ("architectures", "per_emotion")}
+    per_seed: Dict[str, List[Dict[str, float]]] = {}
+    for arch in cfg.model.architectures:
+        groups = [[c] for c in range(len(EMOTIONS))] if cfg.model.per_emotion else [list(range(len(EMOTIONS)))]
+        for seed in cfg.seeds:
+            pred = np.zeros_like(truth)
+            for cols in groups:
+                torch.manual_seed(seed)
+                model = EmotionShareNet(in_dim, n_outputs=len(cols), attention=arch == 2, **mc)
+                name = f"arch{arch}" + (f"_{EMOTIONS[cols[0]]}" if len(cols) == 1 else "")
+                Trainer(cfg.train, os.path.join(out_dir, name, f"seed{seed}"), seed=seed, info=info).fit(
+                    model, SupervisedTask(_forward, mse_loss), dataset(fit_set, cols), dataset(stop_set, cols),
+                    collate_fn=pad_collate)
+                pred[:, cols] = predict(model, dataset(evaluate, cols), _forward)
+            rho = spearman_per_column(pred, truth)
+            per_seed.setdefault(f"Architecture {arch}", []).append(dict(zip(EMOTIONS, rho),
+                                                                        mean=float(np.nanmean(rho))))
+    rho = {arch: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for arch, rs in per_seed.items()}
+    return {"rho": rho, "per_seed": per_seed, "seeds": list(cfg.seeds), "n_eval": len(evaluate),
+            "eval_partition": cfg.eval.partition}
 
 
-def tables(results: Dict[str, Any], model_name: str) -> str:
+def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
+             split: Optional[str] = None) -> Dict[str, Any]:
+    """Print the tables of a finished run folder."""
+    return print_tables("emotion_share", Config, tables, run_dir, corpus)
+
+
+def tables(cfg: Config, results: Dict[str, Any]) -> str:
+    model_name = cfg.features.audio_model
     short = [e[:5] for e in EMOTIONS]
     rows = [[model_name if i == 0 else "", arch] + [r[e] for e in EMOTIONS] + [r["mean"]]
             for i, (arch, r) in enumerate(results["rho"].items())]
     rows.append(["Baseline [16] (paper)", ""] + [COMPARE_BASELINE[e] for e in EMOTIONS] + [COMPARE_BASELINE_MEAN])
-    t1 = format_table(f"Table 1: Spearman rho per emotion on {results['eval_split']} (n={results['n_eval']})",
+    t1 = format_table(f"Table 1: Spearman rho per emotion on {results['eval_partition']} (n={results['n_eval']}, "
+                      f"mean over seeds {results['seeds']})",
                       ["Features", "Regressor", *short, "mean"], rows)
     b = COMPARE_BASELINE_MEAN
     rows = [[arch, r["mean"], b, f"{100 * (r['mean'] - b) / b:.1f}"]

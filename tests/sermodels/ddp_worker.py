@@ -16,7 +16,8 @@ import torch
 from sermodels.models import build_model
 from sermodels.recipes import annotators as recipe
 from sermodels.train import cleanup_distributed, init_distributed, seed_everything
-from sermodels.train.trainer import Trainer, TrainerConfig
+from sermodels.config import TrainConfig, build
+from sermodels.train.trainer import Trainer
 
 N_TRAIN, N_VAL, N_TEST, N_ANNOTATORS, K = 64, 24, 20, 6, 4
 
@@ -42,12 +43,11 @@ def synthetic_data() -> recipe.AnnotatorData:
                                 consensus=torch.nanmean(ratings, 1), splits=splits)
 
 
-def config(run: str) -> dict:
-    cfg = recipe.load_config(None, ["train.epochs=3", "train.batch_size=16", "train.eval_batch_size=8", "train.lr=0.05",
-                                    "train.progress=false", "model.hidden=16", "model.dropout=0.0", "seeds=[0]",
-                                    "evaluation.histograms=[soft]", "evaluation.annotators=[own]",
-                                    "evaluation.ks=[4]", "diffkde.n_pseudo=50"])
-    cfg["runs"]["mt1"] = {"model": {"type": "mt"}, "tasks": ["task1"]}
+def config(run: str):
+    cfg = build(recipe.Config, overrides=[
+        "train.epochs=3", "train.batch_size=16", "train.eval_batch_size=8", "train.lr=0.05", "train.progress=false",
+        "model.hidden=16", "model.dropout=0.0", "seeds=[0]", "eval.histograms=[soft]", "eval.annotators=[own]",
+        "eval.ks=[4]", "train.diffkde.n_pseudo=50", "runs.mt1={model: {type: mt}, train: {tasks: [task1]}}"])
     return recipe.run_config(cfg, run)
 
 
@@ -59,11 +59,11 @@ def run(out_path: str, workdir: str) -> dict:
     for run_name in ("baseline", "mt1"):
         rc = config(run_name)
         seed_everything(0)
-        model = build_model(rc["model"]["type"], 8, 4, num_annotators=N_ANNOTATORS, k=K, hidden=16, dropout=0.0)
+        model = build_model(rc.model.type, 8, 4, num_annotators=N_ANNOTATORS, k=K, hidden=16, dropout=0.0)
         fixed = {k: v.clone() for k, v in model.state_dict().items()}
-        tc = TrainerConfig(output_dir=f"{workdir}/{run_name}", epochs=3, batch_size=16, eval_batch_size=8, lr=0.05,
-                           min_epochs=1, progress=False, tensorboard=False, seed=0)
-        fit = Trainer(tc, info).fit(model, recipe.AnnotatorTask(rc, info.device), sets["train"], sets["val"],
+        tc = build(TrainConfig, overrides=["epochs=3", "batch_size=16", "eval_batch_size=8", "lr=0.05",
+                                           "early_stopping.min_epochs=1", "progress=false"])
+        fit = Trainer(tc, f"{workdir}/{run_name}", seed=0, info=info).fit(model, recipe.AnnotatorTask(rc, info.device), sets["train"], sets["val"],
                                     collate_fn=recipe.collate)
         trained_eval = recipe.evaluate_model(model, sets["test"], rc, info, batch_size=8)
         params = torch.cat([p.detach().double().flatten() for p in model.parameters()]).tolist()

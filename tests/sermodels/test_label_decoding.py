@@ -76,8 +76,17 @@ def test_seed_t_test_against_the_baseline_equals_scipy():
         assert math.isnan(by_seed[tag]["cos_S1"].p_value)  # the baseline has no embedding metrics
     assert by_seed["M2_mse"]["UA"].mark == "*" and by_seed["M2_mse"]["UA"].p_value < 0.05
     assert math.isnan(by_seed["baseline_ce"]["UA"].p_value)
-    table = tables(by_seed, {}, {"losses": ["mse"], "alpha": 0.05})
+    two = seed_summaries({t: [r for r in rs if r["seed"] < 2] for t, rs in per_fold.items()})[1]
+    assert math.isnan(two["M2_mse"]["UA"].p_value) and two["M2_mse"]["UA"].mark == ""  # < 3 seeds: no t-test
+    from dataclasses import asdict
+
+    from sermodels.config import build
+    from sermodels.recipes.label_embedding import Config
+
+    cfg = build(Config, overrides=["train.losses=[mse]"])
+    table = tables(cfg, {"seeds": {t: {k: asdict(v) for k, v in m.items()} for t, m in by_seed.items()},
+                         "neighbours_last_fold": {}})
     m2 = next(line for line in table.splitlines() if line.startswith("M2 "))
     s = by_seed["M2_mse"]["UA"]
     assert f"{s.mean:.3f}+-{s.std:.3f}* (p={s.p_value:.3g})" in m2
-    assert "Baseline (cross-entropy): " in table and "paired two-sided t-test over 5 seed(s)" in table
+    assert "Baseline (cross-entropy): " in table and "paired two-sided t-test over 5 seeds" in table

@@ -1,4 +1,5 @@
-"""Each recipe of issue 7 runs end to end on small synthetic corpora and prints its paper-style table.
+"""Each recipe runs end to end through the one recipe interface, ``get_recipe(name).run(config, *, corpus,
+data_root, out_dir)``, on small synthetic corpora and prints its paper-style table.
 
 Offline: random-init tiny transformers configs are written with ``save_pretrained`` and loaded by path
 (``tiny:<arch>`` model specs); HF_HUB_OFFLINE=1 (tests/conftest.py). One thread per test keeps the shared CPU usable.
@@ -41,8 +42,8 @@ def _outputs_written(out):
 
 
 def test_label_embedding_recipe(corpora, tmp_path, capsys):
-    cfg = {"train_sets": ["S2"], "losses": ["logcosh"], "trainer": {"epochs": 2}}
-    res = get_recipe("label_embedding")(cfg, "iemocap", str(corpora / "iemocap"), str(tmp_path))
+    cfg = {"train": {"sets": ["S2"], "losses": ["logcosh"], "epochs": 2}}
+    res = get_recipe("label_embedding").run(cfg, corpus="iemocap", data_root=corpora / "iemocap", out_dir=tmp_path)
     printed = capsys.readouterr().out
     for title in ("Table 1", "Table 3", "Table 5", "Table 6", "Baseline (cross-entropy)"):
         assert title in printed
@@ -58,8 +59,8 @@ def test_label_embedding_recipe(corpora, tmp_path, capsys):
 
 
 def test_emotion_share_recipe(corpora, tmp_path, capsys):
-    res = get_recipe("emotion_share")({"trainer": {"epochs": 2}}, "compare-share", str(corpora / "compare-share"),
-                                      str(tmp_path))
+    res = get_recipe("emotion_share").run({"train": {"epochs": 2}}, corpus="compare-share",
+                                          data_root=corpora / "compare-share", out_dir=tmp_path)
     printed = capsys.readouterr().out
     assert "Table 1" in printed and "Baseline [16]" in printed and "Table 2" in printed
     assert set(res["rho"]) == {"Architecture 1", "Architecture 2"}
@@ -69,15 +70,16 @@ def test_emotion_share_recipe(corpora, tmp_path, capsys):
 
 
 def test_emotion_share_per_emotion_models(corpora, tmp_path, capsys):
-    res = get_recipe("emotion_share")({"per_emotion": True, "architectures": [1], "trainer": {"epochs": 1}},
-                                      "compare-share", str(corpora / "compare-share"), str(tmp_path))
+    res = get_recipe("emotion_share").run({"model": {"per_emotion": True, "architectures": [1]},
+                                           "train": {"epochs": 1}}, corpus="compare-share",
+                                          data_root=corpora / "compare-share", out_dir=tmp_path)
     assert len([d for d in os.listdir(tmp_path) if d.startswith("arch1_")]) == 9  # one model per emotion
     assert _finite(res["rho"]["Architecture 1"]["mean"])
 
 
 def test_distilled_recipe_with_layer_analysis(corpora, tmp_path, capsys):
-    cfg = {"trainer": {"epochs": 2, "lr": 1e-2}}
-    res = get_recipe("distilled")(cfg, "msp-podcast", str(corpora / "msp-podcast"), str(tmp_path))
+    cfg = {"train": {"epochs": 2, "lr": 1e-2}}
+    res = get_recipe("distilled").run(cfg, corpus="msp-podcast", data_root=corpora / "msp-podcast", out_dir=tmp_path)
     printed = capsys.readouterr().out
     assert "Table 1" in printed and "Figure 2" in printed
     for run in ("audio", "audio+text"):
@@ -92,15 +94,17 @@ def test_distilled_recipe_with_layer_analysis(corpora, tmp_path, capsys):
 
 
 def test_distilled_ft_then_frozen(corpora, tmp_path, capsys):
-    cfg = {"mode": "ft_frz", "runs": ["audio+text"], "layer_analysis": False, "trainer": {"epochs": 1}}
-    res = get_recipe("distilled")(cfg, "msp-podcast", str(corpora / "msp-podcast"), str(tmp_path))
+    cfg = {"model": {"mode": "ft_frz", "modalities": ["audio+text"], "layer_analysis": False},
+           "train": {"epochs": 1}}
+    res = get_recipe("distilled").run(cfg, corpus="msp-podcast", data_root=corpora / "msp-podcast", out_dir=tmp_path)
     assert {"audio+text_stage1_ft_audio", "audio+text_stage2_frozen_fusion"} <= set(os.listdir(tmp_path))
     assert all(_finite(v) for v in res["rows"]["audio+text"]["seen"].values())
 
 
 def test_continual_recipe_finetune_exper_gem(corpora, tmp_path, capsys):
-    cfg = {"memory": {"size": 9}, "sampling_study": ["gender"], "trainer": {"epochs": 2}}
-    res = get_recipe("continual")(cfg, "msp-podcast,msp-improv,iemocap", str(corpora), str(tmp_path))
+    cfg = {"train": {"memory": {"size": 9}, "epochs": 2}, "eval": {"sampling_study": ["gender"]}}
+    res = get_recipe("continual").run(cfg, corpus="msp-podcast,msp-improv,iemocap", data_root=corpora,
+                                      out_dir=tmp_path)
     printed = capsys.readouterr().out
     for text in ("Table 2", "Initial Model", "Finetuning", "ExpeR", "GEM", "Table 3", "Gender"):
         assert text in printed
@@ -116,14 +120,39 @@ def test_continual_recipe_finetune_exper_gem(corpora, tmp_path, capsys):
     _outputs_written(tmp_path)
 
 
-def test_cli_runs_a_recipe_of_issue_7(corpora, tmp_path, capsys):
-    """``sermodels train emotion_share ...`` goes through the recipe registry (needs the CLI wiring)."""
+def test_cli_runs_a_registered_recipe_and_reprints_its_tables(corpora, tmp_path, capsys):
     from sermodels.cli import main
 
-    rc = main(["train", "emotion_share", "--corpus", "compare-share", "--data-root", str(corpora / "compare-share"),
-               "--output-dir", str(tmp_path), "trainer.epochs=1", "architectures=[1]"])
-    assert rc in (0, None)
+    args = ["train", "emotion_share", "--corpus", "compare-share", "--data-root", str(corpora / "compare-share"),
+            "--output-dir", str(tmp_path), "train.epochs=1", "model.architectures=[1]"]
+    assert main(args) == 0
     assert "Table 1" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path)]) == 0
+    assert "Table 1" in capsys.readouterr().out
+    assert main(["plot", str(tmp_path)]) == 0 and (tmp_path / "learning_curves.png").is_file()
+    assert main(args[:-1] + ["model.architectures=[2]"]) == 2  # another config into the same folder
+    assert "model.architectures: [1] -> [2]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["annotators", "label_embedding", "distilled", "emotion_share", "continual"])
+def test_every_recipe_has_the_one_interface(name):
+    import inspect
+
+    from sermodels.config import ConfigError, build, to_dict
+
+    recipe = get_recipe(name)
+    params = inspect.signature(recipe.run).parameters
+    assert list(params)[0] == "config"
+    assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY
+               for p in ("corpus", "data_root", "out_dir", "runs", "overwrite"))
+    ev = inspect.signature(recipe.evaluate).parameters
+    assert list(ev)[0] == "run_dir" and {"corpus", "data_root", "split"} <= set(ev)
+    cfg = build(recipe.Config)
+    assert cfg.recipe == name
+    assert {"data", "features", "model", "train", "eval", "seeds", "device"} <= set(to_dict(cfg))
+    assert {"corpus", "root", "split", "partitions", "rating_range"} <= set(to_dict(cfg)["data"])
+    with pytest.raises(ConfigError, match="did you mean 'train.epochs'"):
+        build(recipe.Config, overrides=["train.epoch=1"])
 
 
 def test_ring_buffer_task_ignores_replayed_memory_items():

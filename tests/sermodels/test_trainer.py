@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from sermodels.train import Trainer, TrainerConfig
+from sermodels.config import ConfigError, build
+from sermodels.train import TrainConfig, Trainer, load_checkpoint
 from sermodels.train.distributed import DistInfo
 
 
@@ -44,11 +45,14 @@ def _model(seed=0):
     return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
 
 
-def _config(tmp_path, name, **kw):
-    base = dict(output_dir=str(tmp_path / name), epochs=6, batch_size=8, eval_batch_size=16, lr=0.02,
-                min_epochs=1, early_stopping_patience=100, progress=False, tensorboard=False)
-    base.update(kw)
-    return TrainerConfig(**base)
+def _config(**kw):
+    base = dict(epochs=6, batch_size=8, eval_batch_size=16, lr=0.02, early_stopping={"min_epochs": 1, "patience": 100},
+                progress=False, tensorboard=False)
+    return build(TrainConfig, base=base, overrides=[f"{k}={v}" for k, v in kw.items()])
+
+
+def _trainer(tmp_path, name, callbacks=(), **kw):
+    return Trainer(_config(**kw), tmp_path / name, callbacks=callbacks)
 
 
 class KillAt:
@@ -70,22 +74,22 @@ def _strip(history):
 def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path):
     train, val = _data()
     full_model = _model()
-    full = Trainer(_config(tmp_path, "full")).fit(full_model, ToyTask(), train, val)
+    full = _trainer(tmp_path, "full").fit(full_model, ToyTask(), train, val)
 
     killed_model = _model()
     with pytest.raises(KeyboardInterrupt):
-        Trainer(_config(tmp_path, "killed"), callbacks=[KillAt(3, 4)]).fit(killed_model, ToyTask(), train, val)
-    ckpt = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+        _trainer(tmp_path, "killed", callbacks=[KillAt(3, 4)]).fit(killed_model, ToyTask(), train, val)
+    ckpt = load_checkpoint(tmp_path / "killed" / "last.pt")  # weights_only=True
     assert ckpt["state"]["epoch"] == 3  # epochs 0-2 finished, epoch 3 was interrupted
     resumed_model = _model(seed=123)  # different init: everything must come from the checkpoint
-    resumed = Trainer(_config(tmp_path, "killed")).fit(resumed_model, ToyTask(), train, val)
+    resumed = _trainer(tmp_path, "killed").fit(resumed_model, ToyTask(), train, val)
 
     assert _strip(resumed.history) == _strip(full.history)
     assert resumed.best_epoch == full.best_epoch
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
         assert torch.equal(a, b)
-    last_full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
-    last_resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+    last_full = load_checkpoint(tmp_path / "full" / "last.pt")
+    last_resumed = load_checkpoint(tmp_path / "killed" / "last.pt")
     for k, v in last_full["model"].items():
         assert torch.equal(v, last_resumed["model"][k])
     assert last_full["optimizer"]["state"].keys() == last_resumed["optimizer"]["state"].keys()
@@ -94,14 +98,14 @@ def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path):
 def test_metrics_files_and_best_checkpoint(tmp_path):
     train, val = _data()
     model = _model()
-    res = Trainer(_config(tmp_path, "run")).fit(model, ToyTask(), train, val)
+    res = _trainer(tmp_path, "run").fit(model, ToyTask(), train, val)
     out = tmp_path / "run"
     rows = json.loads((out / "metrics.json").read_text())
     assert [r["epoch"] for r in rows] == list(range(6))
     assert {"train_mse", "val_loss", "lr", "seconds"} <= set(rows[0])
     csv_lines = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 7 and "val_loss" in csv_lines[0]
-    best = torch.load(out / "best.pt", weights_only=False)
+    best = load_checkpoint(out / "best.pt")
     vals = [r["val_loss"] for r in rows]
     assert best["epoch"] == res.best_epoch == int(np.argmin(vals))
     # fit() leaves the best weights in the model
@@ -113,16 +117,16 @@ def test_metrics_files_and_best_checkpoint(tmp_path):
 def test_early_stopping_respects_min_epochs_and_lr_schedule(tmp_path):
     train, val = _data()
     # lr 0 -> the validation loss never improves after epoch 0
-    cfg = _config(tmp_path, "es", epochs=50, lr=0.0, early_stopping_patience=2, min_epochs=7, lr_patience=1)
-    res = Trainer(cfg).fit(_model(), ToyTask(), train, val)
+    res = _trainer(tmp_path, "es", epochs=50, lr=0.0, **{"early_stopping.patience": 2, "early_stopping.min_epochs": 7,
+                                                           "scheduler.patience": 1}).fit(_model(), ToyTask(), train, val)
     assert res.stopped_early and len(res.history) == 7  # patience reached at epoch 2, but not before 7 epochs
-    cfg = _config(tmp_path, "es2", epochs=50, lr=1e-4, early_stopping_patience=1000, min_epochs=1, lr_patience=1)
 
     class Flat(ToyTask):
         def validate(self, model, loader, info):
             return {"val_loss": 1.0}
 
-    res = Trainer(cfg).fit(_model(), Flat(), train, val)
+    res = _trainer(tmp_path, "es2", epochs=50, lr=1e-4, **{"early_stopping.patience": 1000,
+                                                             "scheduler.patience": 1}).fit(_model(), Flat(), train, val)
     lrs = [r["lr"] for r in res.history[:6]]
     # ReduceLROnPlateau x0.1 after `patience` epochs without improvement
     assert lrs[0] == pytest.approx(1e-4) and lrs[2] == pytest.approx(1e-5) and lrs[4] == pytest.approx(1e-6)
@@ -137,11 +141,10 @@ def test_interleaved_groups_take_one_step_per_group(tmp_path):
             counts.append(tuple(names))
             return super().losses(model, batch, names)
 
-    cfg = _config(tmp_path, "groups", epochs=1)
-    Trainer(cfg).fit(_model(), Counting([["mse"], ["l1"]]), train, val)
+    _trainer(tmp_path, "groups", epochs=1).fit(_model(), Counting([["mse"], ["l1"]]), train, val)
     assert counts == [("mse",), ("l1",)] * 8  # 64 items / batch 8, two forward+step per batch
     counts.clear()
-    Trainer(_config(tmp_path, "summed", epochs=1)).fit(_model(), Counting([["mse", "l1"]]), train, val)
+    _trainer(tmp_path, "summed", epochs=1).fit(_model(), Counting([["mse", "l1"]]), train, val)
     assert counts == [("mse", "l1")] * 8
 
 
@@ -157,16 +160,45 @@ def test_non_finite_step_is_skipped_and_counted(tmp_path):
             return {k: v * float("nan") if Poisoned.calls == 2 else v for k, v in out.items()}
 
     model = _model()
-    res = Trainer(_config(tmp_path, "nan", epochs=1)).fit(model, Poisoned(), train, val)
+    res = _trainer(tmp_path, "nan", epochs=1).fit(model, Poisoned(), train, val)
     assert res.skipped_steps == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_bad_config_and_inputs(tmp_path):
-    with pytest.raises(ValueError, match="optimizer"):
-        TrainerConfig(output_dir=str(tmp_path), optimizer="lbfgs")
+    with pytest.raises(ConfigError, match="train.optimizer|optimizer: must be one of 'sgd', 'adam', 'adamw'"):
+        _config(optimizer="lbfgs")
     with pytest.raises(ValueError, match="divisible"):
-        Trainer(_config(tmp_path, "x", batch_size=7), info=DistInfo(rank=0, world_size=2))
+        Trainer(_config(batch_size=7), tmp_path / "x", info=DistInfo(rank=0, world_size=2))
     train, val = _data()
     with pytest.raises(ValueError, match="empty dataset"):
-        Trainer(_config(tmp_path, "y")).fit(_model(), ToyTask(), train, TensorDataset(torch.zeros(0, 6)))
+        _trainer(tmp_path, "y").fit(_model(), ToyTask(), train, TensorDataset(torch.zeros(0, 6)))
+
+
+@pytest.mark.parametrize("name", ["none", "onecycle"])
+def test_scheduler_is_a_config_choice(tmp_path, name):
+    train, val = _data()
+    res = _trainer(tmp_path, name, epochs=4, lr=0.05, **{"scheduler.name": name}).fit(_model(), ToyTask(), train, val)
+    lrs = [r["lr"] for r in res.history]
+    if name == "none":
+        assert lrs == [pytest.approx(0.05)] * 4
+    else:  # OneCycleLR stepped per optimiser step: up from lr / 25 to max_lr = lr, then annealed far below lr / 25
+        assert max(lrs) <= 0.05 + 1e-12 and lrs[-1] < 0.05 / 25 / 5
+        assert lrs == sorted(lrs, reverse=True)  # after the first epoch's warm-up (30 % of 32 steps), only down
+
+
+class HookedTrainer(Trainer):
+    built = 0
+
+    def build_optimizer(self, params):
+        HookedTrainer.built += 1
+        return torch.optim.SGD(params, lr=0.0)
+
+
+def test_build_optimizer_is_the_public_hook(tmp_path):
+    train, val = _data()
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    HookedTrainer(_config(epochs=1), tmp_path / "hook").fit(model, ToyTask(), train, val)
+    assert HookedTrainer.built == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # lr 0 from the hook

@@ -182,22 +182,23 @@ def test_label_embedding_recipe_takes_its_vectors_from_the_config(tmp_path, caps
     words = sorted(set(LABEL_NOUNS.values())) + [f"filler{i}" for i in range(30)]
     path = _write(tmp_path / "vec.txt", words, rng.normal(size=(len(words), 8)).astype(np.float32), True)
     write_synthetic_corpus(tmp_path / "c", fmt="iemocap", n_utterances=24, n_annotators=4, seed=3, engine="numpy")
-    cfg = {"labels": {"embeddings": f"file:{path}"}, "train_sets": ["S1"], "losses": ["mse"], "seeds": [0, 1],
-           "trainer": {"epochs": 1}}
+    cfg = {"data": {"labels": {"embeddings": f"file:{path}"}}, "seeds": [0, 1, 2],
+           "train": {"sets": ["S1"], "losses": ["mse"], "epochs": 1}}
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        res = get_recipe("label_embedding")(cfg, "iemocap", str(tmp_path / "c"), str(tmp_path / "out"))
+        res = get_recipe("label_embedding").run(cfg, corpus="iemocap", data_root=tmp_path / "c",
+                                                out_dir=tmp_path / "out")
     finally:
         torch.set_num_threads(n)
-    assert "paired two-sided t-test over 2 seed(s)" in capsys.readouterr().out
-    assert [r["seed"] for r in res["per_fold"]["M1_mse"]] == [0, 1]
+    assert "paired two-sided t-test over 3 seeds" in capsys.readouterr().out
+    assert [r["seed"] for r in res["per_fold"]["M1_mse"]] == [0, 1, 2]
     ua = res["seeds"]["M1_mse"]["UA"]
-    assert ua["n"] == 2 and ua["mean"] == pytest.approx(res["summary"]["M1_mse"]["UA"]) and np.isfinite(ua["std"])
+    assert ua["n"] == 3 and ua["mean"] == pytest.approx(res["summary"]["M1_mse"]["UA"]) and np.isfinite(ua["std"])
     nb = res["neighbours_last_fold"]["M1_mse"]
     assert nb and set(nb) <= {LABEL_NOUNS[c] for c in FOUR_CLASSES}
     assert all(len(v) == 5 and set(v) <= set(words) for v in nb.values())
     (tmp_path / "no_anger.txt").write_text("neutral 1 0\nhappiness 0 1\nsadness 1 1\n")
-    cfg["labels"]["embeddings"] = f"file:{tmp_path / 'no_anger.txt'}"
+    cfg["data"]["labels"]["embeddings"] = f"file:{tmp_path / 'no_anger.txt'}"
     with pytest.raises(KeyError, match="'anger' is not in the vocabulary"):
-        get_recipe("label_embedding")(cfg, "iemocap", str(tmp_path / "c"), str(tmp_path / "out2"))
+        get_recipe("label_embedding").run(cfg, corpus="iemocap", data_root=tmp_path / "c", out_dir=tmp_path / "out2")
