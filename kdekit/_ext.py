@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from .ops._utils import register_backward_op
+from .ops._registration import register_backward_op
 
 LOAD_ERROR: Optional[str] = None
 if importlib.util.find_spec(f"{__package__}._C") is None:  # (a bare import would blame a "circular import")

@@ -24,7 +24,7 @@ from typing import List, NamedTuple, Optional
 import torch
 
 from ._backend import use_backend
-from .ops._utils import check_float_tensor
+from .ops._checks import check_float_tensor
 from .ops.diffusion_kde import default_chunk_bytes, diffusion_kde2d
 from .ops.pooling import pool_density, probability_table
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .labels import points_to_distribution, points_to_distribution_op, pseudo_observations
-from .ops._utils import check_reduction, compute_dtype, reduce_loss
+from .ops._checks import check_reduction, compute_dtype, reduce_loss
 from .ops.pooling import probability_table
 from .ops.ccc import ccc_loss
 

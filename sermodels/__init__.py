@@ -1,5 +1,5 @@
 """sermodels: speech emotion recognition recipes built on kdekit."""
-from kdekit._version import __version__
+from kdekit import __version__
 
 
 def load_run(run_dir, runs=None, seeds=None, device=None):

@@ -9,16 +9,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kdekit.ops import ccc as kdekit_ccc
-from kdekit.ops._utils import check_float_tensor, check_same
+import kdekit
 
 _LOG2 = math.log(2.0)
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
-    check_float_tensor("pred", pred, min_ndim=1)
-    check_float_tensor("target", target, min_ndim=1)
-    check_same("pred", pred, "target", target)
+    for name, t in (("pred", pred), ("target", target)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() == 0:
+            raise TypeError(f"{name} must be a floating tensor with at least one dim, got {t!r:.60}")
+    if (pred.shape, pred.dtype, pred.device) != (target.shape, target.dtype, target.device):
+        raise ValueError(f"target has shape {tuple(target.shape)}, {target.dtype} on {target.device} but pred has "
+                         f"shape {tuple(pred.shape)}, {pred.dtype} on {pred.device}")
     if pred.numel() == 0:
         raise ValueError(f"pred is empty (shape {tuple(pred.shape)})")
 
@@ -59,12 +61,12 @@ def log_cosh_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def ccc_loss(pred: torch.Tensor, target: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
     """``mean_d (1 - CCC_d)`` over the columns of ``(N, D)`` predictions (paper 002: D = 3, arousal/valence/dominance;
-    paper 003: D = 2, activation/valence), CCC from :func:`kdekit.ops.ccc.ccc` along the samples (population moments
+    paper 003: D = 2, activation/valence), CCC from :func:`kdekit.ccc` along the samples (population moments
     by default, ``unbiased=True`` for ddof 1). A 1-D input is one column."""
     _check(pred, target)
     if pred.dim() == 1:
         pred, target = pred.unsqueeze(-1), target.unsqueeze(-1)
-    return kdekit_ccc.ccc_loss(pred, target, dim=0, unbiased=unbiased).mean()
+    return kdekit.ccc_loss(pred, target, dim=0, unbiased=unbiased)
 
 
 LOSSES = {"mse": mse_loss, "mae": mae_loss, "logcosh": log_cosh_loss, "ccc": ccc_loss}

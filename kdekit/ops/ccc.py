@@ -31,50 +31,17 @@ Conventions (sums over the valid entries along ``dim``; ``n`` = their count)::
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 
 from .._backend import select
-from ._utils import (call_without_autograd, check_float_tensor, check_same, compute_dtype, reduce_loss,
-                     register_backward_op, tl, triton, triton_jit)
+from ._checks import check_float_tensor, check_mask, check_same, compute_dtype, reduce_loss
+from ._reduction import Dims, finish_reduction, needs_grad, reduction_dims, rows_over
+from ._registration import call_without_autograd, register_backward_op
+from ._triton import tl, triton, triton_jit
 
-Dims = Union[int, Sequence[int]]
 Moments = Tuple[torch.Tensor, ...]  # (n, mean_x, mean_y, mean_x - mean_y, M2_x, M2_y, C_xy)
-
-
-def reduction_dims(dim: Dims, x: torch.Tensor, name: str) -> Tuple[int, ...]:
-    """``dim`` (int or sequence of ints) as sorted non-negative dims of ``x``; raises on bad or empty dims."""
-    dims = [dim] if isinstance(dim, int) else dim
-    if isinstance(dim, bool) or not isinstance(dims, Sequence) or not dims:
-        raise TypeError(f"dim must be an int or a non-empty tuple of ints, got {dim!r}")
-    out = []
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, int):
-            raise TypeError(f"dim must be an int or a non-empty tuple of ints, got {dim!r}")
-        if not -x.dim() <= d < x.dim():
-            raise ValueError(f"dim {d} is out of range for {name} of shape {tuple(x.shape)}")
-        out.append(d % x.dim())
-    if len(set(out)) != len(out):
-        raise ValueError(f"dim has repeated entries: {dim!r}")
-    if math.prod(x.shape[d] for d in out) == 0:
-        raise ValueError(f"{name} has no entries along dim {dim!r} (shape {tuple(x.shape)})")
-    return tuple(sorted(out))
-
-
-def check_mask(mask: Optional[torch.Tensor], name: str, x: torch.Tensor) -> Optional[torch.Tensor]:
-    """Raise unless ``mask`` is None or a bool tensor with the shape and device of ``x`` (called ``name``)."""
-    if mask is None:
-        return None
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor (True = valid), got {mask.dtype}")
-    if mask.shape != x.shape:
-        raise ValueError(f"mask has shape {tuple(mask.shape)} but {name} has shape {tuple(x.shape)}")
-    if mask.device != x.device:
-        raise ValueError(f"mask is on {mask.device} but {name} is on {x.device}")
-    return mask
 
 
 def _check_pair(pred, target, dim: Dims, mask) -> Tuple[Tuple[int, ...], Optional[torch.Tensor]]:
@@ -128,31 +95,6 @@ def _pearson_from_moments(m: Moments) -> torch.Tensor:
     ok = (m2_x > 0) & (m2_y > 0)
     den = torch.where(ok, m2_x, 1.0).sqrt() * torch.where(ok, m2_y, 1.0).sqrt()
     return torch.where(ok, (c_xy / den).clamp(-1.0, 1.0), math.nan)
-
-
-def needs_grad(*tensors: torch.Tensor) -> bool:
-    """Whether autograd will record this call. The fused metric kernels serve evaluation (no grad); losses take the
-    torch path, which also supports higher-order gradients."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
-def rows_over(dims: Tuple[int, ...], keepdim: bool, *tensors: torch.Tensor):
-    """Tensors of one shape as ``(batch, reduced)`` rows for the fused kernels (the reduced ``dims`` flattened last;
-    a view where possible, e.g. a transpose: the kernels take strides), and the shape of a per-row result (reduced
-    dims kept with size 1 if ``keepdim``, else dropped)."""
-    shape = tensors[0].shape
-    order = (*(d for d in range(len(shape)) if d not in dims), *dims)
-    if order != tuple(range(len(shape))):
-        tensors = tuple(t.permute(order) for t in tensors)
-    n = math.prod(shape[d] for d in dims)
-    out_shape = [1 if d in dims else s for d, s in enumerate(shape) if keepdim or d not in dims]
-    return tuple(t.reshape(-1, n) for t in tensors), out_shape
-
-
-def finish_reduction(out: torch.Tensor, dims: Tuple[int, ...], keepdim: bool, dtype: torch.dtype) -> torch.Tensor:
-    """Drop the size-1 reduced ``dims`` of ``out`` unless ``keepdim``; cast to the output ``dtype``."""
-    out = out if keepdim else out.squeeze(dims)
-    return out if out.dtype == dtype else out.to(dtype)
 
 
 # ---- Triton kernels: one program per row, float32 accumulation, the maths of csrc/cpu/ccc.cpp ----

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import torch
 
-from ._utils import check_float_tensor, compute_dtype
+from ._checks import check_float_tensor, compute_dtype
 
 MATMUL_MAX_N = 512
 

@@ -38,10 +38,11 @@ from typing import Optional
 
 import torch
 
-from ._utils import (call_without_autograd, check_float_tensor, check_same, compute_dtype, register_backward_op, tl,
-                     triton, triton_jit)
 from .._backend import select
-from .ccc import Dims, check_mask, finish_reduction, needs_grad, reduction_dims, rows_over
+from ._checks import check_float_tensor, check_mask, check_same, compute_dtype
+from ._reduction import Dims, finish_reduction, needs_grad, reduction_dims, rows_over
+from ._registration import call_without_autograd, register_backward_op
+from ._triton import tl, triton, triton_jit
 
 
 KINDS = ("kl", "jsd", "tvd")  # the kernels' kind argument, in their numbering

@@ -14,7 +14,8 @@ import math
 
 import torch
 
-from ._utils import check_float_tensor, compute_dtype
+from ._checks import check_float_tensor, compute_dtype
+from ._reduction import normalize_per_item
 
 
 def _check_blocks(k, sizes, shape) -> int:
@@ -26,12 +27,6 @@ def _check_blocks(k, sizes, shape) -> int:
         if size % k != 0:
             raise ValueError(f"k={k} must divide the grid size {size} (density shape {tuple(shape)})")
     return k
-
-
-def normalize_per_item(t: torch.Tensor, dims) -> torch.Tensor:
-    """``t`` divided by its sum over ``dims`` (kept at 0 where that sum is exactly 0)."""
-    total = t.sum(dim=dims, keepdim=True)
-    return t / torch.where(total != 0, total, 1)
 
 
 def probability_table(blocks: torch.Tensor, dims=(-2, -1)) -> torch.Tensor:

@@ -37,9 +37,11 @@ from typing import Optional
 import torch
 
 from .._backend import _status, forced_backend, select
-from ._utils import Range, check_bins, compute_dtype, register_backward_op, resolve_range, tl, triton, triton_jit
-from .hard_histogram import batch_points, bin_edges, resolve_range2d
-from .pooling import normalize_per_item
+from ._binning import batch_points, bin_edges, resolve_range2d
+from ._checks import Range, check_bins, compute_dtype, resolve_range
+from ._reduction import normalize_per_item
+from ._registration import register_backward_op
+from ._triton import tl, triton, triton_jit
 
 
 def _check_sharpness(sharpness) -> float:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from kdekit.ops.ccc import ccc
+from kdekit import ccc
 from ..config import ConfigError, DataConfig, RecipeConfig, TrainConfig, to_dict
 from ..continual import GEMOptimizer, RingBuffer, replay_training_set, select_memory
 from ..data import load_corpus

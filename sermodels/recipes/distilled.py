@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from kdekit.ops.ccc import ccc
+from kdekit import ccc
 from ..config import DataConfig, EarlyStoppingConfig, RecipeConfig, TrainConfig
 from ..data import load_corpus
 from ..data.features import load_audio

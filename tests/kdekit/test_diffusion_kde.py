@@ -92,7 +92,7 @@ def rel(a, b):
 def sign_changes_2d(sets, n, limits_per_set):
     """Number of sign changes of kde_diffusion's f on a 100-point log grid over (1e-6, 0.1] per set."""
     from kdekit.ops.dct import dct2
-    from kdekit.ops.diffusion_kde import _Psi2d
+    from kdekit.ops.diffusion_kde.fixed_point import Psi2d
     from kdekit.ops.hard_histogram import hard_histogram2d
 
     X, Y, L = padded(sets)
@@ -102,7 +102,7 @@ def sign_changes_2d(sets, n, limits_per_set):
     a[:, 0, :] /= 2
     a[:, :, 0] /= 2
     grid = torch.logspace(-6, -1, 100, dtype=torch.float64)
-    f = _Psi2d(a**2, L.double()).f(grid.expand(len(sets), -1), torch.arange(len(sets)))
+    f = Psi2d(a**2, L.double()).f(grid.expand(len(sets), -1), torch.arange(len(sets)))
     return (torch.signbit(f[:, 1:]) != torch.signbit(f[:, :-1])).sum(1)
 
 
@@ -263,7 +263,7 @@ def test_gradcheck_soft_implicit(backend):
 
 def test_gradcheck_soft_without_implicit_grad_equals_fixed_time(monkeypatch, backend):
     """implicit_grad=False: gradient = that of the same formula with t* held fixed (checked by gradcheck)."""
-    from kdekit.ops import diffusion_kde as dk
+    from kdekit.ops.diffusion_kde import kde2d as dk
 
     x, y = _soft_inputs(1)
     res = diffusion_kde2d(x, y, grid_size=16, limits=UNIT, histogram="soft", implicit_grad=False)

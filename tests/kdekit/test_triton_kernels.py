@@ -12,7 +12,8 @@ if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
     pytest.skip("Triton needs a CUDA device or TRITON_INTERPRET=1", allow_module_level=True)
 
 from kdekit._backend import use_backend  # noqa: E402
-from kdekit.ops.hard_histogram import bin_edges, hard_histogram2d_triton  # noqa: E402
+from kdekit.ops._binning import bin_edges  # noqa: E402
+from kdekit.ops.hard_histogram import hard_histogram2d_triton  # noqa: E402
 from kdekit.ops.soft_histogram import TRITON_MAX_BINS, soft_histogram2d, soft_histogram2d_triton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,23 +1,15 @@
-"""Shared argument checks and dtype helpers for kdekit ops.
-
-Every public op validates its inputs with these helpers so that a bad argument raises a
-``ValueError``/``TypeError`` naming the argument and what was wrong.
-"""
+"""Argument checks and dtype helpers shared by every kdekit op: a bad argument raises a ``ValueError``/``TypeError``
+naming the argument and what was wrong. One mask contract (bool, True = valid) and one range parser for all ops."""
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-try:  # optional: without triton, kdekit._backend.select() never picks the "triton" backend
-    import triton
-    import triton.language as tl
-except ImportError:
-    triton = tl = None
-
 Range = Union[Tuple[float, float], torch.Tensor]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+REDUCTIONS = ("mean", "sum", "none")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -64,6 +56,21 @@ def check_bins(bins) -> int:
     return bins
 
 
+def check_mask(mask, name: str, x: torch.Tensor) -> Optional[torch.Tensor]:
+    """Raise unless ``mask`` is None or a bool tensor (True = valid) with the shape and device of ``x`` (``name``)."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = valid), got {mask.dtype}")
+    if mask.shape != x.shape:
+        raise ValueError(f"mask has shape {tuple(mask.shape)} but {name} has shape {tuple(x.shape)}")
+    if mask.device != x.device:
+        raise ValueError(f"mask is on {mask.device} but {name} is on {x.device}")
+    return mask
+
+
 def resolve_mask(
     x: torch.Tensor, mask: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None
 ) -> Optional[torch.Tensor]:
@@ -75,15 +82,7 @@ def resolve_mask(
     if mask is not None and lengths is not None:
         raise ValueError("pass either mask or lengths, not both")
     if mask is not None:
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-        if mask.shape != x.shape:
-            raise ValueError(f"mask has shape {tuple(mask.shape)} but the points have shape {tuple(x.shape)}")
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor (True = valid), got {mask.dtype}")
-        if mask.device != x.device:
-            raise ValueError(f"mask is on {mask.device} but the points are on {x.device}")
-        return mask
+        return check_mask(mask, "the points", x)
     if lengths is not None:
         if not isinstance(lengths, torch.Tensor):
             lengths = torch.as_tensor(lengths)
@@ -130,9 +129,6 @@ def resolve_range(name: str, rng, batch: int, device, dtype) -> torch.Tensor:
     return r
 
 
-REDUCTIONS = ("mean", "sum", "none")
-
-
 def check_reduction(reduction) -> str:
     """Raise unless ``reduction`` is one of torch's loss reductions."""
     if reduction not in REDUCTIONS:
@@ -144,42 +140,3 @@ def reduce_loss(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     """``loss`` (per item) reduced as torch losses do: ``"mean"``, ``"sum"`` or ``"none"`` (unchanged)."""
     check_reduction(reduction)
     return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
-
-
-def triton_jit(fn):
-    """``triton.jit(fn)``, or ``fn`` itself when triton is not installed (it is then never launched).
-
-    Decorated at import: set ``TRITON_INTERPRET=1`` before importing kdekit to run the kernels on CPU tensors.
-    """
-    return fn if triton is None else triton.jit(fn)
-
-
-def call_without_autograd(op, *args):
-    """``op(*args)`` for a call that records no gradient (the caller checked), dispatched below autograd: skips the
-    Python wrapper that ``register_autograd`` puts in front of an op (~5 us a call, which a metric on small inputs
-    notices). The result has no ``grad_fn``."""
-    with torch._C._AutoDispatchBelowAutograd():
-        return op(*args)
-
-
-def register_backward_op(op, backward_op, differentiable: Sequence[int], saved: Optional[Sequence[int]] = None):
-    """Autograd of custom op ``op`` through its backward op, for ops whose non-tensor arguments follow the tensors.
-
-    ``backward_op(grad, *saved tensor inputs, *non-tensor inputs)`` returns the gradients (one tensor or a tuple) of
-    the inputs at positions ``differentiable``, in that order; each is cast to its input's dtype, the other inputs
-    get None. ``saved``: positions of the tensor inputs to save and pass (default: every tensor input).
-    """
-    def setup_context(ctx, inputs, output):
-        keep = [i for i, a in enumerate(inputs) if isinstance(a, torch.Tensor)] if saved is None else saved
-        ctx.save_for_backward(*(inputs[i] for i in keep))
-        ctx.params = [a for a in inputs if not isinstance(a, torch.Tensor)]
-        ctx.dtypes = [a.dtype if isinstance(a, torch.Tensor) else None for a in inputs]
-
-    def backward(ctx, grad):
-        grads = backward_op(grad, *ctx.saved_tensors, *ctx.params)
-        out = [None] * len(ctx.dtypes)
-        for i, g in zip(differentiable, grads if isinstance(grads, (tuple, list)) else (grads,)):
-            out[i] = g.to(ctx.dtypes[i])
-        return tuple(out)
-
-    torch.library.register_autograd(op, backward, setup_context=setup_context)
