@@ -10,7 +10,7 @@
 
 #include "common.h"
 
-namespace kdekit {
+namespace kdekit::cpu {
 namespace {
 
 struct Moments {
@@ -109,4 +109,4 @@ TORCH_LIBRARY_IMPL(kdekit, CPU, m) {
   m.impl("ccc_backward", &ccc_backward_cpu);
 }
 
-}  // namespace kdekit
+}  // namespace kdekit::cpu

@@ -1,11 +1,16 @@
-// Shared helpers for the CPU kernels: argument checks and numpy-compatible bin edges.
+// Shared helpers of the CPU kernels: argument checks and the per-call thread grain (binning: csrc/common/binning.h).
 #pragma once
 #include <ATen/ATen.h>
 
 #include <cmath>
 #include <cstdint>
 
-namespace kdekit {
+#include "../common/binning.h"
+
+namespace kdekit::cpu {
+
+using common::bin_edge;
+using common::hard_bin;
 
 // Grain for at::parallel_for over B items of about `work_per_item` flops: items are split across threads only when
 // the whole call is large (~2^26 flops); small calls (a training step) stay on one thread, which avoids OpenMP
@@ -33,22 +38,5 @@ inline void check_float_or_double(const at::Tensor& t, const char* name) {
               " must be float32 or float64 (half inputs are widened by the Python wrapper), got ", t.scalar_type());
 }
 
-// Edge e of numpy.linspace(lo, hi, bins + 1) computed as numpy does: e * ((hi - lo) / bins) + lo, last edge = hi.
-template <typename T>
-inline T bin_edge(T lo, T hi, T step, int64_t e, int64_t bins) {
-  return e == bins ? hi : static_cast<T>(e) * step + lo;
-}
 
-// numpy.histogram2d's bin of x (float64 edges): number of edges <= x, minus one, x == hi in the last bin; -1 when x
-// is outside [lo, hi] or NaN.
-inline int64_t hard_bin(double x, double lo, double hi, int64_t bins) {
-  if (!(x >= lo && x <= hi)) return -1;
-  const double step = (hi - lo) / static_cast<double>(bins);
-  int64_t g = static_cast<int64_t>((x - lo) / step);
-  g = g < 0 ? 0 : (g > bins - 1 ? bins - 1 : g);
-  while (g > 0 && x < bin_edge(lo, hi, step, g, bins)) --g;
-  while (g < bins - 1 && x >= bin_edge(lo, hi, step, g + 1, bins)) ++g;
-  return g;
-}
-
-}  // namespace kdekit
+}  // namespace kdekit::cpu

@@ -1,57 +1,16 @@
-// Diffusion KDE (Botev et al. 2010) as implemented by kde_diffusion.kde2d, per item on one thread:
+// kdekit::kde2d_solve and kdekit::kde2d_points on CPU (the machinery: diffusion_kde.h):
 //   kde2d_solve:  halved DCT spectrum a (B, n, n) -> t*, tx1, tx2 and a status per item;
 //   kde2d_points: float64 points -> hard histogram -> spectrum -> solve -> smoothed density, or directly the
 //                 (pool x pool) block sums of the density divided by their total (the full grid is never formed).
-//
-// Spectral truncation. Every sum over frequencies (psi quadratic forms, smoothing) has non-negative weights that
-// decay like exp(-pi^2 k^2 t); |a[k, l]| <= 4 m (m = histogram mass / N). A form is summed over the leading K x K
-// block only when the bound on everything outside it, 16 m^2 (R_tail C_all + R_all C_tail), is below kTailEps times
-// the block's own sum; so dropped terms are below the float64 rounding of the full sum and results agree with the
-// full-grid computation to rounding. From points, the spectrum is computed lazily for the leading block only:
-// a[k, l] = 4 / N sum_u c_u cos(pi k (2 i_u + 1) / 2n) cos(pi l (2 j_u + 1) / 2n) over the occupied bins u, grouped
-// by the bins of one axis (see Spectrum). The full density C^T S C (S = smoothed spectrum, C = cosines) uses the
-// symmetry C[k, n-1-m] = (-1)^k C[k, m] on both axes (half the products), or the factors when they are few.
-//
-// The root solve is scipy.optimize.brentq step for step (csrc/brentq.h), so iterates match kde_diffusion's.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <limits>
-#include <memory>
-#include <mutex>
 #include <map>
-#include <vector>
+#include <mutex>
 
-#include "../brentq.h"
-#include "common.h"
+#include "diffusion_kde.h"
 
-namespace kdekit {
-namespace {
-
-constexpr double kPi = 3.14159265358979323846;
-constexpr double kTailEps = 1e-18;
-const double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-using namespace kdekit_brent;  // Status, SolveOptions, brentq (csrc/brentq.h)
-
-// cos(pi k (2m + 1) / (2n)) for k, m < n, from the exact integer phase k (2m + 1) mod 4n; by_m[m * n + k] and
-// by_k[k * n + m]. Cached per n (read-only after construction).
-struct CosineTable {
-  int64_t n;
-  std::vector<double> by_m, by_k;
-  explicit CosineTable(int64_t n_) : n(n_), by_m(n_ * n_), by_k(n_ * n_) {
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t m = 0; m < n; ++m) {
-        const int64_t phase = (k * (2 * m + 1)) % (4 * n);
-        const double c = std::cos(static_cast<double>(phase) * (kPi / (2.0 * static_cast<double>(n))));
-        by_m[m * n + k] = c;
-        by_k[k * n + m] = c;
-      }
-  }
-};
+namespace kdekit::cpu {
 
 std::shared_ptr<const CosineTable> cosine_table(int64_t n) {
   static std::mutex lock;
@@ -128,216 +87,6 @@ void weighted_row_sum(int64_t K, int64_t n, const double* r, const double* a2, d
   }
 }
 
-// Halved DCT spectrum a and a^2 (n x n, row = x frequency); entries valid for k, l < known.
-// From points it is kept as R factor pairs, a[k, l] = sum_i px[k * R + i] py[i * n + l], one per occupied bin of the
-// axis with fewer occupied bins (px: that bin's cosines, py: the mass-weighted cosine sum of its points on the other
-// axis; the halving of row and column 0 folded into the factors). Items whose points share few bins on one axis
-// (identical ratings on a dimension) have a small R, which makes their psi forms and density cheap.
-struct Spectrum {
-  int64_t n = 0, known = 0, R = 0;  // R = 0: dense input (kde2d_solve)
-  double amax2 = 0;  // bound on every a[k, l]^2
-  std::vector<double> a, a2, px, py;
-
-  void reset(int64_t n_) {
-    n = n_;
-    known = 0;
-    R = 0;
-    if (static_cast<int64_t>(a.size()) != n * n) {
-      a.assign(n * n, 0.0);
-      a2.assign(n * n, 0.0);
-    }
-  }
-
-  // Factors from occupied bins (bx, by) with mass m (mass / N), sorted by bx then by.
-  void factor(const CosineTable& table, const std::vector<int64_t>& bx, const std::vector<int64_t>& by,
-              const std::vector<double>& m) {
-    const int64_t U = static_cast<int64_t>(m.size());
-    std::vector<int64_t> xs(bx), ys(by);
-    std::sort(ys.begin(), ys.end());
-    const int64_t ux = std::unique(xs.begin(), xs.end()) - xs.begin();
-    const int64_t uy = std::unique(ys.begin(), ys.end()) - ys.begin();
-    const bool by_x = ux <= uy;
-    R = by_x ? ux : uy;
-    const std::vector<int64_t>& key = by_x ? bx : by;
-    const std::vector<int64_t>& other = by_x ? by : bx;
-    std::vector<int64_t> order(U);
-    for (int64_t u = 0; u < U; ++u) order[u] = u;
-    if (!by_x) std::stable_sort(order.begin(), order.end(), [&](int64_t l, int64_t r) { return by[l] < by[r]; });
-    // f[i]: cosines of group i's bin on the grouping axis; g[i]: sum of 4 m_u cosines on the other axis
-    std::vector<double> f(R * n), g(R * n, 0.0);
-    const double* T = table.by_m.data();
-    int64_t i = -1;
-    for (int64_t j = 0; j < U; ++j) {
-      const int64_t u = order[j];
-      if (j == 0 || key[u] != key[order[j - 1]]) {
-        ++i;
-        std::copy(T + key[u] * n, T + key[u] * n + n, &f[i * n]);
-      }
-      const double c = 4.0 * m[u];
-      const double* co = T + other[u] * n;
-      double* gi = &g[i * n];
-      for (int64_t l = 0; l < n; ++l) gi[l] += c * co[l];
-    }
-    const std::vector<double>& fx = by_x ? f : g;
-    const std::vector<double>& fy = by_x ? g : f;
-    px.resize(n * R);
-    py.resize(R * n);
-    for (int64_t r = 0; r < R; ++r) {
-      for (int64_t k = 0; k < n; ++k) px[k * R + r] = fx[r * n + k];
-      std::copy(&fy[r * n], &fy[r * n] + n, &py[r * n]);
-      px[r] *= 0.5;  // k = 0
-      py[r * n] *= 0.5;  // l = 0
-    }
-  }
-
-  // Make a[k, l] available for k, l < K (from the factors: the new L-shaped band).
-  void ensure(int64_t K) {
-    if (K <= known) return;
-    // grow geometrically in multiples of 8 (extra frequencies are harmless: sums use their own leading block)
-    K = std::min(n, (std::max(K, known + known / 2) + 7) & ~int64_t(7));
-    const int64_t K1 = known;
-    gemm_strided(K1, K - K1, 0, R, 1, px.data(), R, py.data() + K1, n, &a[K1], n);
-    gemm_strided(K - K1, K, 0, R, 1, px.data() + K1 * R, R, py.data(), n, &a[K1 * n], n);
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t l = k < K1 ? K1 : 0; l < K; ++l) a2[k * n + l] = a[k * n + l] * a[k * n + l];
-    known = K;
-  }
-};
-
-// Frequency weights w_k exp(-pi^2 k^2 t) (w_0 = 1, else 1/2) for k < n, by a recurrence refreshed with an exact exp
-// every 32 steps (relative error < 1e-14). Returns the number of leading weights >= 1e-60: the rest, even times
-// k^10 <= 512^10, are below 1e-32 and cannot change any psi form (all terms >= 0) beyond its rounding.
-int64_t diffusion_weights(double t, int64_t n, std::vector<double>& e) {
-  e.resize(n);
-  const double c = -(kPi * kPi);
-  double q = std::exp(c * t), q2 = q * q, ek = 1.0;
-  e[0] = 1.0;
-  for (int64_t k = 1; k < n; ++k) {
-    const double kk = static_cast<double>(k);
-    ek = (k % 32 == 0) ? std::exp((c * (kk * kk)) * t) : ek * q;
-    q *= q2;
-    if (ek < 1e-60) return k;
-    e[k] = 0.5 * ek;
-  }
-  return n;
-}
-
-class Solver {
- public:
-  Solver(Spectrum& s, double count) : s_(s), N_(count), k2pow_(6 * s.n) {
-    for (int p = 0; p < 6; ++p)
-      for (int64_t k = 0; k < s.n; ++k) {
-        const double k2 = static_cast<double>(k) * static_cast<double>(k);
-        k2pow_[p * s.n + k] = std::pow(k2, p);
-      }
-  }
-
-  // psi(i, j, t) of kde_diffusion (x frequency weighted by k^{2j}, y by l^{2i}); kde_diffusion's recursion with
-  // memoisation: 18 quadratic forms per call of sigma().
-  double sigma(double t) {
-    memo_t_ = t;
-    for (auto& v : memo_) v = kNaN;
-    return psi(0, 2) + psi(2, 0) + 2.0 * psi(1, 1);
-  }
-
-  double psi(int i, int j) {
-    double& slot = memo_[i * 6 + j];
-    if (!std::isnan(slot)) return slot;
-    double t = memo_t_;
-    if (i + j <= 4) {
-      const double sum = std::fabs(psi(i + 1, j) + psi(i, j + 1));
-      const double C = (1.0 + 1.0 / std::pow(2.0, i + j + 1)) / 3.0;
-      double Pi = 1.0, Pj = 1.0;
-      for (int m = 1; m < 2 * i; m += 2) Pi *= m;
-      for (int m = 1; m < 2 * j; m += 2) Pj *= m;
-      t = std::pow(C * Pi * Pj / (kPi * N_ * sum), 1.0 / (2 + i + j));
-    }
-    const double sign = ((i + j) % 2) ? -1.0 : 1.0;
-    slot = sign * std::pow(kPi, 2.0 * (i + j)) * form(j, i, t);
-    return slot;
-  }
-
-  // f(t) = t - (t - gamma) / gamma, gamma = (2 pi N Sigma)^(-1/3)
-  double f(double t) {
-    const double gamma = std::pow(2.0 * kPi * N_ * sigma(t), -1.0 / 3.0);
-    return t - (t - gamma) / gamma;
-  }
-
-  // sum_{k,l} k^{2 px} e_k a2[k, l] l^{2 py} e_l over the leading block that makes the rest negligible.
-  double form(int px, int py, double t) {
-    const int64_t n = diffusion_weights(t, s_.n, e_);  // weights beyond n are exactly 0
-    r_.resize(n);
-    c_.resize(n);
-    const double *kx = &k2pow_[px * s_.n], *ky = &k2pow_[py * s_.n];
-    for (int64_t k = 0; k < n; ++k) {
-      r_[k] = e_[k] * kx[k];
-      c_[k] = e_[k] * ky[k];
-    }
-    // suffix sums of the 1-D weights
-    rt_.assign(n + 1, 0.0);
-    ct_.assign(n + 1, 0.0);
-    for (int64_t k = n - 1; k >= 0; --k) {
-      rt_[k] = rt_[k + 1] + r_[k];
-      ct_[k] = ct_[k + 1] + c_[k];
-    }
-    const double R = rt_[0], Cs = ct_[0];
-    auto tail = [&](int64_t K) { return s_.amax2 * (rt_[K] * Cs + R * ct_[K]); };
-    auto first_k = [&](double bound) {  // smallest K with tail(K) <= bound
-      int64_t K = 1;
-      while (K < n && tail(K) > bound) ++K;
-      return K;
-    };
-    int64_t K = first_k(1e-20 * s_.amax2 * R * Cs);
-    if (s_.R > 0 && s_.R * (s_.R + 1) * n < K * K) return factored_sum(n);
-    double sum = block_sum(K);
-    if (K < n && tail(K) > kTailEps * sum) {
-      K = first_k(kTailEps * sum);
-      sum = block_sum(K);
-    }
-    return sum;
-  }
-
- private:
-  double block_sum(int64_t K) {
-    s_.ensure(K);
-    v_.resize(K);
-    weighted_row_sum(K, s_.n, r_.data(), s_.a2.data(), v_.data());
-    double sum = 0.0;
-    for (int64_t l = 0; l < K; ++l) sum += v_[l] * c_[l];
-    return sum;
-  }
-
-  // The same form from the factors, over all nz non-zero weights: a^2 = sum_{i,j} (px_i px_j) (py_i py_j)^T.
-  double factored_sum(int64_t nz) {
-    const int64_t R = s_.R, n = s_.n;
-    g_.assign(R * R, 0.0);
-    for (int64_t k = 0; k < nz; ++k) {
-      const double* p = &s_.px[k * R];
-      for (int64_t i = 0; i < R; ++i) {
-        const double v = r_[k] * p[i];
-        for (int64_t j = 0; j <= i; ++j) g_[i * R + j] += v * p[j];
-      }
-    }
-    double sum = 0.0;
-    for (int64_t i = 0; i < R; ++i)
-      for (int64_t j = 0; j <= i; ++j) {
-        const double *qi = &s_.py[i * n], *qj = &s_.py[j * n];
-        double gy = 0.0;
-        for (int64_t l = 0; l < nz; ++l) gy += c_[l] * qi[l] * qj[l];
-        sum += (i == j ? 1.0 : 2.0) * g_[i * R + j] * gy;
-      }
-    return sum;
-  }
-
-  Spectrum& s_;
-  double N_;
-  double memo_t_ = 0;
-  double memo_[36];
-  std::vector<double> k2pow_;  // (k^2)^p, p = 0..5
-  std::vector<double> e_, r_, c_, rt_, ct_, v_, g_;
-};
-
-
 // Fills times = (t*, tx1, tx2); returns the status.
 Status solve(Spectrum& s, double count, const SolveOptions& o, double* times) {
   times[0] = times[1] = times[2] = kNaN;
@@ -348,15 +97,32 @@ Status solve(Spectrum& s, double count, const SolveOptions& o, double* times) {
   if (st != kOk) return st;
   solver.sigma(ts);
   const double p02 = solver.psi(0, 2), p20 = solver.psi(2, 0), p11 = solver.psi(1, 1);
-  const double root = std::sqrt(p02 * p20);
-  const double tx1 = std::pow(std::pow(p02, 0.75) / (4 * kPi * count * std::pow(p20, 0.75) * (p11 + root)), 1.0 / 3);
-  const double tx2 = std::pow(std::pow(p20, 0.75) / (4 * kPi * count * std::pow(p02, 0.75) * (p11 + root)), 1.0 / 3);
+  double tx1, tx2;
+  common::axis_times(p02, p11, p20, count, &tx1, &tx2);
   if (!std::isfinite(tx1) || !std::isfinite(tx2)) return kInvalid;
   times[0] = ts;
   times[1] = tx1;
   times[2] = tx2;
   return kOk;
 }
+
+// Smoothing weights exp(-pi^2 k^2 t / 2) (no 1/2 factor) for k < n; returns the number K of leading frequencies
+// outside of which the (|a| <= 4m) tail of the smoothed spectrum is below 1e-18 m (suffix sums, no cancellation).
+int64_t smoothing_weights(double t, int64_t n, std::vector<double>& f) {
+  f.assign(n, 0.0);
+  const double c = -(kPi * kPi);
+  for (int64_t k = 0; k < n; ++k) {
+    const double kk = static_cast<double>(k);
+    f[k] = std::exp((c * (kk * kk)) * t / 2);
+  }
+  std::vector<double> tail(n + 1, 0.0);
+  for (int64_t k = n - 1; k >= 0; --k) tail[k] = tail[k + 1] + f[k];
+  for (int64_t K = 1; K < n; ++K)
+    if (4.0 * 2.0 * tail[K] * tail[0] <= 1e-18) return K;
+  return n;
+}
+
+namespace {
 
 void check_solve_options(const SolveOptions& o) {
   TORCH_CHECK(o.t_max > 0 && std::isfinite(o.t_max), "t_max must be positive and finite, got ", o.t_max);
@@ -401,125 +167,6 @@ std::tuple<at::Tensor, at::Tensor> kde2d_solve_cpu(const at::Tensor& spectrum_, 
   });
   return {times, status};
 }
-
-// Smoothing weights exp(-pi^2 k^2 t / 2) (no 1/2 factor) for k < n; returns the number K of leading frequencies
-// outside of which the (|a| <= 4m) tail of the smoothed spectrum is below 1e-18 m (suffix sums, no cancellation).
-int64_t smoothing_weights(double t, int64_t n, std::vector<double>& f) {
-  f.assign(n, 0.0);
-  const double c = -(kPi * kPi);
-  for (int64_t k = 0; k < n; ++k) {
-    const double kk = static_cast<double>(k);
-    f[k] = std::exp((c * (kk * kk)) * t / 2);
-  }
-  std::vector<double> tail(n + 1, 0.0);
-  for (int64_t k = n - 1; k >= 0; --k) tail[k] = tail[k + 1] + f[k];
-  for (int64_t K = 1; K < n; ++K)
-    if (4.0 * 2.0 * tail[K] * tail[0] <= 1e-18) return K;
-  return n;
-}
-
-// Q[p, k] = sum over the grid points m of block p of cos(pi k (2m + 1) / 2n) (row-major, and transposed QT).
-struct PooledCosines {
-  int64_t pool;
-  std::vector<double> Q, QT;
-  PooledCosines(const CosineTable& table, int64_t pool_) : pool(pool_) {
-    const int64_t n = table.n;
-    if (pool == 0) return;
-    Q.assign(pool * n, 0.0);
-    QT.assign(n * pool, 0.0);
-    for (int64_t p = 0; p < pool; ++p)
-      for (int64_t m = p * (n / pool); m < (p + 1) * (n / pool); ++m)
-        for (int64_t k = 0; k < n; ++k) Q[p * n + k] += table.by_m[m * n + k];
-    for (int64_t p = 0; p < pool; ++p)
-      for (int64_t k = 0; k < n; ++k) QT[k * pool + p] = Q[p * n + k];
-  }
-};
-
-// Smoothed spectrum a[k, l] fx[k] fy[l] (k < Kx, l < Ky) -> density C^T (.) C on the grid (not yet scaled), or the
-// pooled block sums Q (.) Q^T. Per-thread scratch buffers.
-struct Synthesis {
-  int64_t n;
-  const CosineTable* table;
-  std::vector<double> S, Z, E;
-
-  void run(Spectrum& s, const std::vector<double>& fx, int64_t Kx, const std::vector<double>& fy, int64_t Ky,
-           const PooledCosines* pooled, double* out) {
-    const int64_t h = n / 2, R = s.R;
-    if (!pooled && R * n * (n + Kx + Ky) < h * Kx * (n + Ky)) return factored(s, fx, Kx, fy, Ky, out);
-    s.ensure(std::max(Kx, Ky));
-    S.resize(Kx * Ky);
-    for (int64_t k = 0; k < Kx; ++k)
-      for (int64_t l = 0; l < Ky; ++l) S[k * Ky + l] = s.a[k * n + l] * fx[k] * fy[l];
-    if (pooled) {
-      const int64_t k = pooled->pool;
-      Z.resize(Kx * k);
-      gemm_strided(Kx, k, 0, Ky, 1, S.data(), Ky, pooled->QT.data(), k, Z.data(), k);
-      gemm_strided(k, k, 0, Kx, 1, pooled->Q.data(), n, Z.data(), k, out, k);
-      return;
-    }
-    // C[k, n-1-m] = (-1)^k C[k, m]: even and odd frequencies summed over half the grid, then combined, per axis;
-    // the axis with fewer frequencies goes last (the n x n stage costs n^2 / 2 per frequency)
-    const double *cm = table->by_m.data(), *ck = table->by_k.data();
-    if (Kx <= Ky) {  // Z = S C (Kx x n), out = C^T Z
-      Z.resize(Kx * n);
-      E.resize(2 * Kx * h);
-      for (int par = 0; par < 2; ++par) gemm_strided(Kx, h, par, Ky, 2, S.data(), Ky, ck, n, &E[par * Kx * h], h);
-      combine_columns(Kx, E.data(), Z.data());
-      E.resize(2 * h * n);
-      for (int par = 0; par < 2; ++par) gemm_strided(h, n, par, Kx, 2, cm, n, Z.data(), n, &E[par * h * n], n);
-      combine_rows(n, E.data(), out);
-    } else {  // Z = C^T S (n x Ky), out = Z C
-      Z.resize(n * Ky);
-      E.resize(2 * h * Ky);
-      for (int par = 0; par < 2; ++par) gemm_strided(h, Ky, par, Kx, 2, cm, n, S.data(), Ky, &E[par * h * Ky], Ky);
-      combine_rows(Ky, E.data(), Z.data());
-      E.resize(2 * n * h);
-      for (int par = 0; par < 2; ++par) gemm_strided(n, h, par, Ky, 2, Z.data(), Ky, ck, n, &E[par * n * h], h);
-      combine_columns(n, E.data(), out);
-    }
-  }
-
-  // out (n x cols): rows p and n-1-p = even +- odd, from E = [even (h x cols); odd (h x cols)].
-  void combine_rows(int64_t cols, const double* E, double* out) const {
-    const int64_t h = n / 2;
-    for (int64_t p = 0; p < h; ++p)
-      for (int64_t q = 0; q < cols; ++q) {
-        const double ev = E[p * cols + q], od = E[(h + p) * cols + q];
-        out[p * cols + q] = ev + od;
-        out[(n - 1 - p) * cols + q] = ev - od;
-      }
-  }
-
-  // out (rows x n): columns q and n-1-q = even +- odd, from E = [even (rows x h); odd (rows x h)].
-  void combine_columns(int64_t rows, const double* E, double* out) const {
-    const int64_t h = n / 2;
-    for (int64_t k = 0; k < rows; ++k)
-      for (int64_t q = 0; q < h; ++q) {
-        const double ev = E[k * h + q], od = E[(rows + k) * h + q];
-        out[k * n + q] = ev + od;
-        out[k * n + n - 1 - q] = ev - od;
-      }
-  }
-
-  // Few factors (points on few bins of one axis): density = Gx^T Gy, G[i, m] = sum_k factor_i[k] f[k] C[k, m].
-  void factored(const Spectrum& s, const std::vector<double>& fx, int64_t Kx, const std::vector<double>& fy,
-                int64_t Ky, double* out) {
-    const int64_t R = s.R;
-    S.resize(R * (Kx + Ky));
-    double *ax = S.data(), *ay = S.data() + R * Kx;
-    for (int64_t i = 0; i < R; ++i) {
-      for (int64_t k = 0; k < Kx; ++k) ax[i * Kx + k] = s.px[k * R + i] * fx[k];
-      for (int64_t l = 0; l < Ky; ++l) ay[i * Ky + l] = s.py[i * n + l] * fy[l];
-    }
-    Z.resize(2 * R * n);
-    gemm_strided(R, n, 0, Kx, 1, ax, Kx, table->by_k.data(), n, Z.data(), n);
-    gemm_strided(R, n, 0, Ky, 1, ay, Ky, table->by_k.data(), n, &Z[R * n], n);
-    E.resize(n * R);
-    for (int64_t i = 0; i < R; ++i)
-      for (int64_t p = 0; p < n; ++p) E[p * R + i] = Z[i * n + p];
-    gemm_strided(n, n, 0, R, 1, E.data(), R, &Z[R * n], n, out, n);
-  }
-};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
     const at::Tensor& x_, const at::Tensor& y_, const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_,
@@ -617,4 +264,4 @@ TORCH_LIBRARY_IMPL(kdekit, CPU, m) {
   m.impl("kde2d_points", &kde2d_points_cpu);
 }
 
-}  // namespace kdekit
+}  // namespace kdekit::cpu

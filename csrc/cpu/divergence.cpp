@@ -21,7 +21,7 @@
 
 #include "common.h"
 
-namespace kdekit {
+namespace kdekit::cpu {
 namespace {
 
 enum class Kind { kKL, kJSD, kTVD };
@@ -227,4 +227,4 @@ TORCH_LIBRARY_IMPL(kdekit, CPU, m) {
   m.impl("divergence_backward", &divergence_backward_cpu);
 }
 
-}  // namespace kdekit
+}  // namespace kdekit::cpu

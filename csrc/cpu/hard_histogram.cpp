@@ -5,7 +5,7 @@
 
 #include "common.h"
 
-namespace kdekit {
+namespace kdekit::cpu {
 namespace {
 
 void check_inputs(const at::Tensor& x, const at::Tensor& y, const at::Tensor& rx, const at::Tensor& ry,
@@ -75,4 +75,4 @@ TORCH_LIBRARY_IMPL(kdekit, CPU, m) {
   m.impl("hard_histogram2d_backward", &hard_histogram2d_backward_cpu);
 }
 
-}  // namespace kdekit
+}  // namespace kdekit::cpu

@@ -26,7 +26,7 @@
 #pragma GCC optimize("fp-contract=fast")  // fused multiply-adds (-std=c++20 turns contraction off)
 #pragma GCC diagnostic ignored "-Wpsabi"  // vector arguments of always-inline helpers never cross an ABI boundary
 
-namespace kdekit {
+namespace kdekit::cpu {
 namespace {
 
 constexpr int64_t kTile = 32;  // points per tile
@@ -300,4 +300,4 @@ TORCH_LIBRARY_IMPL(kdekit, CPU, m) {
   m.impl("soft_histogram2d_backward", &soft_histogram2d_backward_cpu);
 }
 
-}  // namespace kdekit
+}  // namespace kdekit::cpu

@@ -8,7 +8,7 @@
 
 #include "common.cuh"
 
-namespace kdekit_cuda {
+namespace kdekit::cuda {
 namespace {
 
 struct Moments {
@@ -105,9 +105,9 @@ std::tuple<at::Tensor, at::Tensor> ccc_backward_cuda(const at::Tensor& grad_, co
 }
 
 }  // namespace
-}  // namespace kdekit_cuda
+}  // namespace kdekit::cuda
 
 TORCH_LIBRARY_IMPL(kdekit, CUDA, m) {
-  m.impl("ccc", &kdekit_cuda::ccc_cuda);
-  m.impl("ccc_backward", &kdekit_cuda::ccc_backward_cuda);
+  m.impl("ccc", &kdekit::cuda::ccc_cuda);
+  m.impl("ccc_backward", &kdekit::cuda::ccc_backward_cuda);
 }

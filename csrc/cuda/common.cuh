@@ -1,6 +1,6 @@
 // Shared helpers of the CUDA kernels (registered with TORCH_LIBRARY_IMPL(kdekit, CUDA, m) in each .cu file): argument
-// checks, numpy-compatible bin edges, a fixed-order block reduction. No kernel uses atomics; every output element is
-// owned by one thread, so results are deterministic. Kernels run on the current stream of the inputs' device.
+// checks and a fixed-order block reduction (binning: csrc/common/binning.h). No kernel uses atomics; every output
+// element is owned by one thread, so results are deterministic. Kernels run on the current stream of the inputs' device.
 #pragma once
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -12,7 +12,12 @@
 
 #include <cstdint>
 
-namespace kdekit_cuda {
+#include "../common/binning.h"
+
+namespace kdekit::cuda {
+
+using common::bin_edge;
+using common::hard_bin;
 
 constexpr int kThreads = 256;
 
@@ -52,23 +57,6 @@ inline void check_grad(const at::Tensor& grad, at::IntArrayRef shape, const at::
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-// Edge e of numpy.linspace(lo, hi, bins + 1) computed as numpy does: e * ((hi - lo) / bins) + lo, last edge = hi.
-template <typename T>
-__device__ __forceinline__ T bin_edge(T lo, T hi, T step, int64_t e, int64_t bins) {
-  return e == bins ? hi : static_cast<T>(e) * step + lo;
-}
-
-// numpy.histogram2d bin of x (float64 edges), -1 if outside [lo, hi] or NaN.
-__device__ __forceinline__ int64_t hard_bin(double x, double lo, double hi, int64_t bins) {
-  if (!(x >= lo && x <= hi)) return -1;
-  const double step = (hi - lo) / static_cast<double>(bins);
-  int64_t g = static_cast<int64_t>((x - lo) / step);
-  g = g < 0 ? 0 : (g > bins - 1 ? bins - 1 : g);
-  while (g > 0 && x < bin_edge(lo, hi, step, g, bins)) --g;
-  while (g < bins - 1 && x >= bin_edge(lo, hi, step, g + 1, bins)) ++g;
-  return g;
-}
-
 // Sum of `value` over the block (blockDim.x == kThreads), same order every run; result valid in every thread.
 __device__ __forceinline__ double block_sum(double value, double* shared) {
   shared[threadIdx.x] = value;
@@ -82,4 +70,4 @@ __device__ __forceinline__ double block_sum(double value, double* shared) {
   return total;
 }
 
-}  // namespace kdekit_cuda
+}  // namespace kdekit::cuda

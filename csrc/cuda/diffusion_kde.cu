@@ -14,17 +14,17 @@
 #include <cmath>
 #include <limits>
 
-#include "../brentq.h"
+#include "../common/brentq.h"
+#include "../common/fixed_point.h"
 #include "common.cuh"
 
-namespace kdekit_cuda {
+namespace kdekit::cuda {
 namespace {
 
-constexpr double kPi = 3.14159265358979323846;
 constexpr int kMaxForms = 6;  // forms psi(i, L - i) of the level L = 5
 constexpr int kPowers = 6;    // (k^2)^p, p = 0..5
 
-using namespace kdekit_brent;  // Status, SolveOptions, brentq (csrc/brentq.h)
+using namespace kdekit::common;  // Status, SolveOptions, brentq, the fixed-point pieces (csrc/common)
 
 // Maximum of `value` over the block (blockDim.x == kThreads), result valid in every thread.
 __device__ double block_max(double value, double* shared) {
@@ -38,27 +38,6 @@ __device__ double block_max(double value, double* shared) {
   const double total = shared[0];
   __syncthreads();
   return total;
-}
-
-// The CPU kernel's diffusion weights w_k exp(-pi^2 k^2 t) (w_0 = 1, else 1/2) by the same sequential recurrence
-// (exact exp every 32 steps) into e[0, n); weights from the returned count on (< 1e-60) are stored as 0.
-__device__ int64_t diffusion_weights(double t, int64_t n, double* e) {
-  const double c = -(kPi * kPi);
-  double q = exp(c * t), q2 = q * q, ek = 1.0;
-  e[0] = 1.0;
-  int64_t nz = n;
-  for (int64_t k = 1; k < n; ++k) {
-    const double kk = static_cast<double>(k);
-    ek = (k % 32 == 0) ? exp((c * (kk * kk)) * t) : ek * q;
-    q *= q2;
-    if (ek < 1e-60) {
-      nz = k;
-      break;
-    }
-    e[k] = 0.5 * ek;
-  }
-  for (int64_t k = nz; k < n; ++k) e[k] = 0.0;
-  return nz;
 }
 
 // The fixed point of one item, evaluated cooperatively by the whole block.
@@ -80,12 +59,7 @@ struct BlockSolver {
       const int i = threadIdx.x, j = L - i;
       double ti = t;
       if (!shared_t) {
-        const double sum = fabs(psi[i + 1][j] + psi[i][j + 1]);
-        const double C = (1.0 + 1.0 / pow(2.0, static_cast<double>(i + j + 1))) / 3.0;
-        double Pi = 1.0, Pj = 1.0;
-        for (int m = 1; m < 2 * i; m += 2) Pi *= m;
-        for (int m = 1; m < 2 * j; m += 2) Pj *= m;
-        ti = pow(C * Pi * Pj / (kPi * N * sum), 1.0 / (2 + i + j));
+        ti = psi_time(i, j, N, fabs(psi[i + 1][j] + psi[i][j + 1]));
       }
       nz[i] = diffusion_weights(ti, n, e + i * n);
     }
@@ -156,9 +130,8 @@ __global__ void kde2d_solve_kernel(const double* spectrum, const double* count, 
       if (st == kOk) {
         s.sigma(ts);
         const double p02 = s.psi[0][2], p20 = s.psi[2][0], p11 = s.psi[1][1];
-        const double root = sqrt(p02 * p20);
-        const double tx1 = pow(pow(p02, 0.75) / (4 * kPi * N * pow(p20, 0.75) * (p11 + root)), 1.0 / 3);
-        const double tx2 = pow(pow(p20, 0.75) / (4 * kPi * N * pow(p02, 0.75) * (p11 + root)), 1.0 / 3);
+        double tx1, tx2;
+        axis_times(p02, p11, p20, N, &tx1, &tx2);
         if (isfinite(tx1) && isfinite(tx2)) {
           out[0] = ts;
           out[1] = tx1;
@@ -213,6 +186,6 @@ std::tuple<at::Tensor, at::Tensor> kde2d_solve_cuda(const at::Tensor& spectrum_,
 }
 
 }  // namespace
-}  // namespace kdekit_cuda
+}  // namespace kdekit::cuda
 
-TORCH_LIBRARY_IMPL(kdekit, CUDA, m) { m.impl("kde2d_solve", &kdekit_cuda::kde2d_solve_cuda); }
+TORCH_LIBRARY_IMPL(kdekit, CUDA, m) { m.impl("kde2d_solve", &kdekit::cuda::kde2d_solve_cuda); }

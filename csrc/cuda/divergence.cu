@@ -14,7 +14,7 @@
 
 #include "common.cuh"
 
-namespace kdekit_cuda {
+namespace kdekit::cuda {
 namespace {
 
 enum Kind : int { kKL = 0, kJSD = 1, kTVD = 2 };
@@ -137,9 +137,9 @@ std::tuple<at::Tensor, at::Tensor> divergence_backward_cuda(const at::Tensor& gr
 }
 
 }  // namespace
-}  // namespace kdekit_cuda
+}  // namespace kdekit::cuda
 
 TORCH_LIBRARY_IMPL(kdekit, CUDA, m) {
-  m.impl("divergence", &kdekit_cuda::divergence_cuda);
-  m.impl("divergence_backward", &kdekit_cuda::divergence_backward_cuda);
+  m.impl("divergence", &kdekit::cuda::divergence_cuda);
+  m.impl("divergence_backward", &kdekit::cuda::divergence_backward_cuda);
 }

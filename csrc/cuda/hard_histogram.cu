@@ -10,7 +10,7 @@
 
 #include "common.cuh"
 
-namespace kdekit_cuda {
+namespace kdekit::cuda {
 namespace {
 
 template <typename T>
@@ -102,9 +102,9 @@ at::Tensor hard_histogram2d_backward_cuda(const at::Tensor& grad_, const at::Ten
 }
 
 }  // namespace
-}  // namespace kdekit_cuda
+}  // namespace kdekit::cuda
 
 TORCH_LIBRARY_IMPL(kdekit, CUDA, m) {
-  m.impl("hard_histogram2d", &kdekit_cuda::hard_histogram2d_cuda);
-  m.impl("hard_histogram2d_backward", &kdekit_cuda::hard_histogram2d_backward_cuda);
+  m.impl("hard_histogram2d", &kdekit::cuda::hard_histogram2d_cuda);
+  m.impl("hard_histogram2d_backward", &kdekit::cuda::hard_histogram2d_backward_cuda);
 }

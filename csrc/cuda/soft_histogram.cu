@@ -8,7 +8,7 @@
 
 #include "common.cuh"
 
-namespace kdekit_cuda {
+namespace kdekit::cuda {
 namespace {
 
 constexpr int kTileBins = 16;
@@ -160,9 +160,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_histogram2d_backward_cuda(
 }
 
 }  // namespace
-}  // namespace kdekit_cuda
+}  // namespace kdekit::cuda
 
 TORCH_LIBRARY_IMPL(kdekit, CUDA, m) {
-  m.impl("soft_histogram2d", &kdekit_cuda::soft_histogram2d_cuda);
-  m.impl("soft_histogram2d_backward", &kdekit_cuda::soft_histogram2d_backward_cuda);
+  m.impl("soft_histogram2d", &kdekit::cuda::soft_histogram2d_cuda);
+  m.impl("soft_histogram2d_backward", &kdekit::cuda::soft_histogram2d_backward_cuda);
 }

@@ -1,19 +1,15 @@
 // scipy.optimize.brentq (the classic Brent algorithm of scipy's brentq.c: same bracket bookkeeping,
-// interpolation/extrapolation steps and stopping rule, so iterates match kde_diffusion's), shared by the CPU kernel
-// (csrc/cpu/diffusion_kde.cpp) and the CUDA one (csrc/cuda/diffusion_kde.cu, where every thread of a block runs it
-// on block-reduced values of f).
+// interpolation/extrapolation steps and stopping rule, so iterates match kde_diffusion's), shared by the CPU kernels
+// (csrc/cpu/diffusion_kde.*) and the CUDA one (csrc/cuda/diffusion_kde.cu, where every thread of a block runs it
+// on block-reduced values of f). Its Python twin is kdekit/ops/diffusion_kde/root.py (KernelStatus mirrors Status).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-#ifdef __CUDACC__
-#define KDEKIT_HOST_DEVICE __host__ __device__
-#else
-#define KDEKIT_HOST_DEVICE
-#endif
+#include "host_device.h"
 
-namespace kdekit_brent {
+namespace kdekit::common {
 
 // Status codes of kdekit::kde2d_solve / kde2d_points (csrc/kdekit.cpp).
 enum Status : int32_t { kOk = 0, kNoSignChange = 1, kNotConverged = 2, kInvalid = 3 };
@@ -83,4 +79,4 @@ KDEKIT_HOST_DEVICE Status brentq(F&& f, double xa, double fa, double xb, double 
   return kNotConverged;
 }
 
-}  // namespace kdekit_brent
+}  // namespace kdekit::common
