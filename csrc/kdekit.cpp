@@ -32,9 +32,22 @@ TORCH_LIBRARY(kdekit, m) {
   m.def("kde2d_solve(Tensor spectrum, Tensor count, float t_max, float xtol, float rtol, int maxiter) "
         "-> (Tensor, Tensor)");
   // Hard histogram + DCT + solve + smoothing + inverse DCT (+ pooling) for float64 points, fused: returns the
-  // density (B, grid, grid) when pool == 0, else the (B, pool, pool) block sums divided by their total; grid even.
+  // density (B, grid, grid) raised to `clip` (-inf: as it is) when pool == 0, else the (B, pool, pool) block sums of
+  // that density divided by their total; grid even.
   m.def("kde2d_points(Tensor x, Tensor y, Tensor weights, Tensor range_x, Tensor range_y, Tensor count, int grid, "
-        "int pool, float t_max, float xtol, float rtol, int maxiter) -> (Tensor, Tensor, Tensor)");
+        "int pool, float clip, float t_max, float xtol, float rtol, int maxiter) -> (Tensor, Tensor, Tensor)");
+  // The training loss's KDE fused (soft histogram of float32/float64 points -> DCT -> kde2d_solve's fixed point ->
+  // smoothing -> (B, pool, pool) block sums / total, in x's dtype; clip > -inf: of the density raised to clip on
+  // the grid); also times (B, 3) float64 (t*, tx1, tx2), status (B,) int32 as kde2d_solve (items with status != 0 have
+  // NaN blocks), and the halved spectrum (B, grid, grid) float64 the backward reuses. `implicit` is the backward's
+  // rule for t* (implicit function theorem, or constant).
+  m.def("soft_kde2d_pooled(Tensor x, Tensor y, Tensor weights, Tensor range_x, Tensor range_y, Tensor count, "
+        "int grid, int pool, float sharpness, float clip, float t_max, float xtol, float rtol, int maxiter, "
+        "bool implicit) -> (Tensor, Tensor, Tensor, Tensor)");
+  // d/d(x, y, weights) of soft_kde2d_pooled's blocks and times (zero for items with status != 0).
+  m.def("soft_kde2d_pooled_backward(Tensor grad_blocks, Tensor grad_times, Tensor x, Tensor y, Tensor weights, "
+        "Tensor range_x, Tensor range_y, Tensor count, Tensor spectrum, Tensor times, Tensor status, int pool, "
+        "float sharpness, float clip, bool implicit) -> (Tensor, Tensor, Tensor)");
   // Concordance correlation coefficient over the last dim of (B, N): population (ddof 0) or unbiased moments.
   m.def("ccc(Tensor x, Tensor y, bool unbiased) -> Tensor");
   m.def("ccc_backward(Tensor grad, Tensor x, Tensor y, bool unbiased) -> (Tensor, Tensor)");

@@ -59,10 +59,21 @@ def _register() -> None:
         return spectrum.new_empty((b, 3), dtype=torch.float64), spectrum.new_empty((b,), dtype=torch.int32)
 
     @reg("kdekit::kde2d_points")
-    def _(x, y, weights, range_x, range_y, count, grid, pool, t_max, xtol, rtol, maxiter):
+    def _(x, y, weights, range_x, range_y, count, grid, pool, clip, t_max, xtol, rtol, maxiter):
         b, side = x.shape[0], grid if pool == 0 else pool
         return (x.new_empty((b, side, side)), x.new_empty((b, 3), dtype=torch.float64),
                 x.new_empty((b,), dtype=torch.int32))
+
+    @reg("kdekit::soft_kde2d_pooled")
+    def _(x, y, weights, range_x, range_y, count, grid, pool, sharpness, clip, t_max, xtol, rtol, maxiter, implicit):
+        b = x.shape[0]
+        return (x.new_empty((b, pool, pool)), x.new_empty((b, 3), dtype=torch.float64),
+                x.new_empty((b,), dtype=torch.int32), x.new_empty((b, grid, grid), dtype=torch.float64))
+
+    @reg("kdekit::soft_kde2d_pooled_backward")
+    def _(grad_blocks, grad_times, x, y, weights, range_x, range_y, count, spectrum, times, status, pool, sharpness,
+          clip, implicit):
+        return torch.empty_like(x), torch.empty_like(y), torch.empty_like(weights)
 
     @reg("kdekit::ccc")
     def _(x, y, unbiased):
@@ -86,6 +97,29 @@ def _register() -> None:
                          saved=(0, 1, 3, 4))
     register_backward_op("kdekit::ccc", ops.ccc_backward, differentiable=(0, 1))
     register_backward_op("kdekit::divergence", ops.divergence_backward, differentiable=(0, 1))
+    _register_soft_kde2d_autograd()
+
+
+def _register_soft_kde2d_autograd() -> None:
+    """soft_kde2d_pooled: gradients of the blocks and the times to x, y and weights; it saves its own outputs."""
+
+    def setup_context(ctx, inputs, output):
+        x, y, weights, range_x, range_y, count, _grid, pool, sharpness, clip, *_solver, implicit = inputs
+        _blocks, times, status, spectrum = output
+        ctx.save_for_backward(x, y, weights, range_x, range_y, count, spectrum, times, status)
+        ctx.params = (pool, sharpness, clip, implicit)
+        ctx.mark_non_differentiable(status, spectrum)
+
+    def backward(ctx, grad_blocks, grad_times, _status, _spectrum):
+        x, y, weights, range_x, range_y, count, spectrum, times, status = ctx.saved_tensors
+        pool = ctx.params[0]
+        grad_blocks = x.new_zeros((x.shape[0], pool, pool)) if grad_blocks is None else grad_blocks
+        grad_times = torch.zeros_like(times) if grad_times is None else grad_times
+        gx, gy, gw = torch.ops.kdekit.soft_kde2d_pooled_backward(grad_blocks, grad_times, x, y, weights, range_x,
+                                                                 range_y, count, spectrum, times, status, *ctx.params)
+        return (gx, gy, gw) + (None,) * 12
+
+    torch.library.register_autograd("kdekit::soft_kde2d_pooled", backward, setup_context=setup_context)
 
 
 if LOADED:

@@ -26,7 +26,7 @@ import torch
 from ._backend import use_backend
 from .ops._checks import check_float_tensor
 from .ops.diffusion_kde import default_chunk_bytes, diffusion_kde2d
-from .ops.pooling import pool_density, probability_table
+from .ops.pooling import probability_table
 
 __all__ = ["DistributionLabels", "pseudo_observations", "labels_from_ratings", "labels_from_observations",
            "points_to_distribution"]
@@ -148,9 +148,9 @@ def labels_from_observations(
             mask=valid[s : s + chunk],
             clip_negative=clip_negative,
             implicit_grad=False,
-            pool=None if clip_negative else k,
+            pool=k,
         )
-        probs = probability_table(pool_density(res.density, k) if clip_negative else res.density)
+        probs = probability_table(res.density)
         parts.append((probs, res.status, res.converged, res.bandwidth))
     probs, status, converged, bandwidth = (torch.cat(p) for p in zip(*parts))
     return DistributionLabels(probs, status, converged, bandwidth)
@@ -191,11 +191,10 @@ def points_to_distribution(
         sharpness=sharpness,
         clip_negative=clip_negative,
         implicit_grad=implicit_grad,
-        pool=None if clip_negative else k,  # block masses straight from the spectrum, in the compute dtype
+        pool=k,
         out_dtype=out_dtype,
     )
-    blocks = pool_density(res.density, k) if clip_negative else res.density
-    return DistributionLabels(probability_table(blocks), res.status, res.converged, res.bandwidth)
+    return DistributionLabels(probability_table(res.density), res.status, res.converged, res.bandwidth)
 
 
 

@@ -87,7 +87,12 @@ void weighted_row_sum(int64_t K, int64_t n, const double* r, const double* a2, d
   }
 }
 
-// Fills times = (t*, tx1, tx2); returns the status.
+void check_solve_options(const SolveOptions& o) {
+  TORCH_CHECK(o.t_max > 0 && std::isfinite(o.t_max), "t_max must be positive and finite, got ", o.t_max);
+  TORCH_CHECK(o.xtol >= 0 && o.rtol >= 0, "xtol and rtol must be >= 0, got ", o.xtol, ", ", o.rtol);
+  TORCH_CHECK(o.maxiter >= 0, "maxiter must be >= 0, got ", o.maxiter);
+}
+
 Status solve(Spectrum& s, double count, const SolveOptions& o, double* times) {
   times[0] = times[1] = times[2] = kNaN;
   if (!(count > 0) || !(s.amax2 > 0) || !std::isfinite(s.amax2)) return kInvalid;
@@ -124,12 +129,6 @@ int64_t smoothing_weights(double t, int64_t n, std::vector<double>& f) {
 
 namespace {
 
-void check_solve_options(const SolveOptions& o) {
-  TORCH_CHECK(o.t_max > 0 && std::isfinite(o.t_max), "t_max must be positive and finite, got ", o.t_max);
-  TORCH_CHECK(o.xtol >= 0 && o.rtol >= 0, "xtol and rtol must be >= 0, got ", o.xtol, ", ", o.rtol);
-  TORCH_CHECK(o.maxiter >= 0, "maxiter must be >= 0, got ", o.maxiter);
-}
-
 std::tuple<at::Tensor, at::Tensor> kde2d_solve_cpu(const at::Tensor& spectrum_, const at::Tensor& count_,
                                                    double t_max, double xtol, double rtol, int64_t maxiter) {
   TORCH_CHECK(spectrum_.dim() == 3 && spectrum_.size(1) == spectrum_.size(2) && spectrum_.size(1) >= 2,
@@ -150,18 +149,7 @@ std::tuple<at::Tensor, at::Tensor> kde2d_solve_cpu(const at::Tensor& spectrum_, 
   at::parallel_for(0, B, item_grain(200.0 * n * n), [&](int64_t b0, int64_t b1) {
     Spectrum s;
     for (int64_t b = b0; b < b1; ++b) {
-      s.reset(n);
-      const double* a = pa + b * n * n;
-      double amax2 = 0;
-      bool finite = true;
-      for (int64_t i = 0; i < n * n; ++i) {
-        s.a[i] = a[i];
-        s.a2[i] = a[i] * a[i];
-        finite = finite && std::isfinite(a[i]);
-        amax2 = std::max(amax2, s.a2[i]);
-      }
-      s.known = n;
-      s.amax2 = finite ? amax2 : kNaN;
+      s.dense(n, pa + b * n * n);
       ps[b] = solve(s, pc[b], opts, pt + 3 * b);
     }
   });
@@ -170,7 +158,8 @@ std::tuple<at::Tensor, at::Tensor> kde2d_solve_cpu(const at::Tensor& spectrum_, 
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
     const at::Tensor& x_, const at::Tensor& y_, const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_,
-    const at::Tensor& count_, int64_t grid, int64_t pool, double t_max, double xtol, double rtol, int64_t maxiter) {
+    const at::Tensor& count_, int64_t grid, int64_t pool, double clip, double t_max, double xtol, double rtol,
+    int64_t maxiter) {
   TORCH_CHECK(x_.dim() == 2, "x must be (B, N), got ", x_.sizes());
   TORCH_CHECK(x_.scalar_type() == at::kDouble, "x must be float64, got ", x_.scalar_type());
   const int64_t B = x_.size(0), N = x_.size(1);
@@ -201,7 +190,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
     std::vector<std::pair<int64_t, double>> cells;
     std::vector<int64_t> bin_x, bin_y;
     std::vector<double> mass;
-    std::vector<double> fx, fy;
+    std::vector<double> fx, fy, density;
     Synthesis synth{n, table.get()};
     for (int64_t b = b0; b < b1; ++b) {
       double* ob = po + b * side * side;
@@ -242,16 +231,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
       // rows (x) smoothed with tx2, columns (y) with tx1 (kde_diffusion's naming; see its code comment)
       const int64_t Kx = smoothing_weights(pt[3 * b + 2], n, fx);
       const int64_t Ky = smoothing_weights(pt[3 * b + 1], n, fy);
-      synth.run(s, fx, Kx, fy, Ky, pool > 0 ? &pooled : nullptr, ob);
-      if (pool > 0) {
-        double sum = 0;
-        for (int64_t i = 0; i < side * side; ++i) sum += ob[i];
-        const double inv = sum != 0 ? 1.0 / sum : 1.0;
-        for (int64_t i = 0; i < side * side; ++i) ob[i] *= inv;
-      } else {
-        const double scale = 1.0 / ((prx[2 * b + 1] - prx[2 * b]) * (pry[2 * b + 1] - pry[2 * b]));
-        for (int64_t i = 0; i < side * side; ++i) ob[i] *= scale;
+      const double scale = 1.0 / ((prx[2 * b + 1] - prx[2 * b]) * (pry[2 * b + 1] - pry[2 * b]));
+      if (pool == 0) {
+        synth.run(s, fx, Kx, fy, Ky, nullptr, ob);
+        for (int64_t i = 0; i < n * n; ++i) ob[i] = std::max(ob[i] * scale, clip);
+        continue;
       }
+      if (clip > -kInf) {  // the density on the grid, clipped, then its blocks
+        density.resize(n * n);
+        synth.run(s, fx, Kx, fy, Ky, nullptr, density.data());
+        clipped_block_sums(n, pool, scale, clip, density.data(), ob);
+      } else {
+        synth.run(s, fx, Kx, fy, Ky, &pooled, ob);
+      }
+      normalize_blocks(pool * pool, ob);
     }
   });
   return {out, times, status};

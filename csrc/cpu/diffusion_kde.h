@@ -36,6 +36,7 @@ using common::SolveOptions;
 using common::Status;
 constexpr double kTailEps = 1e-18;
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
+const double kInf = std::numeric_limits<double>::infinity();
 
 // cos(pi k (2m + 1) / (2n)) for k, m < n, from the exact integer phase k (2m + 1) mod 4n; by_m[m * n + k] and
 // by_k[k * n + m]. Cached per n (read-only after construction).
@@ -82,6 +83,21 @@ struct Spectrum {
       a.assign(n * n, 0.0);
       a2.assign(n * n, 0.0);
     }
+  }
+
+  // A dense halved spectrum a (n x n, row-major): every entry known; amax2 NaN where an entry is not finite.
+  void dense(int64_t n_, const double* a_) {
+    reset(n_);
+    double m2 = 0;
+    bool finite = true;
+    for (int64_t i = 0; i < n * n; ++i) {
+      a[i] = a_[i];
+      a2[i] = a_[i] * a_[i];
+      finite = finite && std::isfinite(a_[i]);
+      m2 = std::max(m2, a2[i]);
+    }
+    known = n;
+    amax2 = finite ? m2 : std::numeric_limits<double>::quiet_NaN();
   }
 
   // Factors from occupied bins (bx, by) with mass m (mass / N), sorted by bx then by.
@@ -252,7 +268,9 @@ class Solver {
 };
 
 
-// Fills times = (t*, tx1, tx2); returns the status.
+// TORCH_CHECKs the solver options of an op.
+void check_solve_options(const SolveOptions& o);
+
 // Fills times = (t*, tx1, tx2); returns the status.
 Status solve(Spectrum& s, double count, const SolveOptions& o, double* times);
 
@@ -277,6 +295,27 @@ struct PooledCosines {
   }
 };
 
+// Block sums (pool x pool) of the density D (n x n, scaled in place by `scale`) raised to `clip` (the seed's clipping
+// of negative KDE values before pooling).
+inline void clipped_block_sums(int64_t n, int64_t pool, double scale, double clip, double* D, double* blocks) {
+  const int64_t side = n / pool;
+  std::fill(blocks, blocks + pool * pool, 0.0);
+  for (int64_t m = 0; m < n; ++m)
+    for (int64_t q = 0; q < n; ++q) {
+      D[m * n + q] *= scale;
+      blocks[(m / side) * pool + q / side] += std::max(D[m * n + q], clip);
+    }
+}
+
+// blocks /= their sum (left as they are when the sum is 0); returns the sum.
+inline double normalize_blocks(int64_t count, double* blocks) {
+  double total = 0;
+  for (int64_t i = 0; i < count; ++i) total += blocks[i];
+  const double inv = total != 0 ? 1.0 / total : 1.0;
+  for (int64_t i = 0; i < count; ++i) blocks[i] *= inv;
+  return total;
+}
+
 // Smoothed spectrum a[k, l] fx[k] fy[l] (k < Kx, l < Ky) -> density C^T (.) C on the grid (not yet scaled), or the
 // pooled block sums Q (.) Q^T. Per-thread scratch buffers.
 struct Synthesis {
@@ -287,7 +326,7 @@ struct Synthesis {
   void run(Spectrum& s, const std::vector<double>& fx, int64_t Kx, const std::vector<double>& fy, int64_t Ky,
            const PooledCosines* pooled, double* out) {
     const int64_t h = n / 2, R = s.R;
-    if (!pooled && R * n * (n + Kx + Ky) < h * Kx * (n + Ky)) return factored(s, fx, Kx, fy, Ky, out);
+    if (!pooled && R > 0 && R * n * (n + Kx + Ky) < h * Kx * (n + Ky)) return factored(s, fx, Kx, fy, Ky, out);
     s.ensure(std::max(Kx, Ky));
     S.resize(Kx * Ky);
     for (int64_t k = 0; k < Kx; ++k)

@@ -1,5 +1,6 @@
 """The compiled CPU kernels (torch.ops.kdekit.*) against independent oracles: numpy, scipy, kde_diffusion and the
 float64 torch reference ops; fp64 gradcheck of every differentiable op; thread-count independence."""
+import math
 import numpy as np
 import pytest
 import scipy.spatial.distance
@@ -77,7 +78,7 @@ def _kde_inputs(B, N, seed):
 def test_kde2d_points_matches_kde_diffusion(grid, pool):
     kde_diffusion = pytest.importorskip("kde_diffusion")
     x, y, w, r, count = _kde_inputs(4, 60, seed=grid)
-    dens, times, status = ops.kde2d_points(x, y, w, r, r, count, grid, pool, 0.1, 2e-12, EPS4, 100)
+    dens, times, status = ops.kde2d_points(x, y, w, r, r, count, grid, pool, -math.inf, 0.1, 2e-12, EPS4, 100)
     for b in range(4):
         try:
             ref, _, bw = kde_diffusion.kde2d(x[b].numpy(), y[b].numpy(), n=grid, limits=1.0)
@@ -96,7 +97,7 @@ def test_kde2d_points_matches_kde_diffusion(grid, pool):
 def test_kde2d_points_refuses_an_odd_grid():
     x, y, w, r, count = _kde_inputs(2, 30, seed=1)
     with pytest.raises(RuntimeError, match="grid must be even"):
-        ops.kde2d_points(x, y, w, r, r, count, 5, 0, 0.1, 2e-12, EPS4, 100)
+        ops.kde2d_points(x, y, w, r, r, count, 5, 0, -math.inf, 0.1, 2e-12, EPS4, 100)
 
 
 def test_kde2d_status_flags_unsolvable_items_only():
@@ -105,7 +106,7 @@ def test_kde2d_status_flags_unsolvable_items_only():
     x, y, w, r, count = _kde_inputs(6, 40, seed=3)
     x[3], y[3] = torch.rand(40, generator=g, dtype=torch.float64) * 2 - 1, torch.rand(40, generator=g, dtype=torch.float64) * 2 - 1
     x[4], y[4] = torch.full((40,), 2.0, dtype=torch.float64), torch.full((40,), 2.0, dtype=torch.float64)  # all outside
-    dens, times, status = ops.kde2d_points(x, y, w, r, r, count, 64, 0, 0.1, 2e-12, EPS4, 100)
+    dens, times, status = ops.kde2d_points(x, y, w, r, r, count, 64, 0, -math.inf, 0.1, 2e-12, EPS4, 100)
     for b in range(6):
         try:
             kde_diffusion.kde2d(x[b].numpy(), y[b].numpy(), n=64, limits=1.0)
@@ -127,7 +128,7 @@ def test_kde2d_solve_matches_points_path(dtype):
     a[:, 0, :] /= 2
     a[:, :, 0] /= 2
     times, status = ops.kde2d_solve(a.to(dtype), count, 0.1, 2e-12, EPS4, 100)
-    _, ref_times, ref_status = ops.kde2d_points(x, y, w, r, r, count, 64, 4, 0.1, 2e-12, EPS4, 100)
+    _, ref_times, ref_status = ops.kde2d_points(x, y, w, r, r, count, 64, 4, -math.inf, 0.1, 2e-12, EPS4, 100)
     assert torch.equal(status, ref_status)
     torch.testing.assert_close(times, ref_times, rtol=1e-9 if dtype == torch.float64 else 1e-5, atol=0)
 
@@ -178,7 +179,7 @@ def test_results_do_not_depend_on_thread_count():
         try:
             outs.append((ops.soft_histogram2d(xs, ys, ws, rs, rs, 64, 8.0),
                          *ops.soft_histogram2d_backward(grad, xs, ys, ws, rs, rs, 64, 8.0),
-                         ops.kde2d_points(x, y, w, r, r, count, 64, 4, 0.1, 2e-12, EPS4, 100)[0]))
+                         ops.kde2d_points(x, y, w, r, r, count, 64, 4, -math.inf, 0.1, 2e-12, EPS4, 100)[0]))
         finally:
             torch.set_num_threads(threads)
     for a, b in zip(*outs):
@@ -192,4 +193,4 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(RuntimeError, match=r"y must have shape \(2, 10\)"):
         ops.hard_histogram2d(x, y[:, :5], w, r, r, 8)
     with pytest.raises(RuntimeError, match="pool must be 0"):
-        ops.kde2d_points(x, y, w, r, r, count, 64, 3, 0.1, 2e-12, EPS4, 100)
+        ops.kde2d_points(x, y, w, r, r, count, 64, 3, -math.inf, 0.1, 2e-12, EPS4, 100)

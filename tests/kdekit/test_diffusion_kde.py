@@ -1,4 +1,5 @@
 """diffusion_kde1d/2d against kde_diffusion 1.0.5 (live), gradients, dtypes, batching and degenerate items."""
+import math
 import warnings
 import zlib
 
@@ -427,8 +428,11 @@ def test_pool_equals_pool_density_of_full_density(backend):
         assert pooled.density.shape == (12, 4, 4)
         torch.testing.assert_close(pooled.density, pool_density(full.density, 4), rtol=1e-11, atol=1e-13)
         assert torch.equal(pooled.status, full.status)
-    with pytest.raises(ValueError, match="pool cannot be combined with clip_negative"):
-        diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, pool=4, clip_negative=True)
+        # with clipping: the blocks of the clipped density (the seed's order: clip, then pool)
+        clipped = diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, lengths=L, histogram=histogram, clip_negative=True)
+        clipped_pooled = diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, lengths=L, histogram=histogram, pool=4,
+                                         clip_negative=True)
+        torch.testing.assert_close(clipped_pooled.density, pool_density(clipped.density, 4), rtol=1e-11, atol=1e-13)
     with pytest.raises(ValueError, match="pool must be a positive int dividing"):
         diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, pool=3)
 
@@ -495,7 +499,7 @@ def test_points_kernel_leaves_unsolved_items_nan():
     count = L.double()
     for pool in (0, 4):
         density, times, status = torch.ops.kdekit.kde2d_points(
-            X, Y, mask.double(), rng, rng, count, 64, pool, 0.1, 2e-12, 4 * np.finfo(float).eps, 100)
+            X, Y, mask.double(), rng, rng, count, 64, pool, -math.inf, 0.1, 2e-12, 4 * np.finfo(float).eps, 100)
         bad = status != 0
         assert bad.any() and (~bad).any()
         assert torch.isnan(density[bad]).all() and torch.isnan(times[bad]).all()

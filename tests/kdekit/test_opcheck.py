@@ -1,5 +1,6 @@
 """torch.library.opcheck (schema, autograd registration, fake tensor, AOT dispatch) for every kdekit op, and
 torch.compile(fullgraph=True) through the fused ops."""
+import math
 import numpy as np
 import pytest
 import torch
@@ -35,7 +36,7 @@ def test_opcheck_soft_and_hard_histogram(dtype):
 def test_opcheck_kde_ops():
     x, y, w, r = _inputs(N=40)
     count = torch.full((2,), 40.0, dtype=torch.float64)
-    args = (x, y, w, r, r, count, 32, 4, 0.1, 2e-12, EPS4, 100)
+    args = (x, y, w, r, r, count, 32, 4, -math.inf, 0.1, 2e-12, EPS4, 100)
     assert (ops.kde2d_points(*args)[2] == 0).all()  # opcheck compares outputs, so no NaN-filled (failed) items
     torch.library.opcheck(ops.kde2d_points, args)
     torch.library.opcheck(ops.kde2d_points, args[:7] + (0,) + args[8:])
@@ -45,6 +46,18 @@ def test_opcheck_kde_ops():
     spectrum = dct2(hist / 40) / 2  # any spectrum: only the op's plumbing is checked here
     assert (ops.kde2d_solve(spectrum, count, 0.1, 2e-12, EPS4, 100)[1] == 0).all()
     torch.library.opcheck(ops.kde2d_solve, (spectrum, count, 0.1, 2e-12, EPS4, 100))
+
+
+@pytest.mark.parametrize("clip", [-math.inf, 1e-3])
+def test_opcheck_soft_kde2d_pooled(clip):
+    x, y, w, r = _inputs(N=40, grad=True)
+    x, y = x.detach() * 0.5, y.detach() * 0.5  # inside the limits: every item solved (opcheck compares outputs)
+    x.requires_grad_()
+    y.requires_grad_()
+    count = torch.full((2,), 40.0, dtype=torch.float64)
+    args = (x, y, w, r, r, count, 32, 4, 8.0, clip, 0.1, 2e-12, EPS4, 100, True)
+    assert (ops.soft_kde2d_pooled(*args)[2] == 0).all()
+    torch.library.opcheck(ops.soft_kde2d_pooled, args)
 
 
 def test_opcheck_metrics():

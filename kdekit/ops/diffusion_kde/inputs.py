@@ -166,13 +166,11 @@ def check_histogram(histogram: str) -> None:
         raise ValueError(f"histogram must be 'hard' or 'soft', got {histogram!r}")
 
 
-def check_pool(pool, n: int, clip_negative: bool) -> None:
+def check_pool(pool, n: int) -> None:
     if pool is None:
         return
     if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1 or n % pool:
         raise ValueError(f"pool must be a positive int dividing the grid size {n}, got {pool!r}")
-    if clip_negative:
-        raise ValueError("pool cannot be combined with clip_negative (clipping is not linear)")
 
 
 def check_counts(binned: torch.Tensor) -> None:

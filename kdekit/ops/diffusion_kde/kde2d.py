@@ -1,8 +1,10 @@
 """2-D diffusion KDE: histogram -> DCT -> Botev's fixed point per item -> smoothed density or pooled blocks.
 
 The rules (statuses, fallbacks, gradients) are the package's (:mod:`kdekit.ops.diffusion_kde`). Paths: the torch
-reference (any device, dtype and histogram; differentiable), the fused CPU kernel ``kdekit::kde2d_points`` for hard
-histograms without a graph, and ``kdekit::kde2d_solve`` (C++/CUDA) for the fixed point of every other 2-D call.
+reference (any device, dtype and histogram; differentiable), the fused CPU kernels ``kdekit::kde2d_points`` (hard
+histograms without a graph: label generation) and ``kdekit::soft_kde2d_pooled`` (soft histograms pooled to k x k:
+the training loss, with its own backward op), and ``kdekit::kde2d_solve`` (C++/CUDA) for the fixed point of every
+other 2-D call. The fused kernels leave the items brentq does not solve to the torch path.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from ..._backend import select
 from .._checks import compute_dtype
 from ..dct import dct, dct2, idct, idct2
 from ..hard_histogram import hard_histogram2d
+from ..pooling import pool_density
 from ..soft_histogram import soft_histogram2d
 from .fixed_point import NEG_PI2, Psi2d, axis_times, f_of_psi
 from .implicit import implicit_bandwidth
-from .inputs import (Binned, Options, Points, axis_limits, binned_input, check_histogram, check_pool, chunks, grids,
-                     prepare_points, round_grid, single_location, solve_in_chunks, split_limits_2d, with_dtype)
+from .inputs import (Binned, Options, Points, axis_limits, binned_input, check_histogram, check_pool, chunks, concat,
+                     grids, prepare_points, round_grid, single_location, solve_in_chunks, split_limits_2d, with_dtype)
 from .root import BRACKET, BRENTQ_MAXITER, BRENTQ_RTOL, BRENTQ_XTOL, solve_fixed_point
 from .status import KDEStatus, KernelStatus, initial_status
 
@@ -162,7 +165,7 @@ def _kde2d_chunk(batch: Binned, opts: Options):
     gx = _smoothing_weights(tx2, k2, cdtype)
     gy = _smoothing_weights(tx1, k2, cdtype)
     pool = opts.pool
-    if pool is None:
+    if pool is None or opts.clip_negative:  # clipping is not linear: pool the clipped density
         smoothed = a_raw * (gx[:, :, None] * gy[:, None, :])
         if smoothed.device.type == "cpu":  # no subnormals: ~10x slower arithmetic on a CPU (a GPU does not care)
             smoothed = torch.where(smoothed.abs() < torch.finfo(cdtype).tiny, 0.0, smoothed)
@@ -177,7 +180,8 @@ def _kde2d_chunk(batch: Binned, opts: Options):
         # block sums of idct2(a_raw * gx gy^T) = (gx R)^T a_raw (gy R), no n x n density (pooling is linear)
         R = _pool_rows(n, pool, cdtype, dev)
         blocks = (gx[:, :, None] * R).transpose(1, 2) @ a_raw @ (gy[:, :, None] * R)
-        density = blocks / blocks.sum((1, 2), keepdim=True)
+        total = blocks.sum((1, 2), keepdim=True)  # items that get the flat table below: 1, so no 0/0 in the backward
+        density = blocks / torch.where(ok[:, None, None], total, 1.0)
         flat = torch.full_like(density, 1 / pool**2)
     bad_density = ok & ~torch.isfinite(density.detach()).flatten(1).all(1)
     status = torch.where(bad_density, int(KDEStatus.NON_FINITE_DENSITY), status)
@@ -185,6 +189,8 @@ def _kde2d_chunk(batch: Binned, opts: Options):
         density = torch.where(ok[:, None, None], density, flat)
     if opts.clip_negative:
         density = density.clamp_min(torch.finfo(cdtype).eps)
+        if pool is not None:
+            density = pool_density(density, pool)
     bandwidth = torch.stack([torch.sqrt(tx2).to(cdtype) * wx, torch.sqrt(tx1).to(cdtype) * wy], 1)
     bandwidth = torch.where(ok[:, None], bandwidth, torch.inf)
     return density, bandwidth, torch.where(ok, t_used, torch.inf), status
@@ -222,7 +228,8 @@ def diffusion_kde2d(
             coefficients per chunk.
         pool: if given (k, dividing n), ``density`` holds the (B, k, k) block probabilities (block sums / total,
             as :func:`~kdekit.ops.pooling.pool_density`) computed as ``R^T S R`` from the smoothed coefficients
-            ``S`` without forming the n x n density (exact, pooling is linear); not with ``clip_negative``.
+            ``S`` without forming the n x n density (exact, pooling is linear); with ``clip_negative``, the blocks
+            of the clipped density (one item's grid at a time on the fused CPU paths).
         out_dtype: dtype of density, grids and bandwidth (default: the points'); e.g. float32 for float16 points
             keeps the float32 computation's precision (float16-in, float32-out training).
 
@@ -231,7 +238,7 @@ def diffusion_kde2d(
     """
     check_histogram(histogram)
     opts = Options(round_grid(grid_size), clip_negative, implicit_grad, chunk_size, pool)
-    check_pool(pool, opts.grid, clip_negative)
+    check_pool(pool, opts.grid)
     chunks(1, opts.grid, 2, chunk_size)  # validates chunk_size
     (x, y), valid, bad_input = prepare_points(("x", "y"), (x, y), mask, lengths)
     xs, ys = split_limits_2d(limits)
@@ -240,6 +247,8 @@ def diffusion_kde2d(
     points = Points((x, y), valid, bad_input, limits)
     if histogram == "hard" and _points_kernel_applies(points):
         res = _kde2d_points_cpp(points, opts)
+    elif histogram == "soft" and _soft_pooled_kernel_applies(points, opts):
+        res = _kde2d_soft_pooled_cpp(points, opts, sharpness)
     else:
         res = _kde2d_points_torch(points, opts, histogram, sharpness)
     return with_dtype(res, x.dtype if out_dtype is None else out_dtype)
@@ -281,6 +290,11 @@ def _kde2d_points_torch(points: Points, opts: Options, histogram: str = "hard",
     return _result(batch, opts)
 
 
+def _clip_floor(opts: Options, cdtype: torch.dtype) -> float:
+    """The fused kernels' ``clip``: the dtype's eps with ``clip_negative`` (as the torch path), else -inf."""
+    return torch.finfo(cdtype).eps if opts.clip_negative else -math.inf
+
+
 def _points_kernel_applies(points: Points) -> bool:
     """The fused CPU kernel ``kdekit::kde2d_points`` serves hard-histogram calls without a graph to the limits."""
     x = points.coords[0]
@@ -303,10 +317,8 @@ def _kde2d_points_cpp(points: Points, opts: Options) -> KDE2dResult:
     density, times, kstatus = torch.ops.kdekit.kde2d_points(
         x.detach().to(torch.float64).contiguous(), y.detach().to(torch.float64).contiguous(), valid.to(torch.float64),
         limits[:, 0].contiguous(), limits[:, 1].contiguous(), count, opts.grid, opts.pool or 0,
-        BRACKET[1], BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER,
+        _clip_floor(opts, compute_dtype(x.dtype)), BRACKET[1], BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER,
     )
-    if opts.clip_negative:
-        density.clamp_min_(torch.finfo(compute_dtype(x.dtype)).eps)
     width = limits[..., 1] - limits[..., 0]
     bandwidth = torch.stack([times[:, 2].sqrt() * width[:, 0], times[:, 1].sqrt() * width[:, 1]], 1)
     t = times[:, 0]
@@ -324,6 +336,57 @@ def _kde2d_points_cpp(points: Points, opts: Options) -> KDE2dResult:
     edges = grids(limits, opts.grid)
     return KDE2dResult(density.to(cdtype), edges[:, 0].to(cdtype), edges[:, 1].to(cdtype), bandwidth.to(cdtype), t,
                        status, status == int(KDEStatus.BRENTQ), N)
+
+
+def _soft_pooled_kernel_applies(points: Points, opts: Options) -> bool:
+    """The fused CPU kernel ``kdekit::soft_kde2d_pooled`` serves pooled soft-histogram calls (the training loss)
+    without a graph to the limits."""
+    x = points.coords[0]
+    no_graph = not (torch.is_grad_enabled() and points.limits.requires_grad)
+    pooled = opts.pool is not None and opts.pool <= 64
+    return pooled and no_graph and x.device.type == "cpu" and select(x, ("torch", "cpp")) == "cpp"
+
+
+def _kde2d_soft_pooled_cpp(points: Points, opts: Options, sharpness: float) -> KDE2dResult:
+    """Soft histogram -> pooled blocks in one ``kdekit::soft_kde2d_pooled`` call per chunk, differentiable through its
+    backward op (the soft histogram's backward and the bandwidth's rule of :func:`implicit_bandwidth`, in C++).
+
+    Computes as the torch path: the histogram and its DCT in the compute dtype, the fixed point and the smoothing in
+    float64. Items the kernel does not solve with a brentq root (fallback rules, degenerate input) and items whose
+    blocks are not finite are recomputed by :func:`_kde2d_points_torch`, so every field follows the torch path's rules.
+    """
+    (x, y), valid = points.coords, points.valid
+    cdtype = compute_dtype(x.dtype)
+    limits = points.limits.detach()
+    N = valid.sum(1).to(torch.float64)
+    count = torch.where(_points_status(points, N) == int(KDEStatus.BRENTQ), N, 0.0)  # count 0: skipped
+    xq = torch.where(valid, x.to(cdtype), 0.0)
+    yq = torch.where(valid, y.to(cdtype), 0.0)
+    weights = valid.to(cdtype)
+    parts = []
+    for s, e in chunks(x.shape[0], opts.grid, 2, opts.chunk_size):
+        blocks, times, kstatus, _ = torch.ops.kdekit.soft_kde2d_pooled(
+            xq[s:e].contiguous(), yq[s:e].contiguous(), weights[s:e], limits[s:e, 0].contiguous(),
+            limits[s:e, 1].contiguous(), count[s:e], opts.grid, opts.pool, float(sharpness), _clip_floor(opts, cdtype),
+            BRACKET[1], BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER, opts.implicit_grad,
+        )
+        parts.append((blocks, times, kstatus))
+    blocks, times, kstatus = (concat(p) for p in zip(*parts))
+    width = limits[..., 1] - limits[..., 0]
+    bandwidth = torch.stack([times[:, 2].sqrt() * width[:, 0], times[:, 1].sqrt() * width[:, 1]], 1)
+    t = times[:, 0] if opts.implicit_grad else times[:, 0].detach()
+    status = torch.full_like(kstatus, int(KDEStatus.BRENTQ), dtype=torch.int64)
+    done = (kstatus == int(KernelStatus.OK)) & torch.isfinite(blocks.detach()).flatten(1).all(1)
+    if not bool(done.all()):
+        idx = (~done).nonzero().squeeze(-1)
+        sub = _kde2d_points_torch(points.take(idx), opts, "soft", sharpness)
+        blocks = blocks.index_put((idx,), sub.density.to(blocks.dtype))
+        bandwidth = bandwidth.index_put((idx,), sub.bandwidth.to(bandwidth.dtype))
+        t = t.index_put((idx,), sub.t)
+        status = status.index_put((idx,), sub.status)
+    edges = grids(limits, opts.grid)
+    return KDE2dResult(blocks, edges[:, 0].to(cdtype), edges[:, 1].to(cdtype), bandwidth.to(cdtype), t, status,
+                       status == int(KDEStatus.BRENTQ), N)
 
 
 def diffusion_kde2d_binned(

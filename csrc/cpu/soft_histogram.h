@@ -1,0 +1,242 @@
+// The 2-D soft histogram kernel (forward and backward) shared by kdekit::soft_histogram2d (soft_histogram.cpp) and
+// the fused training-loss op (soft_kde2d.cpp).
+//
+//   A[n, i] = sigmoid(s (x_n - e_i)) - sigmoid(s (x_n - e_{i+1}))     (bins + 1 sigmoids per point and axis)
+//   forward:  H = A_x^T diag(w) A_y
+//   backward: with G = dL/dH, v = A_y G^T, u = A_x G (both N x bins):
+//             dL/dw_n = <A_x[n], v[n]>,  dL/dx_n = w_n <dA_x[n], v[n]>,  dL/dy_n = w_n <dA_y[n], u[n]>,
+//             dA[n, i] = s (c_i (1 - c_i) - c_{i+1} (1 - c_{i+1})),  c_e = sigmoid(s (x_n - e_e)).
+//
+// Each item is computed by one thread, in the same order whatever the thread count (bitwise reproducible). Points are
+// processed in tiles of kTile: the tile's A (and dA) rows live in per-thread buffers, so the (B, N, bins) matrices
+// never exist. The sigmoids use a vectorised exp (Cody-Waite reduction + Taylor polynomial, ~1 ulp) and the products
+// a register-blocked micro-kernel, both written with GCC vector extensions (the bins axis padded with zeros to whole
+// register blocks). On x86-64 the kernels are compiled for AVX-512 (64-byte vectors), AVX2 + FMA (32) and the
+// baseline (16), and run_widest_simd picks one per CPU; results differ between these in the last bits only.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "common.h"
+
+#pragma GCC push_options
+#pragma GCC diagnostic push
+#define KDEKIT_INLINE inline __attribute__((always_inline))
+#define KDEKIT_INLINE_LAMBDA __attribute__((always_inline))
+#pragma GCC optimize("fp-contract=fast")  // fused multiply-adds (-std=c++20 turns contraction off)
+#pragma GCC diagnostic ignored "-Wpsabi"  // vector arguments of always-inline helpers never cross an ABI boundary
+
+namespace kdekit::cpu {
+
+constexpr int64_t kTile = 32;  // points per tile
+
+// Vectors of `Bytes` bytes (64: AVX-512, 32: AVX2, 16: SSE2) and the exp constants per scalar type.
+template <typename T, int Bytes>
+struct Simd;
+
+template <int Bytes>
+struct Simd<float, Bytes> {
+  typedef float V __attribute__((vector_size(Bytes)));
+  typedef int32_t I __attribute__((vector_size(Bytes)));
+  static constexpr int kLanes = Bytes / 4, kMantissa = 23, kBias = 127, kDegree = 7;
+  static constexpr float kMaxArg = 87.0f;       // exp(+-87) is a normal float
+  static constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  static constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693145751953125f,
+                         kLn2Lo = 1.42860682030941723212e-6f;
+};
+
+template <int Bytes>
+struct Simd<double, Bytes> {
+  typedef double V __attribute__((vector_size(Bytes)));
+  typedef int64_t I __attribute__((vector_size(Bytes)));
+  static constexpr int kLanes = Bytes / 8, kMantissa = 52, kBias = 1023, kDegree = 13;
+  static constexpr double kMaxArg = 708.0;
+  static constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double kLog2e = 1.4426950408889634, kLn2Hi = 6.93147180369123816490e-01,
+                          kLn2Lo = 1.90821492927058770002e-10;
+};
+
+template <typename V, typename T>
+KDEKIT_INLINE V load(const T* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename V, typename T>
+KDEKIT_INLINE void store(T* p, V v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+// exp(t) per lane: t = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial, 2^k through the exponent bits.
+// |t| is clamped to kMaxArg (exp(-kMaxArg) stands for 0 in a sigmoid); NaN stays NaN.
+template <typename S>
+KDEKIT_INLINE typename S::V vexp(typename S::V t) {
+  using V = typename S::V;
+  using I = typename S::I;
+  using T = decltype(S::kMaxArg + 0);
+  const V round = V{} + S::kRound;
+  t = t > S::kMaxArg ? V{} + S::kMaxArg : t;
+  t = t < -S::kMaxArg ? V{} - S::kMaxArg : t;
+  const V shifted = t * S::kLog2e + round;  // k in the low mantissa bits
+  const V k = shifted - round;
+  const V r = (t - k * S::kLn2Hi) - k * S::kLn2Lo;
+  T coef[S::kDegree + 1];  // 1 / j!
+  coef[0] = 1;
+  for (int j = 1; j <= S::kDegree; ++j) coef[j] = coef[j - 1] / T(j);
+  V p = V{} + coef[S::kDegree];
+  for (int j = S::kDegree - 1; j >= 0; --j) p = p * r + coef[j];
+  const I scale = (((I)shifted - (I)round) + S::kBias) << S::kMantissa;
+  return p * (V)scale;
+}
+
+// The kernels for one vector width: per-thread tile buffers with the bins axis padded to `ld` (a multiple of the
+// micro-kernel's kCols vectors; edges past e_bins repeat hi, so padded columns of A and dA are exactly 0).
+template <typename T, int Bytes>
+struct Kernel {
+  using Scalar = T;
+  using S = Simd<T, Bytes>;
+  using V = typename S::V;
+  static constexpr int L = S::kLanes;
+  static constexpr int kRows = Bytes == 64 ? 8 : 4, kCols = 2;  // register block of the micro-kernel: 16 or 8 vectors
+
+  const T *x, *y, *w;
+  const double *rx, *ry;
+  int64_t N, bins, ld;
+  T s;
+  std::vector<T> ex, ey, cdf, dcdf, ax, ay, dax, day;
+
+  KDEKIT_INLINE Kernel(const T* x_, const T* y_, const T* w_, const double* rx_, const double* ry_, int64_t N_,
+                       int64_t bins_, T s_, bool backward)
+      : x(x_), y(y_), w(w_), rx(rx_), ry(ry_), N(N_), bins(bins_),
+        ld((bins_ + kCols * L - 1) / (kCols * L) * (kCols * L)), s(s_),
+        ex(ld + L), ey(ld + L), cdf(ld + L), dcdf(backward ? ld + L : 0), ax(kTile * ld, T(0)),
+        ay(kTile * ld, T(0)), dax(backward ? kTile * ld : 0, T(0)), day(backward ? kTile * ld : 0, T(0)) {}
+
+  KDEKIT_INLINE void set_edges(std::vector<T>& e, const double* range) const {
+    const T lo = static_cast<T>(range[0]), hi = static_cast<T>(range[1]), step = (hi - lo) / static_cast<T>(bins);
+    for (int64_t k = 0; k < ld + L; ++k) e[k] = bin_edge(lo, hi, step, std::min(k, bins), bins);
+  }
+
+  // One tile row: mass[i] = scale * A[i] and, if dmass, dmass[i] = dA[i], for i < ld.
+  KDEKIT_INLINE void point(T xn, T scale, const std::vector<T>& edges, T* mass, T* dmass) {
+    for (int64_t e = 0; e < ld + L; e += L) {
+      const V c = T(1) / (T(1) + vexp<S>(s * (load<V>(&edges[e]) - xn)));
+      store(&cdf[e], c);
+      if (dmass) store(&dcdf[e], c * (T(1) - c));
+    }
+    for (int64_t i = 0; i < ld; i += L) {
+      store(mass + i, scale * (load<V>(&cdf[i]) - load<V>(&cdf[i + 1])));
+      if (dmass) store(dmass + i, s * (load<V>(&dcdf[i]) - load<V>(&dcdf[i + 1])));
+    }
+  }
+
+  // C[r, :] (+)= sum_{k < K} A[r * a_row + k * a_k] B[k, :] for r < kRows; B and C have ld columns (row stride ld).
+  static KDEKIT_INLINE void gemm_rows(const T* A, int64_t a_row, int64_t a_k, const T* B, int64_t K, int64_t ld,
+                                      T* C, bool accumulate) {
+    for (int64_t j = 0; j < ld; j += kCols * L) {
+      V acc[kRows][kCols];
+#pragma GCC unroll 8
+      for (int r = 0; r < kRows; ++r)
+        for (int c = 0; c < kCols; ++c) acc[r][c] = accumulate ? load<V>(C + r * ld + j + c * L) : V{};
+      for (int64_t k = 0; k < K; ++k) {
+        V b[kCols];
+        for (int c = 0; c < kCols; ++c) b[c] = load<V>(B + k * ld + j + c * L);
+#pragma GCC unroll 8
+        for (int r = 0; r < kRows; ++r) {
+          const T a = A[r * a_row + k * a_k];
+          for (int c = 0; c < kCols; ++c) acc[r][c] += a * b[c];
+        }
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < kRows; ++r)
+        for (int c = 0; c < kCols; ++c) store(C + r * ld + j + c * L, acc[r][c]);
+    }
+  }
+
+  KDEKIT_INLINE void forward(T* out, int64_t b0, int64_t b1) {
+    std::vector<T> H(ld * ld);
+    for (int64_t b = b0; b < b1; ++b) {
+      set_edges(ex, rx + 2 * b);
+      set_edges(ey, ry + 2 * b);
+      std::fill(H.begin(), H.end(), T(0));
+      for (int64_t n0 = 0; n0 < N; n0 += kTile) {
+        const int64_t nt = std::min(kTile, N - n0);
+        for (int64_t n = 0; n < nt; ++n) {
+          const int64_t bn = b * N + n0 + n;
+          point(x[bn], T(1), ex, &ax[n * ld], nullptr);
+          point(y[bn], w[bn], ey, &ay[n * ld], nullptr);
+        }
+        for (int64_t i0 = 0; i0 < bins; i0 += kRows)  // H[i, :] += sum_n A_x[n, i] (w A_y)[n, :]
+          gemm_rows(&ax[i0], 1, ld, ay.data(), nt, ld, &H[i0 * ld], true);
+      }
+      for (int64_t i = 0; i < bins; ++i) std::copy_n(&H[i * ld], bins, out + (b * bins + i) * bins);
+    }
+  }
+
+  KDEKIT_INLINE void backward(const T* grad, T* gx, T* gy, T* gw, int64_t b0, int64_t b1) {
+    std::vector<T> G(ld * ld, T(0)), GT(ld * ld, T(0)), u(kTile * ld), v(kTile * ld);
+    for (int64_t b = b0; b < b1; ++b) {
+      set_edges(ex, rx + 2 * b);
+      set_edges(ey, ry + 2 * b);
+      for (int64_t i = 0; i < bins; ++i)
+        for (int64_t j = 0; j < bins; ++j) G[i * ld + j] = GT[j * ld + i] = grad[(b * bins + i) * bins + j];
+      for (int64_t n0 = 0; n0 < N; n0 += kTile) {
+        const int64_t nt = std::min(kTile, N - n0);
+        for (int64_t n = 0; n < nt; ++n) {
+          point(x[b * N + n0 + n], T(1), ex, &ax[n * ld], &dax[n * ld]);
+          point(y[b * N + n0 + n], T(1), ey, &ay[n * ld], &day[n * ld]);
+        }
+        for (int64_t r0 = 0; r0 < nt; r0 += kRows) {  // rows past nt are stale and never written out
+          gemm_rows(&ay[r0 * ld], ld, 1, GT.data(), bins, ld, &v[r0 * ld], false);  // v[n, i] = sum_j G[i, j] A_y[n, j]
+          gemm_rows(&ax[r0 * ld], ld, 1, G.data(), bins, ld, &u[r0 * ld], false);   // u[n, j] = sum_i A_x[n, i] G[i, j]
+        }
+        for (int64_t n = 0; n < nt; ++n) {
+          V sw{}, sx{}, sy{};
+          for (int64_t i = n * ld; i < (n + 1) * ld; i += L) {
+            const V vi = load<V>(&v[i]);
+            sw += load<V>(&ax[i]) * vi;
+            sx += load<V>(&dax[i]) * vi;
+            sy += load<V>(&day[i]) * load<V>(&u[i]);
+          }
+          T tw = 0, tx = 0, ty = 0;
+          for (int l = 0; l < L; ++l) tw += sw[l], tx += sx[l], ty += sy[l];
+          const int64_t bn = b * N + n0 + n;
+          gw[bn] = tw;
+          gx[bn] = w[bn] * tx;
+          gy[bn] = w[bn] * ty;
+        }
+      }
+    }
+  }
+};
+
+// Runs f(std::integral_constant<int, Bytes>) compiled for the widest vector ISA of this CPU: x86-64-v4 (AVX-512,
+// 64 bytes), x86-64-v3 (AVX2 + FMA, 32 bytes), else the baseline (16 bytes). f must be always-inline so that its body
+// is compiled for the chosen target.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+template <typename F>
+__attribute__((target("arch=x86-64-v4"))) void run_v4(const F& f) { f(std::integral_constant<int, 64>{}); }
+template <typename F>
+__attribute__((target("arch=x86-64-v3"))) void run_v3(const F& f) { f(std::integral_constant<int, 32>{}); }
+template <typename F>
+void run_widest_simd(const F& f) {
+  static const int level = (__builtin_cpu_init(), __builtin_cpu_supports("x86-64-v4") ? 4
+                                                  : __builtin_cpu_supports("x86-64-v3") ? 3 : 0);
+  if (level == 4) return run_v4(f);
+  if (level == 3) return run_v3(f);
+  f(std::integral_constant<int, 16>{});
+}
+#else
+template <typename F>
+void run_widest_simd(const F& f) { f(std::integral_constant<int, 16>{}); }
+#endif
+
+}  // namespace kdekit::cpu
+
+#pragma GCC diagnostic pop
+#pragma GCC pop_options

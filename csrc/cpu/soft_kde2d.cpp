@@ -1,0 +1,445 @@
+// The training loss's KDE in one op on CPU: kdekit::soft_kde2d_pooled (points -> soft histogram -> DCT -> Botev's
+// fixed point -> smoothing -> k x k block masses / total) and its backward (the implicit bandwidth gradient), with
+// the maths of the torch path (kdekit/ops/diffusion_kde) for the items brentq solves. Per item on one thread; the two
+// DCTs of the batch are batched matmuls. Items the solver does not solve get status != 0 and NaN outputs (the caller
+// re-solves them with the fallback rules) and zero gradients here.
+//
+// Forward, item b (N = count, a = C H C^T / N with C[k, i] = 2 cos(pi k (2i + 1) / 2n), A[k, l] = h_k h_l a[k, l]
+// with h_0 = 1/2, else 1, A2 = A o A):
+//   t* = brentq root of f on [0, t_max] (csrc/common/brentq.h), (tx1, tx2) = axis_times(psi2(t*)),
+//   fx[k] = exp(-pi^2 k^2 tx2 / 2), fy[l] = exp(-pi^2 l^2 tx1 / 2), blocks = Q (A o fx fy^T) Q^T (Q: pooled cosines),
+//   out = blocks / S, S = sum(blocks).
+// Backward (G = dL/dout, g = dL/d(t*, tx1, tx2)):
+//   Gb = (G - <G, out>) / S;  M = Q^T Gb Q;  dL/dA = (fx fy^T) o M;  dL/dfx = (M o A) fy, dL/dfy = (M o A)^T fx;
+//   dL/dtx2 = sum_k dL/dfx[k] fx[k] (-pi^2 k^2 / 2) + g[2], dL/dtx1 likewise + g[1];  c = dL/dpsi2 through
+//   axis_times; implicit: lambda = -(c . dpsi2/dt + g[0]) / f_t (five-point differences in t, as the torch path),
+//   c += lambda df/dpsi2; the reverse pass of the psi recursion at t* (PsiTape) gives dL/dA2 for cotangent c;
+//   dL/dA += 2 A o dL/dA2;  dL/da = h h^T o dL/dA;  dL/dH = C^T dL/da C / N;  then the soft histogram's backward.
+#include <ATen/Parallel.h>
+#include <ATen/ops/matmul.h>
+#include <torch/library.h>
+
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "diffusion_kde.h"
+#include "soft_histogram.h"
+
+namespace kdekit::cpu {
+namespace {
+
+constexpr double kFdStep = 1e-3;  // the torch path's five-point difference in t (kdekit/ops/diffusion_kde/implicit.py)
+constexpr double kFdNodes[4] = {-2.0, -1.0, 1.0, 2.0};
+constexpr double kFdWeights[4] = {1.0 / 12, -8.0 / 12, 8.0 / 12, -1.0 / 12};
+constexpr double kDifferentiableSum = 1e-100;  // the torch path's DIFFERENTIABLE_SUM
+
+// (n, n) DCT-II matrix C[k, i] = 2 cos(pi k (2i + 1) / 2n) in `dtype` (cached).
+at::Tensor dct_matrix(int64_t n, at::ScalarType dtype) {
+  static std::mutex lock;
+  static std::map<std::pair<int64_t, int>, at::Tensor> cache;
+  std::lock_guard<std::mutex> guard(lock);
+  auto& entry = cache[{n, static_cast<int>(dtype)}];
+  if (!entry.defined()) {
+    auto table = cosine_table(n);
+    auto C = at::empty({n, n}, at::kDouble);
+    double* pc = C.data_ptr<double>();
+    for (int64_t i = 0; i < n * n; ++i) pc[i] = 2.0 * table->by_k[i];
+    entry = C.to(dtype);
+  }
+  return entry;
+}
+
+// The psi recursion at one time with its tape: psi(i, j) for 2 <= i + j <= 5, the time of each and the sums the
+// lower levels divide by; forms over the K leading frequencies whose diffusion weight is >= 1e-60.
+struct PsiTape {
+  int64_t n;
+  double N;
+  const double* a2;  // (n, n), row = x frequency
+  const std::vector<double>& k2pow;  // (6, n): (k^2)^p
+  double psi[6][6], time[6][6], sum[6][6];
+  std::vector<double> e, r, c, v;
+
+  static double scale(int L) { return ((L % 2) ? -1.0 : 1.0) * std::pow(kPi, 2.0 * L); }
+
+  // weights of form(px, py, t) into r (rows, k^(2 px)) and c (columns, l^(2 py)); returns K
+  int64_t weights(int px, int py, double t) {
+    e.resize(n);
+    r.resize(n);
+    c.resize(n);
+    const int64_t K = common::diffusion_weights(t, n, e.data());
+    for (int64_t k = 0; k < K; ++k) {
+      r[k] = e[k] * k2pow[px * n + k];
+      c[k] = e[k] * k2pow[py * n + k];
+    }
+    return K;
+  }
+
+  double form(int px, int py, double t) {
+    const int64_t K = weights(px, py, t);
+    v.resize(n);
+    weighted_row_sum(K, n, r.data(), a2, v.data());  // v[l] = sum_k r[k] a2[k, l]
+    double total = 0.0;
+    for (int64_t l = 0; l < K; ++l) total += v[l] * c[l];
+    return total;
+  }
+
+  // psi(i, j) of kde_diffusion (x frequency weighted by k^{2j}, y by l^{2i}) at t; false where the recursion is not
+  // differentiable (a non-finite value, or a sum it divides by below kDifferentiableSum).
+  bool run(double t) {
+    bool ok = true;
+    for (int L = 5; L >= 2; --L)
+      for (int i = 0; i <= L; ++i) {
+        const int j = L - i;
+        double ti = t;
+        if (L < 5) {
+          sum[i][j] = psi[i + 1][j] + psi[i][j + 1];
+          ok = ok && std::isfinite(sum[i][j]) && std::fabs(sum[i][j]) > kDifferentiableSum;
+          ti = common::psi_time(i, j, N, std::fabs(sum[i][j]));
+        }
+        time[i][j] = ti;
+        psi[i][j] = scale(L) * form(j, i, ti);
+        ok = ok && std::isfinite(psi[i][j]);
+      }
+    return ok;
+  }
+
+  double p02() const { return psi[0][2]; }
+  double p11() const { return psi[1][1]; }
+  double p20() const { return psi[2][0]; }
+
+  // dA2 += d(cot . (psi02, psi11, psi20)) / dA2 at the tape's time (run() first).
+  void vjp(const double cot[3], double* dA2) {
+    double adj[6][6] = {};
+    adj[0][2] = cot[0];
+    adj[1][1] = cot[1];
+    adj[2][0] = cot[2];
+    for (int L = 2; L <= 5; ++L)
+      for (int i = 0; i <= L; ++i) {
+        const int j = L - i;
+        const double g = adj[i][j] * scale(L);  // cotangent of the form
+        if (g == 0.0) continue;
+        const int64_t K = weights(j, i, time[i][j]);
+        for (int64_t k = 0; k < K; ++k) {  // d form / d a2[k, l] = r[k] c[l]
+          const double gr = g * r[k];
+          double* row = dA2 + k * n;
+          for (int64_t l = 0; l < K; ++l) row[l] += gr * c[l];
+        }
+        if (L == 5) continue;  // the top level's time is the given t (held fixed here)
+        // d form / d t_ij = -pi^2 sum_{k,l} a2[k, l] (k^2 + l^2) r[k] c[l]
+        double dform = 0.0;
+        for (int64_t k = 0; k < K; ++k) {
+          const double* row = a2 + k * n;
+          double acc_c = 0.0, acc_lc = 0.0;
+          for (int64_t l = 0; l < K; ++l) {
+            acc_c += row[l] * c[l];
+            acc_lc += row[l] * c[l] * k2pow[n + l];
+          }
+          dform += r[k] * (k2pow[n + k] * acc_c + acc_lc);
+        }
+        dform *= -(kPi * kPi);
+        // t_ij = (const / |sum|)^(1 / (2 + L)): d t / d sum = -t sign(sum) / ((2 + L) |sum|)
+        const double s = sum[i][j];
+        const double dsum = g * dform * (-time[i][j] / ((2.0 + L) * std::fabs(s))) * (s < 0 ? -1.0 : 1.0);
+        adj[i + 1][j] += dsum;
+        adj[i][j + 1] += dsum;
+      }
+  }
+};
+
+// f(t) = t - (t - gamma) / gamma from the level-2 psi (kde_diffusion's solved function)
+double f_of_psi(double t, double p02, double p11, double p20, double N) {
+  const double gamma = std::pow(2.0 * kPi * N * (p02 + p20 + 2.0 * p11), -1.0 / 3.0);
+  return t - (t - gamma) / gamma;
+}
+
+std::vector<double> k2_powers(int64_t n) {
+  std::vector<double> k2pow(6 * n);
+  for (int p = 0; p < 6; ++p)
+    for (int64_t k = 0; k < n; ++k) k2pow[p * n + k] = std::pow(static_cast<double>(k) * static_cast<double>(k), p);
+  return k2pow;
+}
+
+// Threads: one chunk of items each (the per-item work, a fixed point on an n x n spectrum, dwarfs the hand-off).
+int64_t grain_per_thread(int64_t B) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  return std::max<int64_t>(1, (B + threads - 1) / threads);
+}
+
+void check_args(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx,
+                const at::Tensor& ry, const at::Tensor& count) {
+  check_float_or_double(x, "x");
+  TORCH_CHECK(x.dim() == 2, "x must be (B, N), got ", x.sizes());
+  const int64_t B = x.size(0), N = x.size(1);
+  check_points(y, "y", B, N, x.scalar_type());
+  check_points(w, "weights", B, N, x.scalar_type());
+  check_range(rx, "range_x", B);
+  check_range(ry, "range_y", B);
+  TORCH_CHECK(count.dim() == 1 && count.size(0) == B, "count must have shape (", B, ",), got ", count.sizes());
+}
+
+// (B, n, n) soft histograms of x's dtype, one chunk of items per thread.
+at::Tensor soft_histograms(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx,
+                           const at::Tensor& ry, int64_t n, double sharpness) {
+  const int64_t B = x.size(0), N = x.size(1);
+  auto H = at::empty({B, n, n}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "soft_kde2d_pooled", [&] {
+    at::parallel_for(0, B, grain_per_thread(B), [&](int64_t b0, int64_t b1) {
+      run_widest_simd([&](auto width) KDEKIT_INLINE_LAMBDA {
+        Kernel<scalar_t, decltype(width)::value> k(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                                   w.data_ptr<scalar_t>(), rx.data_ptr<double>(),
+                                                   ry.data_ptr<double>(), N, n, static_cast<scalar_t>(sharpness),
+                                                   false);
+        k.forward(H.data_ptr<scalar_t>(), b0, b1);
+      });
+    });
+  });
+  return H;
+}
+
+// One item's smoothing and pooling (per-thread scratch): the halved spectrum A, its times -> the (pool x pool)
+// probabilities, and the adjoint of that map. `clip` > -inf: the density on the grid (integrating to 1 over the
+// limits, `scale` = 1 / area) is raised to `clip` before its blocks are summed (the seed's clipping); -inf: the
+// blocks come straight from the spectrum (Q S Q^T, pooling is linear).
+struct Smoother {
+  int64_t n, pool;
+  double clip;
+  const CosineTable* table;
+  const PooledCosines* pooled;
+  Spectrum s;
+  Synthesis synth{n, table};
+  std::vector<double> fx, fy, D, Gb, T;
+  int64_t Kx = 0, Ky = 0;
+  double total = 1.0;  // the item's block sum before normalisation
+
+  // blocks (pool x pool) = probabilities of the item with spectrum A and times (t*, tx1, tx2)
+  void forward(const double* A, const double* times, double scale, double* blocks) {
+    s.dense(n, A);
+    Kx = smoothing_weights(times[2], n, fx);  // rows (x) smoothed with tx2, columns (y) with tx1
+    Ky = smoothing_weights(times[1], n, fy);
+    if (clip > -kInf) {
+      D.resize(n * n);
+      synth.run(s, fx, Kx, fy, Ky, nullptr, D.data());
+      clipped_block_sums(n, pool, scale, clip, D.data(), blocks);
+    } else {
+      synth.run(s, fx, Kx, fy, Ky, pooled, blocks);
+    }
+    total = normalize_blocks(pool * pool, blocks);
+  }
+
+  // M (Kx x Ky, row stride n) = dL/dS for S = A o fx fy^T, given G = dL/dblocks (after forward() of the item)
+  void adjoint(const double* G, const double* blocks, double scale, double* M) {
+    double inner = 0.0;
+    for (int64_t i = 0; i < pool * pool; ++i) inner += G[i] * blocks[i];
+    Gb.resize(pool * pool);
+    for (int64_t i = 0; i < pool * pool; ++i) Gb[i] = (G[i] - inner) / total;  // dL/d(block sums)
+    if (clip > -kInf) {  // dL/dD on the grid (0 where clipped), then M = C dD C^T
+      const int64_t side = n / pool;
+      for (int64_t m = 0; m < n; ++m)
+        for (int64_t q = 0; q < n; ++q)
+          D[m * n + q] = D[m * n + q] >= clip ? Gb[(m / side) * pool + q / side] * scale : 0.0;
+      T.resize(n * Ky);
+      gemm_strided(n, Ky, 0, n, 1, D.data(), n, table->by_m.data(), n, T.data(), Ky);
+      gemm_strided(Kx, Ky, 0, n, 1, table->by_k.data(), n, T.data(), Ky, M, n);
+    } else {  // M = Q^T Gb Q
+      T.resize(pool * Ky);
+      gemm_strided(pool, Ky, 0, pool, 1, Gb.data(), pool, pooled->Q.data(), n, T.data(), Ky);
+      gemm_strided(Kx, Ky, 0, pool, 1, pooled->QT.data(), pool, T.data(), Ky, M, n);
+    }
+  }
+
+};
+
+void check_pool(int64_t grid, int64_t pool) {
+  TORCH_CHECK(grid >= 2 && grid % 2 == 0, "grid must be even and >= 2, got ", grid);
+  TORCH_CHECK(pool >= 1 && grid % pool == 0, "pool must divide grid=", grid, ", got ", pool);
+}
+
+double area_scale(const double* rx, const double* ry, int64_t b) {
+  return 1.0 / ((rx[2 * b + 1] - rx[2 * b]) * (ry[2 * b + 1] - ry[2 * b]));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_cpu(
+    const at::Tensor& x_, const at::Tensor& y_, const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_,
+    const at::Tensor& count_, int64_t grid, int64_t pool, double sharpness, double clip, double t_max, double xtol,
+    double rtol, int64_t maxiter, bool /*implicit: the backward's*/) {
+  check_args(x_, y_, w_, rx_, ry_, count_);
+  check_pool(grid, pool);
+  const SolveOptions opts{t_max, xtol, rtol, maxiter};
+  check_solve_options(opts);
+  auto x = x_.contiguous(), y = y_.contiguous(), w = w_.contiguous(), rx = rx_.contiguous(), ry = ry_.contiguous();
+  auto count = count_.to(at::kDouble).contiguous();
+  const int64_t B = x.size(0), n = grid;
+  // spectrum a = C H C^T / N in the compute dtype (as the torch path), then halved (row and column 0) in float64
+  auto C = dct_matrix(n, x.scalar_type());
+  auto a = at::matmul(at::matmul(C, soft_histograms(x, y, w, rx, ry, n, sharpness)), C.t());
+  auto N_safe = at::where(count > 0, count, at::ones_like(count)).to(x.scalar_type());
+  auto spectrum = (a / N_safe.view({B, 1, 1})).to(at::kDouble).contiguous();
+  auto blocks = at::empty({B, pool, pool}, spectrum.options());
+  auto times = at::empty({B, 3}, spectrum.options());
+  auto status = at::empty({B}, spectrum.options().dtype(at::kInt));
+  double *pa = spectrum.data_ptr<double>(), *po = blocks.data_ptr<double>(), *pt = times.data_ptr<double>();
+  const double *pc = count.data_ptr<double>(), *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
+  int32_t* ps = status.data_ptr<int32_t>();
+  auto table = cosine_table(n);
+  const PooledCosines pooled(*table, pool);
+  at::parallel_for(0, B, grain_per_thread(B), [&](int64_t b0, int64_t b1) {
+    Spectrum s;
+    Smoother smoother{n, pool, clip, table.get(), &pooled};
+    for (int64_t b = b0; b < b1; ++b) {
+      double* A = pa + b * n * n;
+      for (int64_t k = 0; k < n; ++k) {
+        A[k] *= 0.5;  // row 0
+        A[k * n] *= 0.5;  // column 0
+      }
+      s.dense(n, A);
+      ps[b] = solve(s, pc[b], opts, pt + 3 * b);
+      double* ob = po + b * pool * pool;
+      if (ps[b] == kOk)
+        smoother.forward(A, pt + 3 * b, area_scale(prx, pry, b), ob);
+      else
+        std::fill(ob, ob + pool * pool, kNaN);
+    }
+  });
+  return {blocks.to(x.scalar_type()), times, status, spectrum};
+}
+
+// dA += the bandwidth's part of dL/dA (the rule of kdekit/ops/diffusion_kde/implicit.py on the tape of the psi
+// recursion): (tx1, tx2) through the level-2 psi at t*, and with `implicit` t* itself (implicit function theorem at a
+// simple root); nothing where the recursion is not differentiable around t* (a constant bandwidth).
+void add_bandwidth_term(const double* A, int64_t n, double N, double t0, double tx1, double tx2, double dtx1,
+                        double dtx2, double grad_t, bool implicit, const std::vector<double>& k2pow, double* dA) {
+  std::vector<double> A2(n * n), dA2(n * n, 0.0);
+  for (int64_t i = 0; i < n * n; ++i) A2[i] = A[i] * A[i];
+  PsiTape tape{n, N, A2.data(), k2pow, {}, {}, {}, {}, {}, {}, {}};
+  double p_s[4][3], f_s[4];
+  bool ok = true;
+  for (int m = 0; m < 4; ++m) {
+    const double tm = t0 + kFdStep * t0 * kFdNodes[m];
+    ok = tape.run(tm) && ok;
+    p_s[m][0] = tape.p02(), p_s[m][1] = tape.p11(), p_s[m][2] = tape.p20();
+    f_s[m] = f_of_psi(tm, p_s[m][0], p_s[m][1], p_s[m][2], N);
+  }
+  ok = tape.run(t0) && ok;
+  const double p02 = tape.p02(), p11 = tape.p11(), p20 = tape.p20();
+  const double f0 = f_of_psi(t0, p02, p11, p20, N);
+  double p_t[3] = {0, 0, 0}, f_t = 0.0;
+  for (int m = 0; m < 4; ++m) {
+    f_t += kFdWeights[m] * f_s[m] / (kFdStep * t0);
+    for (int c = 0; c < 3; ++c) p_t[c] += kFdWeights[m] * p_s[m][c] / (kFdStep * t0);
+  }
+  ok = ok && std::isfinite(f0) && std::isfinite(p_t[0]) && std::isfinite(p_t[1]) && std::isfinite(p_t[2]);
+  if (!ok) return;  // a constant bandwidth: the direct term only
+  // c = d L / d (p02, p11, p20) through tx1, tx2 (logarithmic derivatives of axis_times)
+  const double r = std::sqrt(p02 * p20), D = p11 + r;
+  const double l1[3] = {(0.75 / p02 - r / (2 * p02) / D) / 3, -1.0 / (3 * D), (-0.75 / p20 - r / (2 * p20) / D) / 3};
+  const double l2[3] = {(-0.75 / p02 - r / (2 * p02) / D) / 3, -1.0 / (3 * D), (0.75 / p20 - r / (2 * p20) / D) / 3};
+  double cot[3];
+  for (int c = 0; c < 3; ++c) cot[c] = dtx1 * tx1 * l1[c] + dtx2 * tx2 * l2[c];
+  if (implicit && std::isfinite(f_t) && f_t != 0.0) {
+    const double lambda = -(cot[0] * p_t[0] + cot[1] * p_t[1] + cot[2] * p_t[2] + grad_t) / f_t;
+    const double sigma = p02 + p20 + 2.0 * p11;
+    const double gamma = std::pow(2.0 * kPi * N * sigma, -1.0 / 3.0);
+    const double df_dsigma = -t0 / (3.0 * gamma * sigma);
+    cot[0] += lambda * df_dsigma;
+    cot[1] += lambda * 2.0 * df_dsigma;
+    cot[2] += lambda * df_dsigma;
+  }
+  tape.vjp(cot, dA2.data());
+  for (int64_t i = 0; i < n * n; ++i) dA[i] += 2.0 * A[i] * dA2[i];
+}
+
+// dL/da (B, n, n) float64 of the items solved, given dL/dblocks and dL/dtimes.
+void spectrum_gradient(const at::Tensor& grad_blocks, const at::Tensor& grad_times, const at::Tensor& count,
+                       const at::Tensor& spectrum, const at::Tensor& times, const at::Tensor& status,
+                       const at::Tensor& rx, const at::Tensor& ry, int64_t pool, double clip, bool implicit,
+                       at::Tensor& da) {
+  const int64_t B = spectrum.size(0), n = spectrum.size(1);
+  const double *pG = grad_blocks.data_ptr<double>(), *pg = grad_times.data_ptr<double>();
+  const double *pA = spectrum.data_ptr<double>(), *pt = times.data_ptr<double>(), *pc = count.data_ptr<double>();
+  const double *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
+  const int32_t* ps = status.data_ptr<int32_t>();
+  double* pda = da.data_ptr<double>();
+  auto table = cosine_table(n);
+  const PooledCosines pooled(*table, pool);
+  const std::vector<double> k2pow = k2_powers(n);
+  at::parallel_for(0, B, grain_per_thread(B), [&](int64_t b0, int64_t b1) {
+    Smoother smoother{n, pool, clip, table.get(), &pooled};
+    std::vector<double> blocks(pool * pool), M(n * n);
+    for (int64_t b = b0; b < b1; ++b) {
+      double* dA = pda + b * n * n;
+      std::fill(dA, dA + n * n, 0.0);
+      if (ps[b] != kOk) continue;
+      const double* A = pA + b * n * n;
+      const double* tb = pt + 3 * b;
+      const double scale = area_scale(prx, pry, b);
+      smoother.forward(A, tb, scale, blocks.data());
+      smoother.adjoint(pG + b * pool * pool, blocks.data(), scale, M.data());
+      // S = A o fx fy^T: dL/dA at fixed times, and dL/dtx2, dL/dtx1 through fx, fy
+      const std::vector<double>&fx = smoother.fx, &fy = smoother.fy;
+      double dtx2 = pg[3 * b + 2], dtx1 = pg[3 * b + 1];
+      for (int64_t k = 0; k < smoother.Kx; ++k)
+        for (int64_t l = 0; l < smoother.Ky; ++l) {
+          const double m = M[k * n + l], v = m * A[k * n + l] * fx[k] * fy[l];  // dL/dS o S
+          dA[k * n + l] = m * fx[k] * fy[l];
+          dtx2 += v * (-(kPi * kPi) * k2pow[n + k] / 2);
+          dtx1 += v * (-(kPi * kPi) * k2pow[n + l] / 2);
+        }
+      add_bandwidth_term(A, n, pc[b], tb[0], tb[1], tb[2], dtx1, dtx2, pg[3 * b], implicit, k2pow, dA);
+      // A = h h^T o a: back to the unhalved spectrum
+      for (int64_t i = 0; i < n; ++i) {
+        dA[i] *= 0.5;
+        dA[i * n] *= 0.5;
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_backward_cpu(
+    const at::Tensor& grad_blocks, const at::Tensor& grad_times, const at::Tensor& x_, const at::Tensor& y_,
+    const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_, const at::Tensor& count_,
+    const at::Tensor& spectrum_, const at::Tensor& times_, const at::Tensor& status_, int64_t pool, double sharpness,
+    double clip, bool implicit) {
+  check_args(x_, y_, w_, rx_, ry_, count_);
+  const int64_t B = x_.size(0), n = spectrum_.size(1);
+  TORCH_CHECK(spectrum_.dim() == 3 && spectrum_.size(0) == B && spectrum_.size(2) == n, "spectrum must be (", B,
+              ", n, n), got ", spectrum_.sizes());
+  check_pool(n, pool);
+  TORCH_CHECK(grad_blocks.dim() == 3 && grad_blocks.size(0) == B && grad_blocks.size(1) == pool &&
+                  grad_blocks.size(2) == pool,
+              "grad_blocks must have shape (", B, ", ", pool, ", ", pool, "), got ", grad_blocks.sizes());
+  auto x = x_.contiguous(), y = y_.contiguous(), w = w_.contiguous(), rx = rx_.contiguous(), ry = ry_.contiguous();
+  auto count = count_.to(at::kDouble).contiguous();
+  auto da = at::empty({B, n, n}, spectrum_.options().dtype(at::kDouble));
+  spectrum_gradient(grad_blocks.to(at::kDouble).contiguous(), grad_times.to(at::kDouble).contiguous(), count,
+                    spectrum_.to(at::kDouble).contiguous(), times_.to(at::kDouble).contiguous(),
+                    status_.to(at::kInt).contiguous(), rx, ry, pool, clip, implicit, da);
+  // a = C H C^T / N  ->  dL/dH = C^T dL/da C / N
+  auto C = dct_matrix(n, x.scalar_type());
+  auto N_safe = at::where(count > 0, count, at::ones_like(count)).to(x.scalar_type());
+  auto dH = at::matmul(at::matmul(C.t(), (da.to(x.scalar_type()) / N_safe.view({B, 1, 1}))), C).contiguous();
+  auto gx = at::empty_like(x), gy = at::empty_like(x), gw = at::empty_like(x);
+  const int64_t Np = x.size(1);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "soft_kde2d_pooled_backward", [&] {
+    at::parallel_for(0, B, grain_per_thread(B), [&](int64_t b0, int64_t b1) {
+      run_widest_simd([&](auto width) KDEKIT_INLINE_LAMBDA {
+        Kernel<scalar_t, decltype(width)::value> k(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+                                                   w.data_ptr<scalar_t>(), rx.data_ptr<double>(),
+                                                   ry.data_ptr<double>(), Np, n, static_cast<scalar_t>(sharpness),
+                                                   true);
+        k.backward(dH.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(),
+                   gw.data_ptr<scalar_t>(), b0, b1);
+      });
+    });
+  });
+  return {gx, gy, gw};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(kdekit, CPU, m) {
+  m.impl("soft_kde2d_pooled", &soft_kde2d_pooled_cpu);
+  m.impl("soft_kde2d_pooled_backward", &soft_kde2d_pooled_backward_cpu);
+}
+
+}  // namespace kdekit::cpu
