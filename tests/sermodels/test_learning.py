@@ -43,7 +43,7 @@ def one_thread():
 
 def synth(out, corpus, n, *extra):
     assert main(["synth", "--corpus", corpus, "--out", str(out), "--utterances", str(n), "--annotators", "6",
-                 "--engine", "numpy", *extra]) == 0
+                 "--engine", "numpy", "--seconds", "0.8", "1.2", *extra]) == 0
     return str(out)
 
 

@@ -37,7 +37,7 @@ def one_thread():
 
 def synth(out, corpus, n, *extra):
     assert main(["synth", "--corpus", corpus, "--out", str(out), "--utterances", str(n), "--annotators", "6",
-                 "--engine", "numpy", *extra]) == 0
+                 "--engine", "numpy", "--seconds", "0.8", "1.2", *extra]) == 0
     return str(out)
 
 
@@ -59,14 +59,16 @@ def train_annotators(root, corpus, out, *overrides):
 
 @pytest.mark.parametrize("layout", FORMATS)
 def test_synth_writes_a_corpus_in_each_layout(tmp_path, layout, capsys):
+    """Clips of 2-6 s by default, so paper 003's 3-30 s filter keeps most of them; the next commands are shown."""
     root = tmp_path / layout
-    synth(root, layout, 8, "--seconds", "3", "4")
+    assert main(["synth", "--corpus", layout, "--out", str(root), "--utterances", "8", "--engine", "numpy"]) == 0
     printed = capsys.readouterr().out
     assert f"wrote 8 utterances of a synthetic {layout} corpus to {root}" in printed
     assert "train:  sermodels train " in printed
     corpus = load_corpus(layout, root)
     assert len(corpus) == 8 and not corpus.skipped
-    assert all(3.0 <= u.duration <= 4.0 for u in corpus.utterances)
+    assert all(2.0 <= u.duration <= 6.0 for u in corpus.utterances)
+    assert any(u.duration >= 3.0 for u in corpus.utterances)
     if layout != "compare-share":
         assert all(len(u.ratings) >= 3 for u in corpus.utterances)
     fails(["synth", "--corpus", layout, "--out", str(root)], capsys, f"output folder {root} is not empty")
