@@ -11,17 +11,19 @@ Every recipe's config is a dataclass (``<recipe module>.Config``) with the same 
     train:    {epochs, batch_size, optimizer, lr, scheduler: {name, ...}, early_stopping: {...}, ...}
     eval:     {...}         # metrics, test sets
 
-The ``data`` section of every recipe has ``corpus``, ``root``, ``split`` (a split scheme of
-:mod:`sermodels.data.splits`, or the path of a split file), ``partitions`` (renaming map, e.g. ``{devel: val}``)
-and ``rating_range`` (``[lo, hi]`` of the corpus' rating scale; null = the corpus' fixed range). ``train`` is
-:class:`TrainConfig` (read by :class:`sermodels.train.Trainer`), extended by recipes that need more.
+The ``data`` section of every recipe has ``corpus`` (a name or alias, :func:`sermodels.data.corpus_name`), ``root``,
+``split`` (a split scheme of :mod:`sermodels.data.splits` or the path of a ``.json`` / ``.csv`` split file; null =
+the corpus' default scheme), ``partitions`` (renaming map ``{new: old}``, e.g. ``{test: test1}``: MSP-Podcast's
+Test1 used as the test set) and ``rating_range`` (``[lo, hi]`` of the corpus' rating scale; null = the corpus'
+fixed range; a generic corpus needs it). ``train`` is :class:`TrainConfig` (read by
+:class:`sermodels.train.Trainer`), extended by recipes that need more.
 
 Sources, later ones win: the schema's defaults, a YAML file (``--config``), then ``key=value`` overrides.
 
 - **Files** are read with YAML 1.2 core-schema rules (:func:`load_yaml`): ``1e-3`` is a float (PyYAML's YAML 1.1
   reads it as a string), ``yes``/``no``/``on``/``off`` stay strings.
 - **Overrides** are ``dotted.key=value`` with the value parsed as YAML 1.2 (``train.lr=1e-3``,
-  ``eval.ks=[4,2]``, ``data.rating_range=[1,7]``, ``data.partitions={devel: val}``, ``data.split=/path/split.json``);
+  ``eval.ks=[4,2]``, ``data.rating_range=[1,7]``, ``data.partitions.test=test1``, ``data.split=/path/split.json``);
   integer parts index lists (``eval.test_corpora.0.root=/data/IEMOCAP``).
 - **Unknown keys**, in a file or an override, are errors naming the nearest known key; values are checked against
   the field's type (an int where a float is expected is converted; a string where a number is expected is an error).
@@ -135,9 +137,23 @@ def nearest_key(key: str, known: Sequence[str]) -> Optional[str]:
     return best
 
 
-def _unknown(path: str, key: str, cls, root=None) -> ConfigError:
+def _word_key(key: str, known: Sequence[str]) -> Optional[str]:
+    """The known key whose last part has the last part of ``key`` as one of its ``_``-separated words
+    (``labels.range`` -> ``data.rating_range``), or None."""
+    leaf = key.rsplit(".", 1)[-1]
+    for k in known:
+        words = k.rsplit(".", 1)[-1].split("_")
+        if len(words) > 1 and leaf in words:
+            return k
+    return None
+
+
+def _unknown(path: str, key: str, cls, root=None, rest: Sequence[str] = ()) -> ConfigError:
+    """The error for ``key`` unknown in section ``path`` of ``cls``; ``rest``: the parts of the override key after
+    it, whose last part may name the intended key (``labels.range`` -> ``data.rating_range``)."""
     full = f"{path}.{key}" if path else key
-    hint = nearest_key(full, schema_keys(cls, path))
+    hint = _word_key(".".join([full, *rest]), schema_keys(root or cls)) if rest else None
+    hint = hint or nearest_key(full, schema_keys(cls, path))
     if hint is None and root is not None:  # a key of another section (``epochs`` -> ``train.epochs``)
         hint = nearest_key(full, schema_keys(root))
     where = f"in section {path!r}" if path else "at the top level"
@@ -331,7 +347,7 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str], cls=None) ->
                 if tp is not None and dataclasses.is_dataclass(tp):
                     hints = _hints(tp)
                     if part not in hints or part.startswith("_"):
-                        raise _unknown(here, part, tp, cls)
+                        raise _unknown(here, part, tp, cls, parts[i + 1:])
                     tp = hints[part]
                 else:
                     tp = typing.get_args(tp)[1] if typing.get_origin(tp) is dict else None
@@ -402,7 +418,7 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    """The ``data`` section shared by every recipe (recipes add their own keys)."""
+    """The ``data`` section shared by every recipe (recipes add their own keys); see the module docstring."""
 
     corpus: Optional[str] = None
     root: Optional[str] = None

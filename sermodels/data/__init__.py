@@ -9,7 +9,7 @@ from typing import Callable, Dict
 
 from . import compare_share, generic, iemocap, msp_improv, msp_podcast, muse
 from .cache import audio_durations
-from .corpus import Corpus, Issues, corpus_name
+from .corpus import Corpus, Issues, check_rating_range, corpus_name
 from .records import Utterance
 
 READERS: Dict[str, Callable[..., Corpus]] = {
@@ -18,12 +18,12 @@ READERS: Dict[str, Callable[..., Corpus]] = {
     "msp-podcast": msp_podcast.read,
     "muse": muse.read,                  # opts: context=False
     "compare-share": compare_share.read,
-    "generic": generic.read,            # opts: name="generic", rating_range=None
+    "generic": generic.read,            # opts: name="generic"
 }
 
 
 def load_corpus(name: str, root, lenient: bool = True, min_annotators: int = 0, probe_audio: bool = True,
-                **opts) -> Corpus:
+                rating_range=None, **opts) -> Corpus:
     """Read corpus ``name`` from ``root``.
 
     ``name`` is a key of :data:`READERS` or an alias (:func:`corpus_name`: ``MSP_Podcast``, ``podcast``, ...).
@@ -33,13 +33,20 @@ def load_corpus(name: str, root, lenient: bool = True, min_annotators: int = 0, 
     utterances with fewer individual ratings (the papers use 2), recording each drop in ``skipped``; utterances
     kept without any rating are recorded too. ``duration`` comes from the labels file where the corpus has one,
     else (``probe_audio``) from the audio file's header, cached (:func:`sermodels.data.cache.audio_durations`).
-    Ratings stay on the corpus' own scale, ``Corpus.rating_range`` (see :mod:`sermodels.data.labels` for scaling).
+    Ratings stay on the corpus' own scale, ``Corpus.rating_range`` (see :mod:`sermodels.data.labels` for scaling):
+    the corpus' fixed scale, or ``rating_range=(lo, hi)``, which a generic corpus needs for labels (its reader drops
+    ratings outside it) and which replaces a fixed scale.
     """
     key = corpus_name(name)
     if key not in READERS:
         raise ValueError(f"unknown corpus name {name!r}; expected one of {sorted(READERS)} (case and _/- do not "
                          f"matter)")
+    scale = check_rating_range(rating_range)
+    if key == "generic":
+        opts["rating_range"] = scale
     corpus = READERS[key](str(root), lenient=lenient, **opts)
+    if scale is not None:
+        corpus.rating_range = scale
     issues = Issues(lenient, corpus.skipped)
     if probe_audio:
         todo = [u for u in corpus.utterances if u.duration is None and u.audio_path is not None]

@@ -142,6 +142,19 @@ def outside_scale(values: Dict[str, float], scale: Tuple[float, float], nan_ok: 
     return f"{', '.join(bad)} outside the scale {lo:g}-{hi:g}" if bad else None
 
 
+def check_rating_range(value) -> Optional[Tuple[float, float]]:
+    """``(lo, hi)`` as floats from any pair (None stays None); ValueError unless both are finite and lo < hi."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"rating_range must be (lo, hi), got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"rating_range needs finite lo < hi, got {value!r}")
+    return lo, hi
+
+
 def first_existing(root: str, candidates: List[str], what: str) -> str:
     """The first of ``root/candidate`` that exists; FileNotFoundError listing every path tried."""
     tried = [os.path.join(root, c) for c in candidates]

@@ -17,7 +17,7 @@ import os
 from collections import defaultdict
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
-from .corpus import Corpus, CsvFile, Issues, average_repeats, normalise_gender, outside_scale
+from .corpus import Corpus, CsvFile, Issues, average_repeats, check_rating_range, normalise_gender, outside_scale
 from .records import Utterance
 
 NAME = "generic"
@@ -54,24 +54,12 @@ def _rows(path: str, issues: Issues) -> Tuple[list, Iterator[Tuple[int, Dict[str
     return table.header, table.rows()
 
 
-def _rating_range(value) -> Optional[Tuple[float, float]]:
-    if value is None:
-        return None
-    try:
-        lo, hi = (float(x) for x in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"rating_range must be (lo, hi), got {value!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"rating_range needs finite lo < hi, got {value!r}")
-    return lo, hi
-
-
 def _num(text: str) -> float:
     return math.nan if text == "" or text.lower() == "nan" else float(text)
 
 
 def read(root: str, lenient: bool = True, name: str = NAME, rating_range: Optional[Sequence[float]] = None) -> Corpus:
-    scale = _rating_range(rating_range)
+    scale = check_rating_range(rating_range)
     path = _resolve(root)
     issues = Issues(lenient)
     header, rows = _rows(path, issues)

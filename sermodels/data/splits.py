@@ -1,14 +1,16 @@
 """Splits: the papers' schemes (shipped as JSON in ``sermodels/data/splits/<corpus>.json``), user split files,
 partition renaming, size reports, and group k-fold.
 
-Each JSON file maps scheme name -> ``{"by": <attribute>, "source": <where it comes from>, "groups": {split: [values]}}``
-with ``by`` one of ``speaker``, ``session``, ``split`` (the corpus' own partition column), ``stress`` (MuSE
-``extra["stress"]``); ``"groups": null`` makes every value of the attribute its own partition. Every corpus also has
-the built-in scheme ``all`` (every utterance in ``test``: cross-corpus evaluation).
+Each JSON file holds ``"default"`` (the scheme used when none is given, :func:`default_scheme`) and ``"schemes"``:
+scheme name -> ``{"by": <attribute>, "source": <where it comes from>, "groups": {split: [values]}}`` with ``by`` one
+of ``speaker``, ``session``, ``split`` (the corpus' own partition column), ``stress`` (MuSE ``extra["stress"]``);
+``"groups": null`` makes every value of the attribute its own partition. Every corpus also has the built-in scheme
+``all`` (every utterance in ``test``: cross-corpus evaluation).
 
-:func:`make_splits` is the one call for a command line: a scheme or a split file (:func:`read_split_file`), then
-renaming (:func:`rename_partitions`) and a clear error for required partitions that are empty
-(:func:`require_partitions`); :func:`split_sizes` reports every partition's size and warns about tiny ones.
+:func:`make_splits` is the one call for a command line: a scheme or a split file (:func:`read_split_file`;
+:func:`parse_split` tells which a config value names), then renaming (:func:`rename_partitions`) and a clear error
+for required partitions that are empty (:func:`require_partitions`); :func:`split_sizes` reports every partition's
+size and warns about tiny ones.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import json
 import os
 import warnings
 from collections import Counter
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from .records import Utterance
 
 Splits = Dict[str, List[Utterance]]
 TINY_PARTITION = 10  # split_sizes warns below this many utterances
+RENAME_HINT = "rename one, e.g. rename={{'{new}': '{old}'}}"  # require_partitions' advice for a missing partition
 SPLIT_FILE_ID_COLUMNS = ("utterance_id", "id", "utterance", "filename", "file", "sentence_name")
 SPLIT_FILE_PARTITION_COLUMNS = ("split", "partition", "set", "split_set", "fold")
 
@@ -37,15 +40,37 @@ ATTRIBUTES: Dict[str, Callable[[Utterance], Optional[str]]] = {
 }
 
 
-def schemes(corpus: str) -> Dict[str, dict]:
-    """All split schemes of ``corpus`` (name or alias) as stored in its JSON file (plus the built-in ``all``)."""
+def _scheme_file(corpus: str) -> dict:
     path = os.path.join(SPLIT_DIR, f"{corpus_name(corpus)}.json")
     if not os.path.isfile(path):
         raise ValueError(f"no split file for corpus {corpus!r} ({path}); known: "
                          f"{sorted(f[:-5] for f in os.listdir(SPLIT_DIR) if f.endswith('.json'))}")
     with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    out = dict(data["schemes"])
+        return json.load(f)
+
+
+def default_scheme(corpus: str) -> str:
+    """The scheme of ``corpus`` used when none is given: MSP-Improv ``speaker_independent_is2024``, IEMOCAP
+    ``session``, MSP-Podcast ``official``, MuSE ``speaker``, ComParE and generic ``official``."""
+    return _scheme_file(corpus)["default"]
+
+
+def parse_split(value: Optional[str], corpus: str) -> Tuple[Optional[str], Optional[str]]:
+    """``(scheme, split_file)`` named by a config or command-line split value: None -> the corpus'
+    :func:`default_scheme`; an existing file, or a value that ends in ``.json`` / ``.csv`` or holds a path
+    separator -> a split file (:func:`read_split_file`); anything else -> a scheme name."""
+    if value is None:
+        return default_scheme(corpus), None
+    value = os.fspath(value)
+    if os.path.isfile(value) or value.lower().endswith((".json", ".csv")) or os.sep in value or \
+            (os.altsep and os.altsep in value):
+        return None, value
+    return value, None
+
+
+def schemes(corpus: str) -> Dict[str, dict]:
+    """All split schemes of ``corpus`` (name or alias) as stored in its JSON file (plus the built-in ``all``)."""
+    out = dict(_scheme_file(corpus)["schemes"])
     out["all"] = {"by": None, "source": "every utterance in test (cross-corpus evaluation)", "groups": {"test": []}}
     return out
 
@@ -62,7 +87,10 @@ def assign_split(utterances: Sequence[Utterance], corpus: str, scheme: str) -> D
     """
     table = schemes(corpus)
     if scheme not in table:
-        raise ValueError(f"unknown split scheme {scheme!r} for {corpus}; expected one of {sorted(table)}")
+        owners = [name for name, spec in table.items() if scheme in (spec["groups"] or {})]
+        hint = f"; {scheme!r} is a partition of scheme {owners[0]!r}, not a scheme" if owners else ""
+        raise ValueError(f"unknown split scheme {scheme!r} for {corpus_name(corpus)}; expected one of "
+                         f"{sorted(table)} or the path of a split file (.json or .csv){hint}")
     spec = table[scheme]
     if spec["by"] is None:
         return {"test": list(utterances)}
@@ -189,14 +217,21 @@ def rename_partitions(splits: Splits, renames: Union[Mapping[str, str], Iterable
     return {old_to_new.get(p, p): us for p, us in splits.items()}
 
 
-def require_partitions(splits: Splits, names: Iterable[str], what: str = "the split") -> None:
+def require_partitions(splits: Splits, names: Iterable[str], what: str = "the split",
+                       hint: str = RENAME_HINT) -> None:
     """ValueError naming every partition of ``names`` that is missing or empty in ``splits``, with the sizes of
-    all partitions (and the renaming hint when a partition is missing)."""
+    all partitions. When a partition is missing and another non-empty partition could stand in for it, the message
+    ends with ``hint`` formatted with ``new`` (the missing name) and ``old`` (the stand-in): how the caller's user
+    renames or picks partitions (default ``rename one, e.g. rename={'test': 'test1'}``)."""
+    names = list(names)
     empty = [n for n in names if not splits.get(n)]
     if empty:
         sizes = ", ".join(f"{p}={len(us)}" for p, us in splits.items()) or "none"
-        hint = "; rename one, e.g. rename={'test': 'test1'}" if any(n not in splits for n in empty) else ""
-        raise ValueError(f"partition(s) {empty} of {what} are missing or empty (partitions: {sizes}){hint}")
+        missing = [n for n in empty if n not in splits]
+        spare = sorted((p for p, us in splits.items() if us and p not in names),
+                       key=lambda p: not p.startswith(missing[0]) if missing else 0)  # test1 stands in for test first
+        end = f"; {hint.format(new=missing[0], old=spare[0])}" if missing and spare else ""
+        raise ValueError(f"partition(s) {empty} of {what} are missing or empty (partitions: {sizes}){end}")
 
 
 def split_sizes(splits: Splits, total: Optional[int] = None, tiny: int = TINY_PARTITION,
@@ -220,19 +255,26 @@ def split_sizes(splits: Splits, total: Optional[int] = None, tiny: int = TINY_PA
     return sizes
 
 
+def split_source(corpus: str, scheme: Optional[str] = None, split_file=None) -> str:
+    """How :func:`make_splits` names where its partitions come from (``split scheme 'official' of msp-podcast``,
+    ``split file /x/split.json``), for messages."""
+    if split_file is not None:
+        return f"split file {split_file}"
+    return f"split scheme {scheme!r} of {corpus_name(corpus)}"
+
+
 def make_splits(utterances: Sequence[Utterance], corpus: str, scheme: Optional[str] = None, split_file=None,
-                rename: Union[Mapping[str, str], Iterable[str], None] = None, require: Iterable[str] = ()) -> Splits:
+                rename: Union[Mapping[str, str], Iterable[str], None] = None, require: Iterable[str] = (),
+                hint: str = RENAME_HINT) -> Splits:
     """Partitions for a run: ``scheme`` (:func:`assign_split`) or ``split_file`` (:func:`split_by_file`), exactly
     one; then :func:`rename_partitions` and :func:`require_partitions` for ``require`` (e.g. ``("train", "val",
-    "test")``)."""
+    "test")``; ``hint`` as there)."""
     if (scheme is None) == (split_file is None):
         raise ValueError("give exactly one of scheme and split_file")
-    if split_file is not None:
-        splits, what = split_by_file(utterances, split_file), f"split file {split_file}"
-    else:
-        splits, what = assign_split(utterances, corpus, scheme), f"split scheme {scheme!r} of {corpus}"
+    splits = split_by_file(utterances, split_file) if split_file is not None else \
+        assign_split(utterances, corpus, scheme)
     splits = rename_partitions(splits, rename)
-    require_partitions(splits, require, what)
+    require_partitions(splits, require, split_source(corpus, scheme, split_file), hint)
     return splits
 
 

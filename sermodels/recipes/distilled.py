@@ -35,15 +35,13 @@ from torch.utils.data import DataLoader, Sampler
 
 from kdekit import ccc
 from ..config import DataConfig, EarlyStoppingConfig, RecipeConfig, TrainConfig
-from ..data import load_corpus
 from ..data.features import load_audio
-from ..data.labels import scale_range
 from ..models.distilled import DistilledSER
 from ..recipe_losses import ccc_loss
-from ..runs import data_fingerprint
+from ..runs import data_fingerprint, say
 from ..train import Trainer
 from ._common import (DictDataset, SupervisedTask, encoder_path, format_table, pad_collate, predict, print_tables,
-                      split_utterances, start_run)
+                      read_corpus, split_utterances, start_run)
 
 DIMS = ("Arousal", "Valence", "Dominance")
 CURVE_METRICS = ("val_loss",)
@@ -52,10 +50,10 @@ CURVE_METRICS = ("val_loss",)
 @dataclass
 class Data(DataConfig):
     """Targets: consensus (arousal, valence, dominance) scaled from ``rating_range`` (null = the corpus' fixed
-    range, msp-podcast 1..7) to [0, 1]."""
+    range, msp-podcast 1..7) to [0, 1]. ``split`` null = the corpus' default scheme (MSP-Podcast: ``official``);
+    training needs partitions ``train``, ``val`` and ``eval.seen``."""
 
     corpus: Optional[str] = "msp-podcast"
-    split: Optional[str] = "official"
 
 
 @dataclass
@@ -95,13 +93,16 @@ class Train(TrainConfig):
 
 @dataclass
 class Eval:
+    """The partitions reported as seen (required) and unseen (reported when the split has it)."""
+
     seen: str = "test1"
     unseen: str = "test2"
 
 
 @dataclass
 class Config(RecipeConfig):
-    """Small defaults: runs on the synthetic msp-podcast corpus in well under a minute."""
+    """Small defaults: runs on a synthetic msp-podcast corpus (``sermodels synth --corpus msp-podcast``) in well
+    under a minute."""
 
     recipe: str = "distilled"
     data: Data = field(default_factory=Data)
@@ -184,11 +185,12 @@ def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] =
         out_dir="runs/distilled", runs: Optional[Sequence[str]] = None, overwrite: bool = False) -> Dict[str, Any]:
     cfg, info, folder = start_run("distilled", Config, config, corpus, data_root, out_dir, overwrite)
     out_dir = str(out_dir)
-    utts = [u for u in load_corpus(cfg.data.corpus, cfg.data.root).utterances
-            if u.audio_path and os.path.isfile(u.audio_path) and u.consensus is not None
+    corpus = read_corpus(cfg.data.corpus, cfg.data.root, cfg.data.rating_range)
+    utts = [u for u in corpus.utterances if u.audio_path and os.path.isfile(u.audio_path) and u.consensus is not None
             and all(np.isfinite(v) for v in u.consensus)]
-    split = split_utterances(utts, cfg.data.corpus, cfg.data)
-    lo_hi = tuple(cfg.data.rating_range) if cfg.data.rating_range is not None else scale_range(cfg.data.corpus)
+    split = split_utterances(utts, corpus.name, cfg.data.split, cfg.data.partitions,
+                             ("train", "val", cfg.eval.seen), log=say if info.is_main else None)
+    lo_hi = corpus.rating_range
     with folder.claim(data_fingerprint(split, rating_range=lo_hi)):
         results = _run(cfg, info, out_dir, utts, split, lo_hi)
         folder.save(results, tables(cfg, results))
@@ -279,10 +281,11 @@ def _run(cfg: Config, info, out_dir: str, utts, split, lo_hi) -> Dict[str, Any]:
     return results
 
 
-def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
-             split: Optional[str] = None) -> Dict[str, Any]:
-    """Print the tables of a finished run folder."""
-    return print_tables("distilled", Config, tables, run_dir, corpus)
+def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None, split: Optional[str] = None,
+             partition: Optional[str] = None, rating_range: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """Print the tables of a finished run folder (the recipe evaluates its own seen/unseen partitions only)."""
+    return print_tables("distilled", Config, tables, run_dir, corpus, data_root=data_root, split=split,
+                        partition=partition, rating_range=rating_range)
 
 
 def plot_layer_importance(importance: Dict[str, List[float]], path: str) -> str:

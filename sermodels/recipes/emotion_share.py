@@ -28,25 +28,25 @@ import torch
 from scipy.stats import spearmanr
 
 from ..config import ConfigError, DataConfig, RecipeConfig, TrainConfig
-from ..data import load_corpus
 from ..data.compare_share import EMOTIONS
 from ..data.features import extract_features
 from ..models.emotion_share import EmotionShareNet
 from ..recipe_losses import mse_loss
-from ..runs import data_fingerprint
+from ..runs import data_fingerprint, say
 from ..train import Trainer
 from ._common import (DictDataset, SupervisedTask, encoder_path, format_table, pad_collate, predict, print_tables,
-                      split_utterances, start_run)
+                      read_corpus, split_utterances, start_run)
 
 CURVE_METRICS = ("val_loss",)
 
 
 @dataclass
 class Data(DataConfig):
-    """``holdout``: fraction of the training partition used for early stopping (drawn with ``holdout_seed``)."""
+    """``holdout``: fraction of the training partition used for early stopping (drawn with ``holdout_seed``);
+    ``split`` null = the corpus' default scheme (ComParE: ``official``); training needs partitions ``train`` and
+    ``eval.partition``."""
 
     corpus: Optional[str] = "compare-share"
-    split: Optional[str] = "official"
     holdout: float = 0.1
     holdout_seed: int = 0
 
@@ -93,7 +93,8 @@ class Eval:
 
 @dataclass
 class Config(RecipeConfig):
-    """Small defaults: runs on the synthetic compare-share corpus in well under a minute."""
+    """Small defaults: runs on a synthetic compare-share corpus (``sermodels synth --corpus compare-share``) in
+    well under a minute."""
 
     recipe: str = "emotion_share"
     data: Data = field(default_factory=Data)
@@ -138,9 +139,13 @@ def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] =
         ) -> Dict[str, Any]:
     cfg, info, folder = start_run("emotion_share", Config, config, corpus, data_root, out_dir, overwrite)
     out_dir = str(out_dir)
-    utts = list(load_corpus(cfg.data.corpus, cfg.data.root).utterances)
-    split = split_utterances(utts, cfg.data.corpus, cfg.data)
-    with_shares = {s: [u for u in us if len(u.shares) == len(EMOTIONS)] for s, us in split.items()}
+    utts = [u for u in read_corpus(cfg.data.corpus, cfg.data.root, ratings=False).utterances
+            if len(u.shares) == len(EMOTIONS)]
+    if not utts:
+        raise ValueError(f"no utterance of {cfg.data.corpus} at {cfg.data.root} has the {len(EMOTIONS)} emotion shares "
+                         f"this recipe learns ({', '.join(EMOTIONS)}): it needs a ComParE Emotion Share corpus")
+    with_shares = split_utterances(utts, cfg.data.corpus, cfg.data.split, cfg.data.partitions,
+                                   ("train", cfg.eval.partition), log=say if info.is_main else None)
     fp = data_fingerprint(with_shares, shares={u.utterance_id: u.shares for us in with_shares.values() for u in us},
                           holdout=cfg.data.holdout, holdout_seed=cfg.data.holdout_seed)
     with folder.claim(fp):
@@ -162,8 +167,8 @@ def _run(cfg: Config, info, out_dir: str, utts, split) -> Dict[str, Any]:
     fit_set, stop_set = [train[i] for i in order[n_hold:]], [train[i] for i in order[:n_hold]]
     evaluate = labelled.get(cfg.eval.partition, [])
     if not fit_set or not evaluate:
-        raise ValueError(f"need labelled training and {cfg.eval.partition} utterances; got {len(fit_set)} and "
-                         f"{len(evaluate)} (partitions: {sorted(labelled)})")
+        raise ValueError(f"need training and {cfg.eval.partition} utterances with audio features; got {len(fit_set)} "
+                         f"and {len(evaluate)}")
 
     def dataset(us, cols):
         return DictDataset([{"x": torch.as_tensor(feats[u.utterance_id]),
@@ -194,10 +199,11 @@ def _run(cfg: Config, info, out_dir: str, utts, split) -> Dict[str, Any]:
             "eval_partition": cfg.eval.partition}
 
 
-def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
-             split: Optional[str] = None) -> Dict[str, Any]:
-    """Print the tables of a finished run folder."""
-    return print_tables("emotion_share", Config, tables, run_dir, corpus)
+def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None, split: Optional[str] = None,
+             partition: Optional[str] = None, rating_range: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """Print the tables of a finished run folder (the recipe evaluates its own ``eval.partition`` only)."""
+    return print_tables("emotion_share", Config, tables, run_dir, corpus, data_root=data_root, split=split,
+                        partition=partition, rating_range=rating_range)
 
 
 def tables(cfg: Config, results: Dict[str, Any]) -> str:

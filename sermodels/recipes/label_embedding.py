@@ -10,8 +10,9 @@ nouns; ``hf:minilm`` is the offline all-MiniLM-L6-v2). Model M_k is a
 the paper's "layer 14" of wav2vec2-large is ``hidden_states[14]``, index 0 being the CNN output) trained on S_k with
 MSE, MAE or log-cosh (``train.sets`` x ``train.losses``); the baseline (``train.baseline``) is the same network
 with 4 logits and cross-entropy. Folds: leave one session out (``data.max_folds`` of them); the other sessions are
-split at random (``data.split_seed``) 80 % train / 20 % validation. Every run is trained once per training seed
-(``seeds``) on every fold.
+split at random (``data.split_seed``) 80 % train / 20 % validation. ``data.split`` (a scheme or a split file, with
+``data.partitions``) replaces them by one fold: its train / val / test partitions. Every run is trained once per
+training seed (``seeds``) on every fold.
 
 Paper protocol (real IEMOCAP): ``features.audio_model`` a local wav2vec2-large-960h-lv60-self, ``features.layer``
 14, ``data.max_folds`` null, ``train.losses`` [mse, mae, logcosh], ``model`` {channels: [96, 256, 256],
@@ -40,17 +41,16 @@ import numpy as np
 import torch
 
 from ..config import DataConfig, EarlyStoppingConfig, RecipeConfig, TrainConfig, to_dict
-from ..data import load_corpus
 from ..data.features import extract_features
 from ..data.labels import (FOUR_CLASSES, LABEL_NOUNS, WordVectors, comment_words, label_nouns, load_word_vectors,
                            majority_category, word_label_sets)
 from ..evaluation import SeedSummary, format_seed_cell, significance_note, summarize_seeds
 from ..models.label_embedding import LabelEmbeddingNet
 from ..recipe_losses import get_loss
-from ..runs import data_fingerprint
+from ..runs import data_fingerprint, say
 from ..train import Trainer
 from ._common import (DictDataset, SupervisedTask, encoder_path, format_table, pad_collate, predict, print_tables,
-                      start_run, unweighted_average_recall, weighted_accuracy)
+                      read_corpus, split_utterances, start_run, unweighted_average_recall, weighted_accuracy)
 
 SETS = ("S1", "S2", "S3")
 CURVE_METRICS = ()
@@ -69,6 +69,8 @@ class Labels:
 
 @dataclass
 class Data(DataConfig):
+    """``split`` null = leave-one-session-out folds (the paper); a scheme or a split file = one fold."""
+
     corpus: Optional[str] = "iemocap"
     split_seed: int = 0
     max_folds: Optional[int] = 1
@@ -117,7 +119,8 @@ class Eval:
 
 @dataclass
 class Config(RecipeConfig):
-    """Small defaults: runs on the synthetic IEMOCAP-format corpus in well under a minute."""
+    """Small defaults: runs on a synthetic IEMOCAP-layout corpus (``sermodels synth --corpus iemocap``) in well
+    under a minute."""
 
     recipe: str = "label_embedding"
     data: Data = field(default_factory=Data)
@@ -139,18 +142,29 @@ def _ce(pred, target):
     return torch.nn.functional.cross_entropy(pred, target.long())
 
 
-def _folds(utts, n_max, seed) -> List[Dict[str, list]]:
+def _folds(utts, data: Data, log) -> List[Dict[str, list]]:
+    """Leave-one-session-out folds (``data.split`` null), or the one fold of ``data.split``; ``log`` gets their
+    sizes."""
+    if data.split is not None:
+        parts = split_utterances(utts, data.corpus, data.split, data.partitions, log=log)
+        return [{"session": "split", **{p: parts[p] for p in ("train", "val", "test")}}]
+    from ..data.splits import split_sizes
+
     sessions = sorted({u.session for u in utts if u.session is not None})
     if len(sessions) < 2:
-        raise ValueError(f"leave-one-session-out needs >= 2 sessions, found {sessions}")
-    rng = np.random.default_rng(seed)
+        raise ValueError(f"leave-one-session-out needs >= 2 sessions, found {sessions}; set data.split (a scheme or "
+                         f"a split file) for one train / val / test fold instead")
+    rng = np.random.default_rng(data.split_seed)
     folds = []
-    for s in sessions[: n_max or None]:
+    for s in sessions[: data.max_folds or None]:
         rest = [u for u in utts if u.session != s]
         order = rng.permutation(len(rest))
         n_val = max(1, int(round(0.2 * len(rest))))
         folds.append({"session": s, "test": [u for u in utts if u.session == s],
                       "val": [rest[i] for i in order[:n_val]], "train": [rest[i] for i in order[n_val:]]})
+        if log is not None:
+            log(f"fold {s} of {len(utts)} utterances with a 4-class label (leave one session out):")
+            split_sizes({p: folds[-1][p] for p in ("train", "val", "test")}, log=log)
     return folds
 
 
@@ -192,26 +206,31 @@ def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] =
     cfg, info, folder = start_run("label_embedding", Config, config, corpus, data_root, out_dir, overwrite)
     out_dir = str(out_dir)
     lab = cfg.data.labels
-    utts = load_corpus(cfg.data.corpus, cfg.data.root).utterances
+    utts = read_corpus(cfg.data.corpus, cfg.data.root, ratings=False).utterances
     codes = majority_category(utts, lab.protocol)
     utts = [u for u, c in zip(utts, codes) if c is not None]
+    if not utts:
+        raise ValueError(f"no utterance of {cfg.data.corpus} at {cfg.data.root} has a majority label among "
+                         f"{', '.join(FOUR_CLASSES)} (protocol {lab.protocol})")
     code_of = {u.utterance_id: c for u, c in zip(utts, [c for c in codes if c is not None])}
-    fp = data_fingerprint({"all": utts}, labels=to_dict(lab), codes=code_of, split_seed=cfg.data.split_seed,
-                          max_folds=cfg.data.max_folds)
+    folds = _folds(utts, cfg.data, say if info.is_main else None)
+    fp = data_fingerprint({f"{f['session']}:{p}": f[p] for f in folds for p in ("train", "val", "test")},
+                          labels=to_dict(lab), codes=code_of)
     with folder.claim(fp):
-        results = _run(cfg, info, out_dir, utts, code_of)
+        results = _run(cfg, info, out_dir, utts, code_of, folds)
         folder.save(results, tables(cfg, results))
     return results
 
 
-def _run(cfg: Config, info, out_dir: str, utts, code_of) -> Dict[str, Any]:
+def _run(cfg: Config, info, out_dir: str, utts, code_of, folds) -> Dict[str, Any]:
     vectors = _word_vectors(cfg.data.labels, out_dir, info.device)
     targets = word_label_sets(utts, vectors, cfg.data.labels.protocol)
     fc = cfg.features
     feats = extract_features(utts, encoder_path(fc.audio_model, out_dir), kind="audio", layer=fc.layer,
                              pooling="none", cache_dir=fc.cache_dir or os.path.join(out_dir, "features"),
                              progress=False)
-    utts = [u for u in utts if u.utterance_id in feats]
+    folds = [{k: [u for u in v if u.utterance_id in feats] if k != "session" else v for k, v in f.items()}
+             for f in folds]
     label_words = [LABEL_NOUNS[c] for c in FOUR_CLASSES]
     class_of = {c: i for i, c in enumerate(FOUR_CLASSES)}
 
@@ -225,7 +244,7 @@ def _run(cfg: Config, info, out_dir: str, utts, code_of) -> Dict[str, Any]:
         runs.append(("baseline", "S1", "ce"))
     in_dim = int(np.asarray(next(iter(feats.values()))).shape[-1])
     per_fold: Dict[str, List[Dict[str, Any]]] = {}
-    for fold in _folds(utts, cfg.data.max_folds, cfg.data.split_seed):
+    for fold in folds:
         test = fold["test"]
         true = [class_of[code_of[u.utterance_id]] for u in test]
         for seed in cfg.seeds:
@@ -258,10 +277,11 @@ def _run(cfg: Config, info, out_dir: str, utts, code_of) -> Dict[str, Any]:
             "per_fold": per_fold, "neighbours_last_fold": neighbours}
 
 
-def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None,
-             split: Optional[str] = None) -> Dict[str, Any]:
-    """Print the tables of a finished run folder."""
-    return print_tables("label_embedding", Config, tables, run_dir, corpus)
+def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None, split: Optional[str] = None,
+             partition: Optional[str] = None, rating_range: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """Print the tables of a finished run folder (the recipe evaluates its own folds only)."""
+    return print_tables("label_embedding", Config, tables, run_dir, corpus, data_root=data_root, split=split,
+                        partition=partition, rating_range=rating_range)
 
 
 def _embedding_metrics(pred: np.ndarray, test, true: List[int], targets, vectors: WordVectors) -> Dict[str, Any]:

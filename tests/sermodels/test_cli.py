@@ -145,11 +145,11 @@ def test_predict_equals_evaluation_of_the_same_utterance(trained, tmp_path):
 
     cfg = build(recipe.Config, base=read_config(out))
     rc = recipe.run_config(cfg, "mt")
-    utts, splits = recipe.load_utterances("msp-improv", str(root), rc)
+    corpus, utts, splits = recipe.load_utterances(rc.data, rc)
     from sermodels.data.labels import AnnotatorIndex
 
     index = AnnotatorIndex.load(out / "annotator_index.json")
-    data = recipe.build_data("msp-improv", utts, splits, rc, index, rc.features.cache_dir, "cpu")
+    data = recipe.build_data(corpus, utts, splits, rc, index, rc.features.cache_dir, "cpu")
     test = data.indices("test")
     state = load_checkpoint(out / "mt" / "seed0" / "best.pt")
     model = recipe.model_from_meta(state["meta"])
@@ -191,7 +191,7 @@ def test_evaluate_reprints_the_table_and_runs_zero_shot(trained, capsys):
     assert main(["evaluate", str(out), "--corpus", "iemocap", "--data-root", str(other)]) == 0
     printed = capsys.readouterr().out
     assert "iemocap" in printed
-    zs = json.loads((out / "zero_shot_iemocap.json").read_text())
+    zs = json.loads((out / "zero_shot_iemocap_test.json").read_text())
     assert "soft_all_k4_tvd" in zs["runs"]["mt"][0]["zero_shot"]["iemocap"]
 
 

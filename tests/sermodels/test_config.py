@@ -16,10 +16,10 @@ def test_yaml_12_numbers_and_booleans():
 
 def test_overrides_are_typed():
     cfg = load_config("annotators", None, ["train.lr=1e-3", "train.epochs=2", "seeds=[0,1]", "train.momentum=0",
-                                           "data.rating_range=[1,7]", "data.partitions={devel: val}"])
+                                           "data.rating_range=[1,7]", "data.partitions.test=test1"])
     assert cfg.train.lr == 1e-3 and isinstance(cfg.train.lr, float)
     assert isinstance(cfg.train.momentum, float) and cfg.train.epochs == 2 and cfg.seeds == [0, 1]
-    assert cfg.data.rating_range == (1.0, 7.0) and cfg.data.partitions == {"devel": "val"}
+    assert cfg.data.rating_range == (1.0, 7.0) and cfg.data.partitions == {"test": "test1"}
     with pytest.raises(ConfigError, match=r"train.epochs: expected an integer, got 2.5"):
         load_config("annotators", None, ["train.epochs=2.5"])
     with pytest.raises(ConfigError, match=r"train.scheduler.name: must be one of 'none', 'plateau', 'onecycle'"):
@@ -35,6 +35,7 @@ def test_overrides_are_typed():
     ("model.hiden=8", "did you mean 'model.hidden'"),
     ("eval.test_corpora=[{corpus: iemocap, rot: /x}]", "did you mean 'eval.test_corpora.0.root'"),
     ("runs.mt.model.hiden=8", "runs.mt: unknown config key 'model.hiden'"),
+    ("labels.range=[1,5]", "did you mean 'data.rating_range'"),  # the rating scale belongs to the data section
 ])
 def test_unknown_override_names_the_nearest_key(override, hint):
     with pytest.raises(ConfigError) as exc:

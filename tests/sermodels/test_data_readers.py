@@ -467,3 +467,16 @@ def test_generic_rating_range_scales_labels(tmp_path):
     for bad in [(5, 1), (1,), "1-5", (0, float("inf"))]:
         with pytest.raises(ValueError, match="rating_range"):
             load_corpus("generic", root, rating_range=bad)
+    with pytest.raises(ValueError, match="rating_range"):
+        load_corpus("msp-improv", os.path.join(FIX, "msp_improv"), rating_range=(3, 3))
+
+
+def test_a_rating_range_replaces_a_fixed_scale():
+    """``rating_range`` works for every corpus: a fixed scale is replaced, so the ratings scale from it."""
+    root = os.path.join(FIX, "msp_podcast_v1x")
+    fixed, wide = load_corpus("msp-podcast", root), load_corpus("msp-podcast", root, rating_range=(0, 8))
+    assert fixed.rating_range == (1.0, 7.0) and wide.rating_range == (0.0, 8.0)
+    a, _ = ratings_tensor(fixed.utterances, fixed)
+    b, _ = ratings_tensor(wide.utterances, wide)
+    raw = (a + 1) / 2 * 6 + 1  # back to the 1-7 ratings
+    np.testing.assert_allclose(b.numpy(), (raw / 8 * 2 - 1).numpy(), atol=1e-6, equal_nan=True)

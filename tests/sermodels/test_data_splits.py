@@ -5,8 +5,8 @@ import pytest
 
 from sermodels.data import load_corpus
 from sermodels.data.records import Utterance
-from sermodels.data.splits import (assign_split, kfold, make_splits, read_split_file, rename_partitions,
-                                   require_partitions, schemes, split_by_file, split_sizes)
+from sermodels.data.splits import (assign_split, default_scheme, kfold, make_splits, parse_split, read_split_file,
+                                   rename_partitions, require_partitions, schemes, split_by_file, split_sizes)
 from sermodels.data.synthetic import write_synthetic_corpus
 
 
@@ -169,3 +169,34 @@ def test_generic_official_scheme_keeps_every_partition_of_the_file():
     s = assign_split(utts, "generic", "official")
     assert {p: [u.utterance_id for u in us] for p, us in s.items()} == {"train": ["u0", "u2"], "dev": ["u1"],
                                                                        "eval": ["u3"]}
+
+
+def test_default_schemes_and_what_a_split_value_names(tmp_path):
+    """A config's ``data.split``: null -> the corpus' default scheme; a file (existing, .json/.csv, or a path) -> a
+    split file; anything else -> a scheme, and a partition name given as a scheme says which scheme has it."""
+    assert {c: default_scheme(c) for c in ("MSP_Improv", "iemocap", "podcast", "muse", "compare", "generic")} == {
+        "MSP_Improv": "speaker_independent_is2024", "iemocap": "session", "podcast": "official", "muse": "speaker",
+        "compare": "official", "generic": "official"}
+    assert all(default_scheme(c) in schemes(c) for c in ("msp-improv", "iemocap", "msp-podcast", "muse"))
+    plain = tmp_path / "split"
+    plain.write_text("id,split\n")
+    assert parse_split(None, "msp_podcast") == ("official", None)
+    assert parse_split("session_is2023", "msp-improv") == ("session_is2023", None)
+    assert [parse_split(v, "iemocap") for v in ("mine.JSON", "mine.csv", "splits/mine", str(plain))] == [
+        (None, "mine.JSON"), (None, "mine.csv"), (None, "splits/mine"), (None, str(plain))]
+    utts = _podcast(tmp_path)
+    with pytest.raises(ValueError, match=r"unknown split scheme 'test1' for msp-podcast; expected one of \['all', "
+                                         r"'official'\] or the path of a split file .*'test1' is a partition of "
+                                         r"scheme 'official', not a scheme"):
+        assign_split(utts, "podcast", "test1")
+
+
+def test_required_partition_hint_names_the_likeliest_stand_in():
+    utts = [Utterance(f"u{i}", "x", split=s) for i, s in enumerate(["train", "val", "test1", "test2"])]
+    official = assign_split(utts, "msp-podcast", "official")
+    with pytest.raises(ValueError, match=r"test2=1\); rename one, e\.g\. rename=\{'test': 'test1'\}$"):
+        require_partitions(official, ["test"])  # test1 before train and val, which come first in the split
+    with pytest.raises(ValueError, match=r"; pick one with --partition test1$"):
+        require_partitions(official, ["test"], hint="pick one with --partition {old}")
+    with pytest.raises(ValueError, match=r"\['val'\] of the split are missing or empty \(partitions: train=1\)$"):
+        require_partitions({"train": official["train"]}, ["train", "val"])  # nothing could stand in: no hint

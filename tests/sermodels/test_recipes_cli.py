@@ -146,7 +146,7 @@ def test_every_recipe_has_the_one_interface(name):
     assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY
                for p in ("corpus", "data_root", "out_dir", "runs", "overwrite"))
     ev = inspect.signature(recipe.evaluate).parameters
-    assert list(ev)[0] == "run_dir" and {"corpus", "data_root", "split"} <= set(ev)
+    assert list(ev)[0] == "run_dir" and {"corpus", "data_root", "split", "partition", "rating_range"} <= set(ev)
     cfg = build(recipe.Config)
     assert cfg.recipe == name
     assert {"data", "features", "model", "train", "eval", "seeds", "device"} <= set(to_dict(cfg))
