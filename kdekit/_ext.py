@@ -75,6 +75,14 @@ def _register() -> None:
           clip, implicit):
         return torch.empty_like(x), torch.empty_like(y), torch.empty_like(weights)
 
+    @reg("kdekit::subset_means")
+    def _(ratings, keys, size):
+        return ratings.new_empty((ratings.shape[0], keys.shape[1], 2))
+
+    @reg("kdekit::subset_means_backward")
+    def _(grad, ratings, keys, size):
+        return torch.empty_like(ratings)
+
     @reg("kdekit::ccc")
     def _(x, y, unbiased):
         return x.new_empty((x.shape[0],))
@@ -97,6 +105,7 @@ def _register() -> None:
                          saved=(0, 1, 3, 4))
     register_backward_op("kdekit::ccc", ops.ccc_backward, differentiable=(0, 1))
     register_backward_op("kdekit::divergence", ops.divergence_backward, differentiable=(0, 1))
+    register_backward_op("kdekit::subset_means", ops.subset_means_backward, differentiable=(0,))
     _register_soft_kde2d_autograd()
 
 
