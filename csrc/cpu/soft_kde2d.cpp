@@ -204,9 +204,11 @@ struct Smoother {
     Kx = smoothing_weights(times[2], n, fx);  // rows (x) smoothed with tx2, columns (y) with tx1
     Ky = smoothing_weights(times[1], n, fy);
     if (clip > -kInf) {
-      D.resize(n * n);
+      D.resize(n * n);  // kept for the adjoint's mask
       synth.run(s, fx, Kx, fy, Ky, nullptr, D.data());
-      clipped_block_sums(n, pool, scale, clip, D.data(), blocks);
+      std::fill(blocks, blocks + pool * pool, 0.0);
+      for (int64_t m = 0; m < n; ++m)
+        add_clipped_row(n, pool, scale, clip, &D[m * n], blocks + (m / (n / pool)) * pool);
     } else {
       synth.run(s, fx, Kx, fy, Ky, pooled, blocks);
     }
@@ -221,9 +223,14 @@ struct Smoother {
     for (int64_t i = 0; i < pool * pool; ++i) Gb[i] = (G[i] - inner) / total;  // dL/d(block sums)
     if (clip > -kInf) {  // dL/dD on the grid (0 where clipped), then M = C dD C^T
       const int64_t side = n / pool;
-      for (int64_t m = 0; m < n; ++m)
-        for (int64_t q = 0; q < n; ++q)
-          D[m * n + q] = D[m * n + q] >= clip ? Gb[(m / side) * pool + q / side] * scale : 0.0;
+      for (int64_t m = 0; m < n; ++m) {
+        const double* g = Gb.data() + (m / side) * pool;
+        for (int64_t qb = 0; qb < pool; ++qb) {
+          const double gq = g[qb] * scale;
+          double* cell = D.data() + m * n + qb * side;
+          for (int64_t q = 0; q < side; ++q) cell[q] = scale * cell[q] >= clip ? gq : 0.0;
+        }
+      }
       T.resize(n * Ky);
       gemm_strided(n, Ky, 0, n, 1, D.data(), n, table->by_m.data(), n, T.data(), Ky);
       gemm_strided(Kx, Ky, 0, n, 1, table->by_k.data(), n, T.data(), Ky, M, n);
