@@ -387,7 +387,7 @@ struct Synthesis {
       Z.resize(Kx * n);
       E.resize(2 * Kx * h);
       for (int par = 0; par < 2; ++par) gemm_strided(Kx, h, par, Ky, 2, S.data(), Ky, ck, n, &E[par * Kx * h], h);
-      combine_columns(Kx, E.data(), Z.data());
+      combine(Kx, E.data(), E.data() + Kx * h, h, 1, Z.data(), n, 1);  // columns q, n-1-q
       D.resize(2 * n);
       for (int64_t p0 = 0; p0 < h; p0 += kTile) {
         const int64_t rows = std::min(kTile, h - p0);
@@ -407,43 +407,31 @@ struct Synthesis {
       Z.resize(n * Ky);
       E.resize(2 * h * Ky);
       for (int par = 0; par < 2; ++par) gemm_strided(h, Ky, par, Kx, 2, cm, n, S.data(), Ky, &E[par * h * Ky], Ky);
-      combine_rows(Ky, E.data(), Z.data());
+      combine(Ky, E.data(), E.data() + h * Ky, 1, Ky, Z.data(), 1, Ky);  // rows m, n-1-m
       D.resize(n);
       for (int64_t m0 = 0; m0 < n; m0 += kTile) {
         const int64_t rows = std::min(kTile, n - m0);
         for (int par = 0; par < 2; ++par)
           gemm_strided(rows, h, par, Ky, 2, Z.data() + m0 * Ky, Ky, ck, n, &T[par * kTile * h], h);
         for (int64_t i = 0; i < rows; ++i) {
-          const double *ev = &T[i * h], *od = &T[(kTile + i) * h];
-          for (int64_t q = 0; q < h; ++q) {
-            D[q] = ev[q] + od[q];
-            D[n - 1 - q] = ev[q] - od[q];
-          }
+          combine(1, &T[i * h], &T[(kTile + i) * h], 0, 1, D.data(), 0, 1);
           visit(m0 + i, D.data());
         }
       }
     }
   }
 
-  // out (n x cols): rows p and n-1-p = even +- odd, from E = [even (h x cols); odd (h x cols)].
-  void combine_rows(int64_t cols, const double* E, double* out) const {
+  // The even/odd halves of a cosine synthesis into the whole axis (C[k, n-1-m] = (-1)^k C[k, m]): for i < outer,
+  // j < n / 2: out[i oi + j oj] = even + odd and out[i oi + (n-1-j) oj] = even - odd, where even = E[i ei + j ej]
+  // and odd = O[i ei + j ej].
+  void combine(int64_t outer, const double* E, const double* O, int64_t ei, int64_t ej, double* out, int64_t oi,
+               int64_t oj) const {
     const int64_t h = n / 2;
-    for (int64_t p = 0; p < h; ++p)
-      for (int64_t q = 0; q < cols; ++q) {
-        const double ev = E[p * cols + q], od = E[(h + p) * cols + q];
-        out[p * cols + q] = ev + od;
-        out[(n - 1 - p) * cols + q] = ev - od;
-      }
-  }
-
-  // out (rows x n): columns q and n-1-q = even +- odd, from E = [even (rows x h); odd (rows x h)].
-  void combine_columns(int64_t rows, const double* E, double* out) const {
-    const int64_t h = n / 2;
-    for (int64_t k = 0; k < rows; ++k)
-      for (int64_t q = 0; q < h; ++q) {
-        const double ev = E[k * h + q], od = E[(rows + k) * h + q];
-        out[k * n + q] = ev + od;
-        out[k * n + n - 1 - q] = ev - od;
+    for (int64_t i = 0; i < outer; ++i)
+      for (int64_t j = 0; j < h; ++j) {
+        const double ev = E[i * ei + j * ej], od = O[i * ei + j * ej];
+        out[i * oi + j * oj] = ev + od;
+        out[i * oi + (n - 1 - j) * oj] = ev - od;
       }
   }
 
