@@ -63,8 +63,8 @@ def pseudo_observations(
     An annotator counts when both of its ratings are finite. Items without any annotator give NaN observations.
     Differentiable w.r.t. the ratings (subset means and the noise scale). Random draws come from ``generator``
     (on the ratings' device), in this order: ``torch.rand(U, n)`` for the subset sizes (``1 + floor(u M)``),
-    ``torch.rand(U, n, A)`` keys (invalid annotators get 2.0; a draw's subset is its ``size`` annotators with the
-    smallest keys, ties to the lower index), ``torch.rand(U, n, 2)`` for the noise. The same generator state gives
+    ``torch.rand(U, n, A)`` keys (a draw's subset is its ``size`` valid annotators with the smallest keys, ties to
+    the lower index), ``torch.rand(U, n, 2)`` for the noise. The same generator state gives
     the same observations on every backend (the ``cpp`` kernel selects the subset by partial selection, O(A) a draw,
     the torch path by a stable argsort).
     """
@@ -81,8 +81,7 @@ def pseudo_observations(
     size = 1 + (torch.rand(U, n, generator=generator, device=dev) * M.clamp(min=1)[:, None]).floor().long()
     size = torch.minimum(size, M.clamp(min=1)[:, None])
     keys = torch.rand(U, n, A, generator=generator, device=dev)
-    keys = torch.where(valid[:, None, :], keys, torch.full_like(keys, 2.0))
-    means = _subset_means(r, keys, size)
+    means = _subset_means(ratings, valid, keys, size)
     mean_all = r.sum(1) / M.clamp(min=1)[:, None].to(dtype)
     var = ((r - mean_all[:, None]) ** 2 * valid[..., None]).sum(1) / (M - 1).clamp(min=1)[:, None].to(dtype)
     # sd 0 (one annotator, or all agree): gradient 0 there, not sqrt's infinite slope (which would give NaN)
@@ -93,17 +92,20 @@ def pseudo_observations(
     return torch.where((M > 0)[:, None, None], obs, torch.full_like(obs, float("nan")))
 
 
-def _subset_means(ratings: torch.Tensor, keys: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-    """(U, n, 2) means of ``ratings`` (U, A, 2) over the ``size`` (U, n) annotators with the smallest keys (U, n, A)
-    (ties: the lower index first, as a stable argsort), differentiable in the ratings. ``kdekit::subset_means`` (a
-    partial selection, O(A) per draw) under the ``cpp`` backend; else one stable argsort and a scatter."""
+def _subset_means(ratings: torch.Tensor, valid: torch.Tensor, keys: torch.Tensor,
+                  size: torch.Tensor) -> torch.Tensor:
+    """(U, n, 2) means of ``ratings`` (U, A, 2) over the ``size`` (U, n) ``valid`` annotators with the smallest keys
+    (U, n, A) (ties: the lower index first, as a stable argsort), differentiable in the ratings.
+    ``kdekit::subset_means`` (a partial selection, O(A) per draw) under the ``cpp`` backend; else one stable argsort
+    and a scatter."""
     if select(ratings, ("torch", "cpp")) == "cpp":
-        return torch.ops.kdekit.subset_means(ratings, keys, size)
-    A = ratings.shape[1]
+        return torch.ops.kdekit.subset_means(ratings, keys, size)[0]
+    keys = torch.where(valid[:, None, :], keys, 2.0)  # invalid annotators after every valid one
+    r = torch.where(valid[..., None], ratings, 0.0)
     order = keys.argsort(dim=-1, stable=True)  # annotator order[j] has rank j: chosen where j < size
-    first = (torch.arange(A, device=ratings.device) < size[..., None]).to(ratings.dtype)
+    first = (torch.arange(ratings.shape[1], device=ratings.device) < size[..., None]).to(ratings.dtype)
     chosen = torch.zeros_like(first).scatter_(-1, order, first)  # (U, n, A)
-    return torch.einsum("una,uad->und", chosen, ratings) / size[..., None].to(ratings.dtype)
+    return torch.einsum("una,uad->und", chosen, r) / size[..., None].to(ratings.dtype)
 
 
 def _check_k(k: int, grid: int) -> None:

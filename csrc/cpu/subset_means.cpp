@@ -1,17 +1,20 @@
 // Means of random annotator subsets (the seed's pseudo-observations, kdekit.pseudo_observations): for item u and
-// draw o, the mean of ratings[u, a, :] over the size[u, o] annotators a with the smallest (keys[u, o, a], a) — the
-// annotators an argsort of the keys (stable: ties by index) lists first. A partial selection (nth_element, O(A) per
-// draw) instead of a sort. Invalid annotators carry keys above every valid one (the caller's convention: 2.0, as
-// keys are uniform in [0, 1)) and size <= the number of valid annotators, so they are never chosen.
-//   forward: means (U, n, 2) in the ratings' dtype, accumulated in float64;
-//   backward: d ratings[u, a, :] = sum over draws o that chose a of grad[u, o, :] / size[u, o] (the same selection).
+// draw o, the mean of ratings[u, a, :] over the size[u, o] valid annotators a (both ratings finite) with the smallest
+// (keys[u, o, a], a) — the annotators a stable argsort of the keys lists first. A partial selection instead of a
+// sort: nth_element over (key bits, index) packed in one 64-bit integer (keys are in [0, 1): their float32 bits
+// order as integers), or rank counting for few annotators; O(A) a draw.
+//   forward: means (U, n, 2) in the ratings' dtype, accumulated in float64, and pivots (U, n) int64: the packed
+//            (key, index) of each draw's last chosen annotator (a draw chose a iff packed(a) <= pivot);
+//   backward: d ratings[u, a, :] = sum over draws o that chose a of grad[u, o, :] / size[u, o] (from the pivots: one
+//             comparison per annotator, no second selection).
 // One item per task (a thread owns its item's rows of every output: deterministic for any number of threads).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <numeric>
+#include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "common.h"
@@ -19,104 +22,156 @@
 namespace kdekit::cpu {
 namespace {
 
-void check_args(const at::Tensor& ratings, const at::Tensor& keys, const at::Tensor& size) {
-  TORCH_CHECK(ratings.device().is_cpu() && keys.device().is_cpu() && size.device().is_cpu(),
-              "ratings, keys and size must be CPU tensors");
+constexpr int64_t kRankCountMax = 24;  // up to this many annotators, ranks by counting (A^2 branch-free compares)
+
+void check_args(const at::Tensor& ratings, const at::Tensor& keys, const at::Tensor& per_draw, const char* name) {
+  TORCH_CHECK(ratings.device().is_cpu() && keys.device().is_cpu() && per_draw.device().is_cpu(),
+              "ratings, keys and ", name, " must be CPU tensors");
   TORCH_CHECK(ratings.dim() == 3 && ratings.size(2) == 2, "ratings must be (U, A, 2), got ", ratings.sizes());
   const int64_t U = ratings.size(0), A = ratings.size(1);
+  TORCH_CHECK(A < (int64_t(1) << 31), "ratings must have fewer than 2^31 annotators, got ", A);
   TORCH_CHECK(keys.dim() == 3 && keys.size(0) == U && keys.size(2) == A, "keys must be (", U, ", n, ", A, "), got ",
               keys.sizes());
   TORCH_CHECK(keys.scalar_type() == at::kFloat, "keys must be float32, got ", keys.scalar_type());
-  TORCH_CHECK(size.dim() == 2 && size.size(0) == U && size.size(1) == keys.size(1), "size must be (", U, ", ",
-              keys.size(1), "), got ", size.sizes());
-  TORCH_CHECK(size.scalar_type() == at::kLong, "size must be int64, got ", size.scalar_type());
+  TORCH_CHECK(per_draw.dim() == 2 && per_draw.size(0) == U && per_draw.size(1) == keys.size(1), name, " must be (",
+              U, ", ", keys.size(1), "), got ", per_draw.sizes());
+  TORCH_CHECK(per_draw.scalar_type() == at::kLong, name, " must be int64, got ", per_draw.scalar_type());
 }
 
-constexpr int64_t kRankCountMax = 24;  // up to this many annotators, ranks by counting (A^2 branch-free compares)
+// (key bits << 32) | index: ordered as (key, index) for keys in [0, 1) (or any non-negative float)
+inline int64_t pack(float key, int64_t index) {
+  uint32_t bits;
+  std::memcpy(&bits, &key, sizeof bits);
+  return static_cast<int64_t>((static_cast<uint64_t>(bits) << 32) | static_cast<uint64_t>(index));
+}
 
-// Calls visit(o, chosen, count) for each draw o of item u: chosen[0 .. count) are the annotators of the draw.
-template <typename Visit>
-void for_each_subset(const float* keys, const int64_t* size, int64_t n, int64_t A, std::vector<int64_t>& order,
-                     Visit&& visit) {
-  order.resize(A);
-  for (int64_t o = 0; o < n; ++o) {
-    const float* k = keys + o * A;
-    const int64_t count = size[o];
-    TORCH_CHECK(count >= 1 && count <= A, "size must be in [1, ", A, "], got ", count);
-    int64_t chosen = 0;
-    if (count == A) {
-      std::iota(order.begin(), order.end(), int64_t(0));
-      chosen = A;
-    } else if (A <= kRankCountMax) {  // rank of a = #annotators before it in (key, index) order
-      for (int64_t a = 0; a < A; ++a) {
-        int64_t rank = 0;
-        for (int64_t b = 0; b < A; ++b) rank += (k[b] < k[a]) | ((k[b] == k[a]) & (b < a));
-        if (rank < count) order[chosen++] = a;
-      }
-    } else {
-      std::iota(order.begin(), order.end(), int64_t(0));
-      std::nth_element(order.begin(), order.begin() + (count - 1), order.end(), [k](int64_t l, int64_t r) {
-        return k[l] < k[r] || (k[l] == k[r] && l < r);
-      });
-      chosen = count;
-    }
-    visit(o, order.data(), chosen);
+template <typename scalar_t>
+void valid_annotators(const scalar_t* r, int64_t A, std::vector<int64_t>& valid) {
+  valid.clear();
+  for (int64_t a = 0; a < A; ++a)
+    if (std::isfinite(static_cast<double>(r[2 * a])) && std::isfinite(static_cast<double>(r[2 * a + 1])))
+      valid.push_back(a);
+}
+
+// The pivot of one draw: the count-th smallest packed (key, index) among the valid annotators; packed[i] holds the
+// packed value of valid[i] afterwards (band: scratch).
+int64_t draw_pivot(const float* k, const std::vector<int64_t>& valid, int64_t count, std::vector<int64_t>& packed,
+                   std::vector<int64_t>& band) {
+  const int64_t M = static_cast<int64_t>(valid.size());
+  TORCH_CHECK(count >= 1 && count <= M, "size must be in [1, ", M, "] (the item's valid annotators), got ", count);
+  packed.resize(M);
+  bool non_negative = true;
+  for (int64_t i = 0; i < M; ++i) {
+    non_negative &= k[valid[i]] >= 0.0f;
+    packed[i] = pack(k[valid[i]], valid[i]);
   }
+  TORCH_CHECK(non_negative, "keys must be >= 0 (and not NaN)");
+  if (M <= kRankCountMax) {  // the packed value whose rank is count - 1
+    for (int64_t i = 0; i < M; ++i) {
+      int64_t rank = 0;
+      for (int64_t j = 0; j < M; ++j) rank += packed[j] < packed[i];
+      if (rank == count - 1) return packed[i];
+    }
+  }
+  band.resize(M);
+  // keys uniform in [0, 1) (torch.rand): the count-th smallest lies near count / M. Count the packed values below a
+  // band 4 sd around that quantile and select within the band (~ 8 sqrt(M) values); any other keys: select in all.
+  const double p = (count - 0.5) / M, sd = std::sqrt(p * (1.0 - p) / M) + 1.0 / M;
+  const int64_t lo = pack(static_cast<float>(std::max(0.0, p - 4.0 * sd)), 0);
+  const int64_t hi = pack(static_cast<float>(std::min(1.0, p + 4.0 * sd)), 0);
+  int64_t below = 0, in_band = 0;
+  for (int64_t i = 0; i < M; ++i) {  // branch-free: below the band counted, the band's values gathered
+    const int64_t v = packed[i];
+    below += v < lo;
+    band[in_band] = v;
+    in_band += (v >= lo) & (v < hi);
+  }
+  if (!(below < count && count <= below + in_band)) {
+    std::copy(packed.begin(), packed.end(), band.begin());
+    below = 0;
+    in_band = M;
+  }
+  std::nth_element(band.begin(), band.begin() + (count - below - 1), band.begin() + in_band);
+  return band[count - below - 1];
 }
 
-at::Tensor subset_means_cpu(const at::Tensor& ratings_, const at::Tensor& keys_, const at::Tensor& size_) {
-  check_args(ratings_, keys_, size_);
+std::tuple<at::Tensor, at::Tensor> subset_means_cpu(const at::Tensor& ratings_, const at::Tensor& keys_,
+                                                    const at::Tensor& size_) {
+  check_args(ratings_, keys_, size_, "size");
   auto ratings = ratings_.contiguous(), keys = keys_.contiguous(), size = size_.contiguous();
   const int64_t U = ratings.size(0), A = ratings.size(1), n = keys.size(1);
   auto means = at::empty({U, n, 2}, ratings.options());
+  auto pivots = at::empty({U, n}, size.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ratings.scalar_type(), "subset_means", [&] {
     const scalar_t* r = ratings.data_ptr<scalar_t>();
     scalar_t* out = means.data_ptr<scalar_t>();
     const float* pk = keys.data_ptr<float>();
     const int64_t* ps = size.data_ptr<int64_t>();
+    int64_t* pp = pivots.data_ptr<int64_t>();
     at::parallel_for(0, U, item_grain(8.0 * n * A), [&](int64_t u0, int64_t u1) {
-      std::vector<int64_t> order;
+      std::vector<int64_t> valid, packed, band;
       for (int64_t u = u0; u < u1; ++u) {
         const scalar_t* ru = r + u * A * 2;
-        for_each_subset(pk + u * n * A, ps + u * n, n, A, order, [&](int64_t o, const int64_t* chosen, int64_t c) {
-          double s0 = 0, s1 = 0;
-          for (int64_t i = 0; i < c; ++i) {
-            s0 += static_cast<double>(ru[2 * chosen[i]]);
-            s1 += static_cast<double>(ru[2 * chosen[i] + 1]);
+        valid_annotators(ru, A, valid);
+        for (int64_t o = 0; o < n; ++o) {
+          const int64_t i = u * n + o;
+          if (valid.empty()) {  // no annotator: NaN, as the torch path
+            out[2 * i] = out[2 * i + 1] = static_cast<scalar_t>(NAN);
+            pp[i] = -1;
+            continue;
           }
-          out[(u * n + o) * 2] = static_cast<scalar_t>(s0 / c);
-          out[(u * n + o) * 2 + 1] = static_cast<scalar_t>(s1 / c);
-        });
+          const float* k = pk + i * A;
+          const int64_t pivot = draw_pivot(k, valid, ps[i], packed, band);
+          double s0 = 0, s1 = 0;
+          for (size_t j = 0; j < valid.size(); ++j)
+            if (packed[j] <= pivot) {
+              s0 += static_cast<double>(ru[2 * valid[j]]);
+              s1 += static_cast<double>(ru[2 * valid[j] + 1]);
+            }
+          out[2 * i] = static_cast<scalar_t>(s0 / ps[i]);
+          out[2 * i + 1] = static_cast<scalar_t>(s1 / ps[i]);
+          pp[i] = pivot;
+        }
       }
     });
   });
-  return means;
+  return {means, pivots};
 }
 
-at::Tensor subset_means_backward_cpu(const at::Tensor& grad_, const at::Tensor& ratings, const at::Tensor& keys_,
-                                     const at::Tensor& size_) {
-  check_args(ratings, keys_, size_);
-  const int64_t U = ratings.size(0), A = ratings.size(1), n = keys_.size(1);
+at::Tensor subset_means_backward_cpu(const at::Tensor& grad_, const at::Tensor& ratings_, const at::Tensor& keys_,
+                                     const at::Tensor& size_, const at::Tensor& pivots_) {
+  check_args(ratings_, keys_, size_, "size");
+  check_args(ratings_, keys_, pivots_, "pivots");
+  const int64_t U = ratings_.size(0), A = ratings_.size(1), n = keys_.size(1);
   TORCH_CHECK(grad_.dim() == 3 && grad_.size(0) == U && grad_.size(1) == n && grad_.size(2) == 2,
               "grad must be (", U, ", ", n, ", 2), got ", grad_.sizes());
-  auto grad = grad_.to(at::kDouble).contiguous(), keys = keys_.contiguous(), size = size_.contiguous();
+  auto grad = grad_.to(at::kDouble).contiguous(), ratings = ratings_.contiguous(), keys = keys_.contiguous();
+  auto size = size_.contiguous(), pivots = pivots_.contiguous();
   auto out = at::zeros({U, A, 2}, ratings.options().dtype(at::kDouble));
-  const double* g = grad.data_ptr<double>();
-  double* po = out.data_ptr<double>();
-  const float* pk = keys.data_ptr<float>();
-  const int64_t* ps = size.data_ptr<int64_t>();
-  at::parallel_for(0, U, item_grain(8.0 * n * A), [&](int64_t u0, int64_t u1) {
-    std::vector<int64_t> order;
-    for (int64_t u = u0; u < u1; ++u) {
-      double* gu = po + u * A * 2;
-      for_each_subset(pk + u * n * A, ps + u * n, n, A, order, [&](int64_t o, const int64_t* chosen, int64_t c) {
-        const double g0 = g[(u * n + o) * 2] / c, g1 = g[(u * n + o) * 2 + 1] / c;
-        for (int64_t i = 0; i < c; ++i) {
-          gu[2 * chosen[i]] += g0;
-          gu[2 * chosen[i] + 1] += g1;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ratings.scalar_type(), "subset_means_backward", [&] {
+    const scalar_t* r = ratings.data_ptr<scalar_t>();
+    const double* g = grad.data_ptr<double>();
+    double* po = out.data_ptr<double>();
+    const float* pk = keys.data_ptr<float>();
+    const int64_t *ps = size.data_ptr<int64_t>(), *pp = pivots.data_ptr<int64_t>();
+    at::parallel_for(0, U, item_grain(4.0 * n * A), [&](int64_t u0, int64_t u1) {
+      std::vector<int64_t> valid;
+      for (int64_t u = u0; u < u1; ++u) {
+        valid_annotators(r + u * A * 2, A, valid);
+        double* gu = po + u * A * 2;
+        for (int64_t o = 0; o < n; ++o) {
+          const int64_t i = u * n + o;
+          if (valid.empty()) continue;
+          const float* k = pk + i * A;
+          const double g0 = g[2 * i] / ps[i], g1 = g[2 * i + 1] / ps[i];
+          for (int64_t a : valid)
+            if (pack(k[a], a) <= pp[i]) {
+              gu[2 * a] += g0;
+              gu[2 * a + 1] += g1;
+            }
         }
-      });
-    }
+      }
+    });
   });
   return out.to(ratings.scalar_type());
 }
