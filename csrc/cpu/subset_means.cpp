@@ -1,8 +1,7 @@
 // Means of random annotator subsets (the seed's pseudo-observations, kdekit.pseudo_observations): for item u and
 // draw o, the mean of ratings[u, a, :] over the size[u, o] valid annotators a (both ratings finite) with the smallest
-// (keys[u, o, a], a) — the annotators a stable argsort of the keys lists first. A partial selection instead of a
-// sort: nth_element over (key bits, index) packed in one 64-bit integer (keys are in [0, 1): their float32 bits
-// order as integers), or rank counting for few annotators; O(A) a draw.
+// (keys[u, o, a], a) — the annotators a stable argsort of the keys lists first. A selection instead of a sort, over
+// (key bits, index) packed in one 64-bit integer (keys >= 0: their float32 bits order as integers); O(A) a draw.
 //   forward: means (U, n, 2) in the ratings' dtype, accumulated in float64, and pivots (U, n) int64: the packed
 //            (key, index) of each draw's last chosen annotator (a draw chose a iff packed(a) <= pivot);
 //   backward: d ratings[u, a, :] = sum over draws o that chose a of grad[u, o, :] / size[u, o] (from the pivots: one
@@ -21,8 +20,6 @@
 
 namespace kdekit::cpu {
 namespace {
-
-constexpr int64_t kRankCountMax = 24;  // up to this many annotators, ranks by counting (A^2 branch-free compares)
 
 void check_args(const at::Tensor& ratings, const at::Tensor& keys, const at::Tensor& per_draw, const char* name) {
   TORCH_CHECK(ratings.device().is_cpu() && keys.device().is_cpu() && per_draw.device().is_cpu(),
@@ -53,46 +50,37 @@ void valid_annotators(const scalar_t* r, int64_t A, std::vector<int64_t>& valid)
       valid.push_back(a);
 }
 
-// The pivot of one draw: the count-th smallest packed (key, index) among the valid annotators; packed[i] holds the
-// packed value of valid[i] afterwards (band: scratch).
+// The pivot of one draw: the count-th smallest packed (key, index) among the valid annotators, by bucket selection
+// (keys uniform in [0, 1), as torch.rand draws them, spread evenly over M buckets of the key's value: one pass counts
+// them, one gathers the bucket that holds the count-th value, nth_element orders that bucket, ~1 value; other keys
+// are still selected exactly, only slower). packed[i] holds the packed value of valid[i] afterwards.
 int64_t draw_pivot(const float* k, const std::vector<int64_t>& valid, int64_t count, std::vector<int64_t>& packed,
-                   std::vector<int64_t>& band) {
+                   std::vector<int64_t>& bucket_of, std::vector<int64_t>& counts) {
   const int64_t M = static_cast<int64_t>(valid.size());
   TORCH_CHECK(count >= 1 && count <= M, "size must be in [1, ", M, "] (the item's valid annotators), got ", count);
   packed.resize(M);
+  bucket_of.resize(M);
+  counts.assign(M, 0);
   bool non_negative = true;
   for (int64_t i = 0; i < M; ++i) {
-    non_negative &= k[valid[i]] >= 0.0f;
-    packed[i] = pack(k[valid[i]], valid[i]);
+    const float key = k[valid[i]];
+    non_negative &= key >= 0.0f;
+    packed[i] = pack(key, valid[i]);
+    const int64_t bucket = static_cast<int64_t>(std::min(static_cast<double>(key) * M, M - 1.0));
+    bucket_of[i] = bucket < 0 ? 0 : bucket;  // (NaN and negative keys are refused below)
+    ++counts[bucket_of[i]];
   }
   TORCH_CHECK(non_negative, "keys must be >= 0 (and not NaN)");
-  if (M <= kRankCountMax) {  // the packed value whose rank is count - 1
-    for (int64_t i = 0; i < M; ++i) {
-      int64_t rank = 0;
-      for (int64_t j = 0; j < M; ++j) rank += packed[j] < packed[i];
-      if (rank == count - 1) return packed[i];
-    }
+  int64_t bucket = 0, below = 0;
+  while (below + counts[bucket] < count) below += counts[bucket++];
+  int64_t in_bucket = 0;  // the bucket's values gathered at the front of bucket_of (read ahead of the writes)
+  for (int64_t i = 0; i < M; ++i) {
+    const bool mine = bucket_of[i] == bucket;
+    bucket_of[in_bucket] = packed[i];
+    in_bucket += mine;
   }
-  band.resize(M);
-  // keys uniform in [0, 1) (torch.rand): the count-th smallest lies near count / M. Count the packed values below a
-  // band 4 sd around that quantile and select within the band (~ 8 sqrt(M) values); any other keys: select in all.
-  const double p = (count - 0.5) / M, sd = std::sqrt(p * (1.0 - p) / M) + 1.0 / M;
-  const int64_t lo = pack(static_cast<float>(std::max(0.0, p - 4.0 * sd)), 0);
-  const int64_t hi = pack(static_cast<float>(std::min(1.0, p + 4.0 * sd)), 0);
-  int64_t below = 0, in_band = 0;
-  for (int64_t i = 0; i < M; ++i) {  // branch-free: below the band counted, the band's values gathered
-    const int64_t v = packed[i];
-    below += v < lo;
-    band[in_band] = v;
-    in_band += (v >= lo) & (v < hi);
-  }
-  if (!(below < count && count <= below + in_band)) {
-    std::copy(packed.begin(), packed.end(), band.begin());
-    below = 0;
-    in_band = M;
-  }
-  std::nth_element(band.begin(), band.begin() + (count - below - 1), band.begin() + in_band);
-  return band[count - below - 1];
+  std::nth_element(bucket_of.begin(), bucket_of.begin() + (count - below - 1), bucket_of.begin() + in_bucket);
+  return bucket_of[count - below - 1];
 }
 
 std::tuple<at::Tensor, at::Tensor> subset_means_cpu(const at::Tensor& ratings_, const at::Tensor& keys_,
@@ -109,7 +97,7 @@ std::tuple<at::Tensor, at::Tensor> subset_means_cpu(const at::Tensor& ratings_, 
     const int64_t* ps = size.data_ptr<int64_t>();
     int64_t* pp = pivots.data_ptr<int64_t>();
     at::parallel_for(0, U, item_grain(8.0 * n * A), [&](int64_t u0, int64_t u1) {
-      std::vector<int64_t> valid, packed, band;
+      std::vector<int64_t> valid, packed, bucket_of, counts;
       for (int64_t u = u0; u < u1; ++u) {
         const scalar_t* ru = r + u * A * 2;
         valid_annotators(ru, A, valid);
@@ -121,7 +109,7 @@ std::tuple<at::Tensor, at::Tensor> subset_means_cpu(const at::Tensor& ratings_, 
             continue;
           }
           const float* k = pk + i * A;
-          const int64_t pivot = draw_pivot(k, valid, ps[i], packed, band);
+          const int64_t pivot = draw_pivot(k, valid, ps[i], packed, bucket_of, counts);
           double s0 = 0, s1 = 0;
           for (size_t j = 0; j < valid.size(); ++j)
             if (packed[j] <= pivot) {
