@@ -5,6 +5,7 @@ group works on items of one set (and the W1 contenders compute the same tables t
 sees an allocation made inside the call.
 """
 import itertools
+import mmap
 
 import numpy as np
 import pytest
@@ -172,9 +173,11 @@ def test_w2_steps_reseed_so_every_call_draws_the_same_observations():
 
 
 def test_peak_of_call_sees_an_allocation_inside_the_call():
-    def allocate():
-        block = np.ones(40 * 2**20 // 8)  # 40 MiB, touched
-        return float(block[-1])
+    def allocate():  # 40 MiB of a fresh anonymous mapping, every page touched (a malloc could reuse resident pages)
+        block = mmap.mmap(-1, 40 * 2**20)
+        for offset in range(0, len(block), mmap.PAGESIZE):
+            block[offset] = 1
+        block.close()
 
     peak = runner.peak_of_call(allocate)
     assert peak["rss_peak"] >= 30 * 2**20, peak
