@@ -1,15 +1,16 @@
-"""Fixtures of the kdekit tests: the torch/cpp backend parametrisation and a one-thread mode."""
+"""Fixtures of the kdekit tests: the torch/cpp ``backend`` fixture and a one-thread mode. The (backend, dtype)
+parametrisations and the device helpers are in ``tests/kdekit/helpers.py``."""
 import pytest
 import torch
 
 import kdekit
+from tests.kdekit.helpers import backends
 
-BACKENDS = [name for name in ("torch", "cpp") if kdekit.backends()[name][0]]  # cpp where kdekit._C is built
 
-
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=backends(("torch", "cpp")))
 def backend(request):
-    """Runs the test under each available backend: "torch" (the reference) and "cpp" (kdekit._C)."""
+    """Runs the test under each backend of the diffusion-KDE pipeline that takes CPU tensors: "torch" (the
+    reference) and "cpp" (kdekit._C; a skip naming the reason where it is not built)."""
     with kdekit.use_backend(request.param):
         yield request.param
 
