@@ -1,10 +1,17 @@
-"""Fixtures of the kdekit tests: the torch/cpp ``backend`` fixture and a one-thread mode. The (backend, dtype)
-parametrisations and the device helpers are in ``tests/kdekit/helpers.py``."""
+"""Fixtures of the kdekit tests: fresh buffers NaN-filled in every test, the torch/cpp ``backend`` fixture and a
+one-thread mode. The (backend, dtype) parametrisations and the device helpers are in ``tests/kdekit/helpers.py``."""
 import pytest
 import torch
 
 import kdekit
 from tests.kdekit.helpers import backends
+
+
+@pytest.fixture(autouse=True)
+def _fresh_buffers_are_nan(nan_filled_buffers):
+    """Every kdekit test runs with NaN-filled fresh buffers (``nan_filled_buffers``; ``unfilled_buffers`` opts out),
+    so an output element a kernel leaves unwritten shows as NaN instead of passing by chance."""
+    yield
 
 
 @pytest.fixture(params=backends(("torch", "cpp")))

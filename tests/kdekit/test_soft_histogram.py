@@ -443,7 +443,7 @@ def test_triton_kernel_values_and_gradients_match_float64_reference(dtype):
     x, y, w, r = _triton_inputs()
     bins = 12  # not a power of two: masked bin lanes
     args = [t.to(dtype).requires_grad_() for t in (x, y, w)]
-    out = soft_histogram2d_triton(*args, r, r, bins, 8.0)
+    out = soft_histogram2d_triton(*args, r, r, bins=bins, sharpness=8.0)
     refs = [t.to(dtype).cpu().double().requires_grad_() for t in (x, y, w)]  # the same (rounded) inputs, float64
     with use("torch"):
         ref = soft_histogram2d(refs[0], refs[1], bins, torch.stack([r, r], 1).cpu(), 8.0, weights=refs[2])
@@ -461,16 +461,17 @@ def test_triton_kernel_values_and_gradients_match_float64_reference(dtype):
 @triton_kernel_test
 def test_triton_kernel_opcheck_and_repeatability():
     x, y, w, r = _triton_inputs(N=16)
-    args = (x.float().requires_grad_(), y.float().requires_grad_(), w.float().requires_grad_(), r, r, 16, 8.0)
-    torch.library.opcheck(soft_histogram2d_triton, args)
-    assert torch.equal(soft_histogram2d_triton(*args), soft_histogram2d_triton(*args))  # no atomics
+    args = (x.float().requires_grad_(), y.float().requires_grad_(), w.float().requires_grad_(), r, r)
+    options = dict(bins=16, sharpness=8.0)
+    torch.library.opcheck(soft_histogram2d_triton, args, options)
+    assert torch.equal(soft_histogram2d_triton(*args, **options), soft_histogram2d_triton(*args, **options))
 
 
 @triton_kernel_test
 def test_triton_kernel_too_many_bins_is_a_clear_error():
     x, y, w, r = _triton_inputs()
     with pytest.raises(ValueError, match=f"bins <= {TRITON_MAX_BINS}"):
-        soft_histogram2d_triton(x.float(), y.float(), w.float(), r, r, TRITON_MAX_BINS + 1, 8.0)
+        soft_histogram2d_triton(x.float(), y.float(), w.float(), r, r, bins=TRITON_MAX_BINS + 1, sharpness=8.0)
 
 
 # ---- on the device (gpu) ---------------------------------------------------------------------------------------------
