@@ -1,4 +1,4 @@
-"""Independent reference implementations ("oracles") that kdekit's tests, and its benchmarks, compare against.
+"""Independent reference implementations ("oracles") that kdekit's tests compare against.
 
 Nothing here imports kdekit: every function computes its result from numpy, scipy, KDE-diffusion, torchmetrics or
 plain float64 torch formulas, item by item where that is the simplest correct form. Importable without pytest
