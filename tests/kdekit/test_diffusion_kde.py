@@ -911,19 +911,6 @@ def test_kde_kernels_opcheck():
 
 
 @needs_cpp
-@pytest.mark.parametrize("clip", [-math.inf, 1e-3])
-def test_soft_kde2d_pooled_kernel_opcheck(clip):
-    x, y, w, r = _op_inputs(40, grad=True)
-    x, y = x.detach() * 0.5, y.detach() * 0.5  # inside the limits: every item solved (opcheck compares outputs)
-    x.requires_grad_()
-    y.requires_grad_()
-    count = torch.full((2,), 40.0, dtype=torch.float64)
-    args = (x, y, w, r, r, count, 32, 4, 8.0, clip, *SOLVE, 100, True)
-    assert (ops.soft_kde2d_pooled(*args)[2] == 0).all()
-    torch.library.opcheck(ops.soft_kde2d_pooled, args)
-
-
-@needs_cpp
 def test_compile_fullgraph_soft_kde_cross_entropy_loss():
     """A pooled soft-histogram diffusion-KDE cross-entropy loss built from the fused ops compiles without breaks."""
     from kdekit.ops.dct import dct2, idct2
