@@ -234,6 +234,20 @@ def ccc(
 
     Returns:
         CCC in ``[-1, 1]``, shape of ``pred`` without ``dim``, dtype of ``pred``; NaN where undefined (module doc).
+
+    Example:
+        >>> import torch
+        >>> from kdekit import ccc
+        >>> pred = torch.tensor([1.0, 2.0, 3.0, 4.0])
+        >>> ccc(pred, pred)
+        tensor(1.)
+        >>> ccc(pred, pred + 1)  # a shift lowers the CCC: 2 * 1.25 / (1.25 + 1.25 + 1)
+        tensor(0.7143)
+        >>> ccc(pred, pred + 1, unbiased=True)  # sample moments: 2 * 5/3 / (5/3 + 5/3 + 1)
+        tensor(0.7692)
+        >>> two = torch.tensor([[1.0, 0.5], [2.0, 0.0], [3.0, 1.5], [4.0, 1.0]])  # (N, 2): one CCC per column
+        >>> ccc(two, two + torch.tensor([0.5, 0.5]))
+        tensor([0.9091, 0.7143])
     """
     dims, mask = _check_pair(pred, target, dim, mask)
     if mask is None and not needs_grad(pred, target):
@@ -265,7 +279,15 @@ def ccc_loss(
     reduction: str = "mean",
 ) -> torch.Tensor:
     """``1 - ccc(...)`` (population moments by default; arguments as :func:`ccc`), reduced over the remaining dims
-    by ``reduction`` (``"mean"`` | ``"sum"`` | ``"none"``: per item, the shape of :func:`ccc`'s result)."""
+    by ``reduction`` (``"mean"`` | ``"sum"`` | ``"none"``: per item, the shape of :func:`ccc`'s result).
+
+    Example:
+        >>> import torch
+        >>> from kdekit import ccc_loss
+        >>> pred = torch.tensor([1.0, 2.0, 3.0, 4.0])
+        >>> ccc_loss(pred, pred + 1)  # 1 - 5/7
+        tensor(0.2857)
+    """
     return reduce_loss(1.0 - ccc(pred, target, dim=dim, mask=mask, unbiased=unbiased), reduction)
 
 
@@ -279,6 +301,15 @@ def pearson(
     """Pearson correlation along ``dim`` (default 0: the samples; = ``scipy.stats.pearsonr``), clamped to [-1, 1].
 
     Arguments as :func:`ccc`. NaN where fewer than 2 valid entries or either input is constant.
+
+    Example:
+        >>> import torch
+        >>> from kdekit import pearson
+        >>> pred = torch.tensor([1.0, 2.0, 3.0, 4.0])
+        >>> pearson(pred, 2 * pred + 1).round(decimals=4)  # scale and shift do not change it (the CCC they do)
+        tensor(1.)
+        >>> pearson(pred, torch.tensor([2.0, 1.0, 4.0, 3.0]))
+        tensor(0.6000)
     """
     dims, mask = _check_pair(pred, target, dim, mask)
     m = _scaled_moments(pred, target, dims, mask)
@@ -302,6 +333,17 @@ class CCCMoments:
         for pred, target in loader:
             acc.update(pred, target)
         ccc_av = acc.all_reduce().compute()      # same on every rank
+
+    Example (batches merged exactly):
+        >>> import torch
+        >>> from kdekit import CCCMoments, ccc
+        >>> pred = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        >>> target = torch.tensor([1.5, 2.0, 3.5, 3.0, 5.5, 7.0])
+        >>> acc = CCCMoments().update(pred[:2], target[:2]).update(pred[2:], target[2:])
+        >>> acc.compute().round(decimals=4)
+        tensor(0.9317)
+        >>> ccc(pred, target).round(decimals=4)  # the same number from all the data at once
+        tensor(0.9317)
     """
 
     def __init__(self, dim: Dims = 0, unbiased: bool = False):

@@ -249,6 +249,17 @@ def kl(
     """KL divergence ``KL(p || q) = sum p log(p / q)`` along ``dim`` (= ``scipy.special.rel_entr(p, q).sum()``).
 
     ``inf`` where some ``q_i = 0 < p_i``. Shape of ``p`` without ``dim``, dtype of ``p``. See the module doc.
+
+    Example:
+        >>> import torch
+        >>> from kdekit import kl
+        >>> p, q = torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.25, 0.25, 0.5])
+        >>> kl(p, q)  # 2 * 0.5 log 2
+        tensor(0.6931)
+        >>> kl(p, q, base=2)  # in bits
+        tensor(1.)
+        >>> kl(q, p)  # q has mass where p has none
+        tensor(inf)
     """
     return _divergence("kl", p, q, dim, mask=mask, keepdim=keepdim, validate=validate, scale=_log_scale(base))
 
@@ -265,6 +276,15 @@ def jsd(
 ) -> torch.Tensor:
     """Jensen-Shannon divergence along ``dim`` (= ``scipy.spatial.distance.jensenshannon(p, q, base=base) ** 2``
     for normalised inputs). Natural log by default; ``base=2`` gives bits. Symmetric, finite, >= 0.
+
+    Example:
+        >>> import torch
+        >>> from kdekit import jsd
+        >>> p, q = torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.25, 0.25, 0.5])
+        >>> jsd(p, q, base=2)
+        tensor(0.3113)
+        >>> jsd(q, p, base=2)  # symmetric, and finite where kl is not
+        tensor(0.3113)
     """
     return _divergence("jsd", p, q, dim, mask=mask, keepdim=keepdim, validate=validate, scale=_log_scale(base))
 
@@ -281,5 +301,13 @@ def tvd(
 
     Not the seed's ``total_variation_1d``, which is ``sum (p - q)^2`` (a squared L2 distance). The gradient at
     ``p_i = q_i`` is 0 (``torch.abs``'s subgradient).
+
+    Example:
+        >>> import torch
+        >>> from kdekit import tvd
+        >>> p = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+        >>> q = torch.tensor([[0.25, 0.25, 0.5], [0.2, 0.3, 0.5]])
+        >>> tvd(p, q)  # one distance per row: (0.25 + 0.25 + 0.5) / 2, and 0 for equal rows
+        tensor([0.5000, 0.0000])
     """
     return _divergence("tvd", p, q, dim, mask=mask, keepdim=keepdim, validate=False)

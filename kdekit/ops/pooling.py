@@ -39,7 +39,16 @@ def probability_table(blocks: torch.Tensor, dims=(-2, -1)) -> torch.Tensor:
 
 
 def pool_density(density: torch.Tensor, k: int) -> torch.Tensor:
-    """``(..., n, m)`` density -> ``(..., k, k)`` probabilities (block sums / item total); ``k`` divides n and m."""
+    """``(..., n, m)`` density -> ``(..., k, k)`` probabilities (block sums / item total); ``k`` divides n and m.
+
+    Example:
+        >>> import torch
+        >>> from kdekit import pool_density
+        >>> density = torch.arange(16.0).reshape(4, 4)  # total 120
+        >>> pool_density(density, 2)  # 2 x 2 blocks: (0 + 1 + 4 + 5) / 120, ...
+        tensor([[0.0833, 0.1500],
+                [0.3500, 0.4167]])
+    """
     check_float_tensor("density", density, min_ndim=2)
     *lead, n, m = density.shape
     _check_blocks(k, (n, m), density.shape)

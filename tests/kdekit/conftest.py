@@ -1,15 +1,23 @@
-"""Fixtures of the kdekit tests: the torch/cpp backend parametrisation and a one-thread mode."""
+"""Fixtures of the kdekit tests: fresh buffers NaN-filled in every test, the torch/cpp ``backend`` fixture and a
+one-thread mode. The (backend, dtype) parametrisations and the device helpers are in ``tests/kdekit/helpers.py``."""
 import pytest
 import torch
 
 import kdekit
+from tests.kdekit.helpers import backends
 
-BACKENDS = [name for name in ("torch", "cpp") if kdekit.backends()[name][0]]  # cpp where kdekit._C is built
+
+@pytest.fixture(autouse=True)
+def _fresh_buffers_are_nan(nan_filled_buffers):
+    """Every kdekit test runs with NaN-filled fresh buffers (``nan_filled_buffers``; ``unfilled_buffers`` opts out),
+    so an output element a kernel leaves unwritten shows as NaN instead of passing by chance."""
+    yield
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=backends(("torch", "cpp")))
 def backend(request):
-    """Runs the test under each available backend: "torch" (the reference) and "cpp" (kdekit._C)."""
+    """Runs the test under each backend of the diffusion-KDE pipeline that takes CPU tensors: "torch" (the
+    reference) and "cpp" (kdekit._C; a skip naming the reason where it is not built)."""
     with kdekit.use_backend(request.param):
         yield request.param
 

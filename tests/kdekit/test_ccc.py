@@ -1,3 +1,8 @@
+"""ccc / pearson / ccc_loss / CCCMoments / the torchmetrics Metric against numpy moments, scipy.stats.pearsonr and
+torchmetrics (tests/reference.py) under every backend (torch, cpp, triton) and dtype; the fused kernels called
+directly (values and gradients against the float64 torch path, gradcheck, opcheck, repeatability); masks, undefined
+items, huge and tiny inputs; streaming and DDP merging; and on the device (gpu): the CUDA kernel against the CPU
+kernel in float64 and the public ops under each device backend."""
 import math
 import os
 
@@ -8,31 +13,30 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from hypothesis import given
 from hypothesis import strategies as st
-from scipy.stats import pearsonr
-from torchmetrics.functional import concordance_corrcoef
 
-from kdekit._backend import backends, use_backend
 from kdekit.ops.ccc import CCCMoments, ccc, ccc_loss, ccc_triton, ccc_triton_backward, pearson
+from tests import reference
+from tests.kdekit.helpers import (
+    DEVICE,
+    backend_dtypes,
+    backends,
+    clustered_points,
+    compare_on_device,
+    device_backends,
+    device_close,
+    device_test,
+    dtypes,
+    kernel_close,
+    kernel_dtypes,
+    kernel_grads,
+    kernel_test,
+    requires_cuda,
+    use,
+)
 
-KERNELS = [name for name in ("cpp", "triton") if backends()[name][0]]  # triton: the interpreter (tests/conftest.py)
-pytestmark = pytest.mark.usefixtures("nan_filled_buffers")
-
-
-def ccc_numpy(x, y, ddof):
-    """Lin's CCC from numpy moments (float64), independent of kdekit."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    sxy = np.sum((x - x.mean()) * (y - y.mean())) / (x.size - ddof)
-    return 2 * sxy / (x.var(ddof=ddof) + y.var(ddof=ddof) + (x.mean() - y.mean()) ** 2)
-
-
-def ccc_reference(x, y, dim, ddof):
-    """ccc_numpy of every item of float64 copies, ``dim`` (int or tuple) reduced."""
-    dims = (dim,) if isinstance(dim, int) else dim
-    dims = [d % x.dim() for d in dims]
-    rows = [t.double().movedim(dims, list(range(-len(dims), 0))).flatten(x.dim() - len(dims)) for t in (x, y)]
-    out = [ccc_numpy(a, b, ddof) for a, b in zip(rows[0].reshape(-1, rows[0].shape[-1]).numpy(),
-                                                  rows[1].reshape(-1, rows[1].shape[-1]).numpy())]
-    return torch.tensor(out, dtype=torch.float64).reshape(rows[0].shape[:-1])
+KERNELS = ("cpp", "triton")  # triton: the interpreter (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("nan_filled_buffers")  # fresh kernel outputs are NaN until written
+ccc_numpy = reference.ccc_numpy
 
 
 def correlated(shape, seed, dtype=torch.float64, offset=0.3):
@@ -58,13 +62,13 @@ def test_ccc_matches_numpy_moments(n, unbiased):
 
 
 @pytest.mark.parametrize("n", [3, 64, 501])
-@pytest.mark.parametrize("backend", ["torch", *KERNELS])
+@pytest.mark.parametrize("backend", backends())
 def test_default_dim_reduces_the_samples_like_torchmetrics(n, backend):
     """(N, d) predictions, e.g. activation and valence: one CCC per column by default, as torchmetrics."""
     x, y = correlated((n, 2), seed=n)
-    ref = concordance_corrcoef(x, y)  # torchmetrics: dim 0, unbiased moments
+    ref = reference.concordance_torchmetrics(x, y)  # torchmetrics: dim 0, unbiased moments
     lin = torch.tensor([ccc_numpy(x[:, d].numpy(), y[:, d].numpy(), 0) for d in range(2)], dtype=torch.float64)
-    with use_backend(backend):
+    with use(backend):
         torch.testing.assert_close(ccc(x, y, unbiased=True), ref, rtol=0, atol=1e-12)
         torch.testing.assert_close(ccc(x, y), lin, rtol=0, atol=1e-12)
         torch.testing.assert_close(ccc(x[:, 0], y[:, 0]), lin[0], rtol=0, atol=1e-12)  # (N,): one value
@@ -73,52 +77,102 @@ def test_default_dim_reduces_the_samples_like_torchmetrics(n, backend):
     assert (lin - ref).abs().max() > 1e-4 / n
 
 
-@pytest.mark.parametrize("backend", ["torch", *KERNELS])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("backend,dtype", backend_dtypes(dtypes=(torch.float64, torch.float32, torch.float16)))
 def test_every_backend_matches_numpy_moments(backend, dtype, tol):
     # small: the Triton interpreter runs one program per item. dim=0 hands the kernels strided (transposed) rows.
     x, y = correlated((3, 2, 37), seed=20, dtype=dtype)
     for dim, unbiased in ((-1, False), (0, True), ((0, 2), False)):
-        with use_backend(backend):
+        with use(backend):
             out = ccc(x, y, dim=dim, unbiased=unbiased)
         assert out.dtype == dtype
-        torch.testing.assert_close(out.double(), ccc_reference(x, y, dim, int(unbiased)), **tol[dtype])
+        torch.testing.assert_close(out.double(), reference.ccc_items(x, y, dim, int(unbiased)), **tol[dtype])
+
+
+@pytest.mark.parametrize("backend,dtype", backend_dtypes())
+def test_backends_agree_with_torch_path_values_and_gradients(backend, dtype, tol):
+    """Public ccc under each backend vs the torch path at the same dtype: without a gradient (the fused kernels) and
+    with one (documented: the torch path runs, so values and gradients match)."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(4, 3, 25, generator=g, dtype=dtype)
+    b = (a + torch.randn(4, 3, 25, generator=g, dtype=dtype)).requires_grad_()
+    a.requires_grad_()
+    for fn in (lambda: ccc(a, b, dim=(0, 2)), lambda: ccc(a, b, dim=-1, unbiased=True, keepdim=True)):
+        with torch.no_grad():  # the fused metric kernels serve evaluation; with grad the torch path runs
+            with use(backend):
+                got = fn()
+            with use("torch"):
+                ref = fn()
+            torch.testing.assert_close(got, ref, **tol[dtype])
+        with use(backend):
+            got = fn()
+        with use("torch"):
+            ref = fn()
+        torch.testing.assert_close(got, ref, **tol[dtype])
+        cot = torch.rand(got.shape, generator=g, dtype=dtype)
+        grads = torch.autograd.grad((got * cot).sum(), (a, b)), torch.autograd.grad((ref * cot).sum(), (a, b))
+        for gg, gr in zip(*grads):
+            torch.testing.assert_close(gg, gr, **tol[dtype])
 
 
 def _kernel(backend):
     return ccc_triton if backend == "triton" else torch.ops.kdekit.ccc
 
 
-@pytest.mark.parametrize("backend", KERNELS)
+@pytest.mark.parametrize("backend,dtype", backend_dtypes(("cpp", "triton")))
 @pytest.mark.parametrize("unbiased", [False, True])
-def test_kernel_values_and_gradients_match_the_torch_reference(backend, unbiased, tol):
-    x, y = correlated((4, 45), seed=21, dtype=torch.float32)
+def test_kernel_values_and_gradients_match_the_torch_reference(backend, dtype, unbiased, tol):
+    """The kernel op at ``dtype`` against the float64 torch path on the same inputs, values and gradients (an
+    undefined item: NaN with a zero gradient). Triton computes and returns float32."""
+    x, y = correlated((4, 45), seed=21, dtype=dtype)
     x[2], y[2] = 0.25, 0.25  # both constant and equal: undefined, NaN with a zero gradient
     xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
     out = _kernel(backend)(xs, ys, unbiased)
     xr, yr = x.double().requires_grad_(), y.double().requires_grad_()
-    with use_backend("torch"):
+    with use("torch"):
         ref = ccc(xr, yr, dim=-1, unbiased=unbiased)
-    torch.testing.assert_close(out.double(), ref.detach(), **tol[torch.float32], equal_nan=True)
+    torch.testing.assert_close(out.double(), ref.detach(), **tol[dtype], equal_nan=True)
     assert torch.isnan(out[2]) and torch.isfinite(out[[0, 1, 3]]).all()
-    cot = torch.tensor([0.5, -1.0, 1.0, 2.0])
+    cot = torch.tensor([0.5, -1.0, 1.0, 2.0], dtype=out.dtype)
     got = torch.autograd.grad((out * cot).nansum(), (xs, ys))
     want = torch.autograd.grad((ref * cot.double()).nansum(), (xr, yr))
     for g, w in zip(got, want):
-        assert g.dtype == torch.float32 and (g[2] == 0).all()
-        torch.testing.assert_close(g.double(), w, **tol[torch.float32])
+        assert g.dtype == dtype and (g[2] == 0).all()
+        torch.testing.assert_close(g.double(), w, **tol[dtype])
 
 
-@pytest.mark.skipif("cpp" not in KERNELS, reason="kdekit._C not built")
-def test_cpp_kernel_gradcheck_float64():
+@pytest.mark.parametrize("backend", backends(("cpp",)))
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_cpp_kernel_matches_numpy_and_gradcheck(backend, unbiased):
+    g = np.random.default_rng(3)
+    x, y = g.normal(size=(5, 30)), g.normal(size=(5, 30))
+    y += 0.5 * x
+    out = torch.ops.kdekit.ccc(torch.tensor(x), torch.tensor(y), unbiased).numpy()
+    ref = [ccc_numpy(a, b, int(unbiased)) for a, b in zip(x, y)]
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+    args = [torch.tensor(x[:2, :6]).requires_grad_(), torch.tensor(y[:2, :6]).requires_grad_()]
+    assert torch.autograd.gradcheck(lambda a, b: torch.ops.kdekit.ccc(a, b, unbiased), args)
+
+
+@pytest.mark.parametrize("backend", backends(("cpp",)))
+def test_cpp_kernel_gradcheck_float64_on_strided_rows(backend):
     x, y = correlated((3, 6), seed=22)
     args = (x.t().requires_grad_(), y.t().requires_grad_())  # strided rows
     assert torch.autograd.gradcheck(lambda a, b: torch.ops.kdekit.ccc(a, b, True), args)
     assert torch.autograd.gradcheck(lambda a, b: torch.ops.kdekit.ccc(a, b, False), args)
 
 
-@pytest.mark.skipif("triton" not in KERNELS, reason="triton unavailable")
-def test_triton_ops_opcheck_and_repeatability():
+@pytest.mark.parametrize("backend", backends(("cpp",)))
+def test_cpp_kernel_opcheck(backend):
+    g = torch.Generator().manual_seed(0)
+    x, y = ((0.3 * torch.randn(2, 12, generator=g, dtype=torch.float64)).clamp(-1, 1).requires_grad_()
+            for _ in range(2))
+    torch.library.opcheck(torch.ops.kdekit.ccc, (x, y, False))
+    torch.library.opcheck(torch.ops.kdekit.ccc_backward, (torch.rand(2, dtype=torch.float64), x.detach(), y.detach(),
+                                                          True))
+
+
+@pytest.mark.parametrize("backend", backends(("triton",)))
+def test_triton_ops_opcheck_and_repeatability(backend):
     x, y = correlated((3, 20), seed=23, dtype=torch.float32)
     args = (x.requires_grad_(), y.t().contiguous().t().requires_grad_(), True)
     torch.library.opcheck(ccc_triton, args)
@@ -126,13 +180,13 @@ def test_triton_ops_opcheck_and_repeatability():
     assert torch.equal(ccc_triton(*args), ccc_triton(*args))  # one program per item, no atomics
 
 
-@pytest.mark.skipif("triton" not in KERNELS, reason="triton unavailable")
-def test_triton_kernels_loop_over_rows_longer_than_a_block(tol):
+@pytest.mark.parametrize("backend", backends(("triton",)))
+def test_triton_kernels_loop_over_rows_longer_than_a_block(backend, tol):
     x, y = correlated((2, 1100), seed=24, dtype=torch.float32)  # two 1024-wide tiles per pass
     xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
     out = ccc_triton(xs, ys, True)
     xr, yr = x.double().requires_grad_(), y.double().requires_grad_()
-    with use_backend("torch"):
+    with use("torch"):
         ref = ccc(xr, yr, dim=-1, unbiased=True)
     torch.testing.assert_close(out.double(), ref.detach(), **tol[torch.float32])
     for g, w in zip(torch.autograd.grad(out.sum(), (xs, ys)), torch.autograd.grad(ref.sum(), (xr, yr))):
@@ -141,8 +195,8 @@ def test_triton_kernels_loop_over_rows_longer_than_a_block(tol):
 
 def test_pearson_matches_scipy():
     x, y = correlated((3, 2, 41), seed=1)
-    ref = np.array([[pearsonr(a, b).statistic for a, b in zip(xr, yr)] for xr, yr in zip(x.numpy(), y.numpy())])
-    np.testing.assert_allclose(pearson(x, y, dim=-1).numpy(), ref, rtol=0, atol=1e-12)
+    ref = reference.pearson_items(x, y, dim=-1)
+    np.testing.assert_allclose(pearson(x, y, dim=-1).numpy(), ref.numpy(), rtol=0, atol=1e-12)
 
 
 def test_dim_tuple_and_keepdim():
@@ -151,9 +205,8 @@ def test_dim_tuple_and_keepdim():
     ref = [ccc_numpy(x[:, j, :].numpy(), y[:, j, :].numpy(), 0) for j in range(4)]
     np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-12)
     assert ccc(x, y, dim=(2, 0), keepdim=True).shape == (1, 4, 1)
-    np.testing.assert_allclose(pearson(x, y, dim=1).numpy(),
-                               [[pearsonr(x[i, :, k], y[i, :, k]).statistic for k in range(6)] for i in range(5)],
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pearson(x, y, dim=1).numpy(), reference.pearson_items(x, y, dim=1).numpy(), rtol=0,
+                               atol=1e-12)
 
 
 def test_large_offset_does_not_cancel():
@@ -188,7 +241,8 @@ def test_mask_equals_dropping():
         ref = [[ccc_numpy(x[i, j][mask[i, j]].numpy(), y[i, j][mask[i, j]].numpy(), int(unbiased)) for j in range(4)]
                for i in range(3)]
         np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-12)
-    ref_p = [[pearsonr(x[i, j][mask[i, j]], y[i, j][mask[i, j]]).statistic for j in range(4)] for i in range(3)]
+    ref_p = [[reference.pearson_items(x[i, j][mask[i, j]], y[i, j][mask[i, j]]).item() for j in range(4)]
+             for i in range(3)]
     np.testing.assert_allclose(pearson(xp, yp, dim=-1, mask=mask).numpy(), ref_p, rtol=0, atol=1e-12)
     xg = xp.clone().requires_grad_()
     ccc(xg, yp, dim=-1, mask=mask).sum().backward()
@@ -397,7 +451,7 @@ def test_ccc_permutation_invariant_and_symmetric(n, seed, unbiased):
     assert -1.0 <= ref.item() <= 1.0
 
 
-@pytest.mark.parametrize("backend", ["torch", *KERNELS])
+@pytest.mark.parametrize("backend", backends())
 @pytest.mark.parametrize("dtype, scale", [(torch.float64, 1e200), (torch.float64, 1e-200), (torch.float32, 1e20)])
 def test_huge_and_tiny_inputs_give_the_same_finite_ccc(backend, dtype, scale):
     """Moments of 1e200 overflow float64 squares: each item is scaled first (CCC and Pearson are scale-free)."""
@@ -405,7 +459,7 @@ def test_huge_and_tiny_inputs_give_the_same_finite_ccc(backend, dtype, scale):
     ref_c, ref_p = ccc(x, y), pearson(x, y)
     xs, ys = (x * scale).to(dtype), (y * scale).to(dtype)
     assert torch.isfinite(xs).all()
-    with use_backend(backend):
+    with use(backend):
         got = ccc(xs, ys)  # no gradient: the fused kernel (its NaN items are recomputed scaled)
     atol = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(got.double(), ref_c, rtol=0, atol=atol)
@@ -452,3 +506,90 @@ def test_torchmetrics_metric_streams_and_merges_like_one_call():
     assert one.compute().shape == ()
     with pytest.raises(ValueError, match="num_outputs=1"):
         one.update(x, y)
+
+
+# ---- on the device (gpu) ---------------------------------------------------------------------------------------------
+
+ops = torch.ops.kdekit
+
+
+@kernel_test
+@pytest.mark.parametrize("dtype", kernel_dtypes())
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_cuda_kernel_matches_cpu_float64(dtype, unbiased, tol):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(5, 300, generator=g, dtype=torch.float64)
+    y = (0.6 * x + 0.5 * torch.randn(5, 300, generator=g, dtype=torch.float64) + 0.3).to(dtype)
+    x = x.to(dtype)
+    out, grads = kernel_grads(lambda a, b: ops.ccc(a, b, unbiased), [x.to(DEVICE), y.to(DEVICE)])
+    ref, ref_grads = kernel_grads(lambda a, b: ops.ccc(a, b, unbiased), [x.double(), y.double()])
+    kernel_close(out, ref, dtype, tol)
+    for gr, rg in zip(grads, ref_grads):
+        kernel_close(gr, rg, dtype, tol)
+
+
+@kernel_test
+def test_cuda_kernel_gradcheck_and_undefined_rows():
+    g = torch.Generator().manual_seed(6)
+    x, y = (torch.randn(3, 11, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_() for _ in range(2))
+    assert torch.autograd.gradcheck(lambda a, b: ops.ccc(a, b, True), [x, y])
+    const = torch.ones(2, 4, dtype=torch.float64, device=DEVICE)
+    assert ops.ccc(const, const, False).isnan().all()  # zero variance and no mean difference: undefined
+    gx, gy = ops.ccc_backward(torch.ones(2, dtype=torch.float64, device=DEVICE), const, const, False)
+    assert (gx == 0).all() and (gy == 0).all()  # as the CPU kernel: no gradient through an undefined item
+    assert ops.ccc(const[:, :1], const[:, :1], True).isnan().all()  # N = 1 with ddof 1
+
+
+@kernel_test
+@requires_cuda
+def test_cuda_kernel_is_deterministic_on_noncontiguous_inputs_and_side_streams():
+    x, y, _ = (t.to(DEVICE).float() for t in clustered_points(6, 2000, seed=10, weights=True))
+    xt = torch.stack([x, x], -1)[..., 0]  # non-contiguous view
+    assert not xt.is_contiguous()
+    first = ops.ccc(xt, y, False)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        again = ops.ccc(xt, y, False)
+    stream.synchronize()
+    assert torch.equal(first, again)
+
+
+@kernel_test
+@requires_cuda
+def test_cuda_kernel_argument_errors_name_the_argument():
+    x, y, _ = (t.to(DEVICE) for t in clustered_points(2, 5, seed=11, weights=True))
+    with pytest.raises(RuntimeError, match="y must be on"):
+        ops.ccc(x, y.cpu(), False)
+    with pytest.raises(RuntimeError, match="x must be float16, bfloat16, float32 or float64"):
+        ops.ccc(x.int(), y.int(), False)
+
+
+@device_test
+@pytest.mark.parametrize("backend", device_backends())
+@pytest.mark.parametrize("dtype", dtypes())
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_ccc_and_pearson_on_device(backend, dtype, unbiased, tol):
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(5, 300, generator=g, dtype=torch.float64)
+    y = 0.6 * x + 0.5 * torch.randn(5, 300, generator=g, dtype=torch.float64) + 0.3
+    rounded = [t.to(dtype) for t in (x, y)]
+    with use(backend):  # no gradient: the kernels
+        out = ccc(*(t.to(DEVICE) for t in rounded), dim=-1, unbiased=unbiased)
+    ref = ccc(*(t.double() for t in rounded), dim=-1, unbiased=unbiased)
+    assert out.dtype == dtype
+    device_close(out, ref, tol[dtype], "ccc without gradient")
+    compare_on_device(lambda a, b: ccc(a, b, dim=-1, unbiased=unbiased), [x, y], dtype, backend, tol[dtype])
+    compare_on_device(lambda a, b: pearson(a, b, dim=-1), [x, y], dtype, backend, tol[dtype])
+    mask = torch.rand(5, 300, generator=g) > 0.3
+    compare_on_device(lambda a, b: ccc(a, b, dim=-1, mask=mask.to(a.device), unbiased=unbiased), [x, y], dtype,
+                      backend, tol[dtype])
+
+
+@device_test
+def test_ccc_moments_streaming_on_device_equals_one_call():
+    g = torch.Generator().manual_seed(9)
+    x, y = (torch.randn(100, 2, generator=g, dtype=torch.float64).to(DEVICE) for _ in range(2))
+    moments = CCCMoments(dim=0)
+    for s in range(0, 100, 30):
+        moments.update(x[s:s + 30], y[s:s + 30])
+    device_close(moments.compute(), ccc(x, y, dim=0).cpu(), dict(rtol=1e-10, atol=1e-12))

@@ -1,15 +1,16 @@
-"""kdekit.compat.kde1d/kde2d: kde_diffusion's signature and results, but a warning instead of an error."""
+"""kdekit.compat.kde1d/kde2d: kde_diffusion's signature and results (KDE-diffusion 1.0.5 called for comparison,
+tests/reference.py), but a warning instead of an error, under the torch and cpp backends."""
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-import kde_diffusion
 import kdekit
 from kdekit.compat import kde1d, kde2d
+from tests import reference
 
-
+kde_diffusion = reference.kde_diffusion()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

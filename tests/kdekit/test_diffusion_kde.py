@@ -1,15 +1,21 @@
-"""diffusion_kde1d/2d against kde_diffusion 1.0.5 (live), gradients, dtypes, batching and degenerate items."""
+"""diffusion_kde1d/2d (+ binned) against kde_diffusion 1.0.5 live and scipy's brentq (tests/reference.py) under the
+torch and cpp backends: densities, bandwidths, statuses, fallbacks, gradients (gradcheck for every status, the
+implicit gradient, values and gradients of each backend against the torch path at the same dtype), dtypes, batching,
+masks and degenerate items; the fused C++ kernels called directly (kde2d_points, kde2d_solve, soft_kde2d_pooled:
+oracles, opcheck, torch.compile, thread count); and on the device (gpu): kde2d_solve's CUDA kernel against the CPU
+kernel, and the public ops under each device backend against the CPU."""
 import math
-import warnings
 import zlib
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import kde_diffusion
 import kdekit
 from kdekit.labels import pseudo_observations
+from kdekit.nn import KDECrossEntropyLoss
 from kdekit.ops.diffusion_kde import (
     KDEStatus,
     brentq_batched,
@@ -19,13 +25,31 @@ from kdekit.ops.diffusion_kde import (
     diffusion_kde2d_binned,
 )
 from kdekit.ops.pooling import pool_density
+from tests import reference
+from tests.kdekit.helpers import (
+    DEVICE,
+    available,
+    backend_dtypes,
+    clustered_points,
+    compare_on_device,
+    device_backends,
+    device_test,
+    dtypes,
+    kernel_test,
+    requires_cuda,
+    unit_ranges,
+    use,
+)
 
 UNIT = ((-1.0, 1.0), (-1.0, 1.0))
 FALLBACK = {KDEStatus.SMALLEST_ROOT, KDEStatus.MIN_ABS_F, KDEStatus.SINGLE_LOCATION}
+EPS4 = 4 * float(np.finfo(float).eps)  # a Python float (a numpy scalar becomes a tensor under dynamo)
+SOLVE = (0.1, 2e-12, EPS4)  # t_max, xtol, rtol of diffusion_kde2d (kde_diffusion's brentq)
 
-
-HAS_CPP = kdekit.backends()["cpp"][0]
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "nan_filled_buffers")
+ops = torch.ops.kdekit
+HAS_CPP, WHY_NOT_CPP = available("cpp")
+needs_cpp = pytest.mark.skipif(not HAS_CPP, reason=f"backend 'cpp' unavailable: {WHY_NOT_CPP}")
 
 
 # ------------------------------------------------------------------------------------------------ point families
@@ -64,24 +88,6 @@ def padded(sets):
         X[b, : len(x)] = torch.from_numpy(x)
         Y[b, : len(y)] = torch.from_numpy(y)
     return X, Y, L
-
-
-def reference2d(x, y, n, limits):
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return kde_diffusion.kde2d(x, y, n=n, limits=limits)
-    except ValueError:
-        return None
-
-
-def reference1d(x, n, limits):
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return kde_diffusion.kde1d(x, n=n, limits=limits)
-    except ValueError:
-        return None
 
 
 def rel(a, b):
@@ -123,14 +129,14 @@ def test_kde2d_matches_kde_diffusion(fam, n, count):
     lims = [UNIT if b % 2 == 0 else None for b in range(count)]
     results = {}
     for backend in ("torch", "cpp") if HAS_CPP else ("torch",):
-        with kdekit.use_backend(backend):
+        with use(backend):
             unit = diffusion_kde2d(X[0::2], Y[0::2], grid_size=n, limits=UNIT, lengths=L[0::2])
             auto = diffusion_kde2d(X[1::2], Y[1::2], grid_size=n, limits=None, lengths=L[1::2])
         results[backend] = (unit, auto)
     for unit_auto in results.values():
         for res, ref in zip(unit_auto, results["torch"]):
             assert_same_result(res, ref)
-    refs = [reference2d(x, y, n, lims[b]) for b, (x, y) in enumerate(sets)]
+    refs = [reference.kde2d_kde_diffusion(x, y, n, lims[b]) for b, (x, y) in enumerate(sets)]
     for backend, (unit, auto) in results.items():
         counts = {"converged": 0, "failed": 0, "reference_not_finite": 0}
         used_limits = []
@@ -197,7 +203,7 @@ def test_kde1d_matches_kde_diffusion(fam):
         res = diffusion_kde1d(X[items], grid_size=n, limits=limits, lengths=L[items])
         for i, b in enumerate(items):
             x = sets[b][0]
-            ref = reference1d(x, n, limits)
+            ref = reference.kde1d_kde_diffusion(x, n, limits)
             dx = float(res.grid[i, 1] - res.grid[i, 0])
             if ref is None or not np.isfinite(ref[0]).all():
                 counts["failed" if ref is None else "reference_not_finite"] += 1
@@ -219,8 +225,6 @@ def test_kde1d_matches_kde_diffusion(fam):
 
 def test_brentq_batched_matches_scipy_on_multi_root_functions():
     """Vectorised Brent returns scipy's root (not the smallest) for functions with 1 or 3 roots in the bracket."""
-    from scipy.optimize import brentq
-
     rng = np.random.default_rng(3)
     roots = np.sort(rng.uniform(0.01, 0.09, (40, 3)), axis=1)
     single = rng.uniform(0, 1, 40) < 0.5
@@ -237,7 +241,7 @@ def test_brentq_batched_matches_scipy_on_multi_root_functions():
     for b in range(40):
         r = roots[b]
         f = (lambda t: -(t - r[0])) if single[b] else (lambda t: -(t - r[0]) * (t - r[1]) * (t - r[2]) * 1e3)
-        assert got[b].item() == pytest.approx(brentq(f, 0, 0.1), rel=1e-15, abs=1e-18)
+        assert got[b].item() == pytest.approx(reference.brentq(f, 0, 0.1), rel=1e-15, abs=1e-18)
 
 
 # ------------------------------------------------------------------------------------------------ gradients
@@ -385,7 +389,7 @@ def test_degenerate_items_are_finite_and_normalised(backend):
 def test_identical_points_match_kde_diffusion(backend):
     x = np.full(10, 0.25)
     y = np.full(10, -0.4)
-    ref = reference2d(x, y, 64, UNIT)
+    ref = reference.kde2d_kde_diffusion(x, y, 64, UNIT)
     assert ref is not None
     res = diffusion_kde2d(torch.from_numpy(x), torch.from_numpy(y), grid_size=64, limits=UNIT)
     assert res.status[0] == KDEStatus.BRENTQ
@@ -442,6 +446,145 @@ def test_pool_equals_pool_density_of_full_density(backend):
         diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, pool=3)
 
 
+# ------------------------------------------------------------------------------------------------ gradients per status
+# Gradients of the soft-histogram diffusion KDE for every bandwidth rule: gradcheck (float64) per status, finite
+# gradients that never cross items, non-negative normalised tables, and the property that any valid batch gives finite
+# gradients (hypothesis), under each backend.
+
+# point sets (x row, y row) whose soft-histogram KDE (sharpness 8) takes each rule at the given grid
+STATUS_CASES = {
+    "BRENTQ": (16, [[0.242, 0.21, 0.223, 0.124, 0.176, 0.266, 0.335, 0.065, 0.337, 0.321, 0.265],
+                    [-0.085, -0.142, 0.032, 0.082, 0.066, 0.018, -0.076, -0.23, -0.112, -0.047, -0.238]]),
+    "SMALLEST_ROOT": (32, [[0.784, 0.772, 0.783, 0.045, 0.769, 0.046, 0.772],  # two tight clusters
+                           [0.101, 0.097, 0.109, -0.881, 0.108, -0.867, 0.105]]),
+    "MIN_ABS_F": (16, [[-0.46, -0.918, -0.967, 0.627, 0.826, 0.213, 0.459, 0.087, 0.87, 0.632],  # spread out
+                       [-0.995, 0.715, -0.933, 0.459, -0.649, 0.726, 0.083, -0.401, -0.155, -0.943]]),
+    "SINGLE_LOCATION": (16, [[0.5], [0.0]]),  # one point: still one location after any perturbation
+    "NO_POINTS_IN_LIMITS": (16, [[5.0, 5.2, 5.5], [0.0, 0.1, 0.2]]),
+}
+
+
+def _kde(x, y, grid, **kw):
+    return kdekit.diffusion_kde2d(x, y, grid_size=grid, limits=UNIT, histogram="soft", **kw)
+
+
+@pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize("name", sorted(STATUS_CASES))
+def test_gradcheck_for_every_status(name):
+    grid, pts = STATUS_CASES[name]
+    x, y = (torch.tensor([row], dtype=torch.float64, requires_grad=True) for row in pts)
+    res = _kde(x, y, grid)
+    assert KDEStatus(int(res.status)).name == name
+
+    def fn(x, y):
+        r = _kde(x, y, grid)
+        return r.density, r.t.where(torch.isfinite(r.t), 0.0), r.bandwidth.where(torch.isfinite(r.bandwidth), 0.0)
+
+    assert torch.autograd.gradcheck(fn, (x, y), eps=1e-6, atol=1e-5, rtol=1e-3)
+    gx, gy = torch.autograd.grad(res.density.square().sum(), (x, y))
+    assert torch.isfinite(gx).all() and torch.isfinite(gy).all()
+    if name == "NO_POINTS_IN_LIMITS":  # a uniform density does not depend on the points
+        assert (gx == 0).all() and (gy == 0).all()
+
+
+def _every_status_batch():
+    """Every status at grid 32 in one batch, padded, plus a NaN point, an empty item and limits so narrow that the
+    density is infinite (per-item limits tensor)."""
+    sets = [np.array(STATUS_CASES[name][1]) for name in ("BRENTQ", "SMALLEST_ROOT", "MIN_ABS_F", "SINGLE_LOCATION",
+                                                         "NO_POINTS_IN_LIMITS")]
+    sets += [np.array([[0.1, np.nan, 0.3], [0.0, 0.2, 0.1]]), np.zeros((2, 0)),
+             np.array([[2e-301, 6e-301, 3e-301], [1e-301, 5e-301, 7e-301]])]
+    n = max(s.shape[1] for s in sets)
+    x, y = torch.zeros(len(sets), n, dtype=torch.float64), torch.zeros(len(sets), n, dtype=torch.float64)
+    for b, s in enumerate(sets):
+        x[b, :s.shape[1]], y[b, :s.shape[1]] = torch.from_numpy(s[0]), torch.from_numpy(s[1])
+    lengths = torch.tensor([s.shape[1] for s in sets])
+    limits = torch.tensor(UNIT, dtype=torch.float64).repeat(len(sets), 1, 1)
+    limits[-1] = torch.tensor([[0.0, 1e-300], [0.0, 1e-300]], dtype=torch.float64)
+    return x, y, lengths, limits
+
+
+@pytest.mark.usefixtures("backend")
+def test_gradients_are_finite_and_never_cross_items():
+    x, y, lengths, limits = _every_status_batch()
+    xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
+    res = kdekit.diffusion_kde2d(xs, ys, grid_size=32, limits=limits, lengths=lengths, histogram="soft")
+    statuses = {KDEStatus(int(s)).name for s in res.status}
+    assert {"BRENTQ", "SMALLEST_ROOT", "MIN_ABS_F", "SINGLE_LOCATION", "NO_POINTS_IN_LIMITS", "NON_FINITE_INPUT",
+            "NO_POINTS"} <= statuses
+    # limits of width 1e-300: the sigmoids cannot resolve them (empty histogram, no fixed point) and 1 / area is inf
+    assert KDEStatus(int(res.status[-1])).name in ("NON_FINITE_FIXED_POINT", "NON_FINITE_DENSITY")
+    finite = torch.isfinite(res.density.detach()).flatten(1).all(1)
+    assert finite.sum() == len(x) - 1 and not finite[-1]  # only the overflowing item
+    weight = torch.rand(res.density.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    loss = (res.density[finite] * weight[finite]).sum() + res.t[torch.isfinite(res.t)].sum()
+    gx, gy = torch.autograd.grad(loss, (xs, ys))
+    assert torch.isfinite(gx).all() and torch.isfinite(gy).all()
+    # each item's gradient is what it gets alone (nothing leaks between items)
+    for b in range(5):
+        xb, yb = x[b:b + 1, :lengths[b]].clone().requires_grad_(), y[b:b + 1, :lengths[b]].clone().requires_grad_()
+        rb = kdekit.diffusion_kde2d(xb, yb, grid_size=32, limits=limits[b:b + 1], histogram="soft")
+        ref = torch.autograd.grad((rb.density * weight[b:b + 1]).sum() + rb.t.sum(), (xb, yb))
+        torch.testing.assert_close(gx[b, :lengths[b]], ref[0][0], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(gy[b, :lengths[b]], ref[1][0], rtol=1e-9, atol=1e-12)
+    assert (gx[5:7] == 0).all() and (gy[5:7] == 0).all()  # NaN point (uniform) and empty item
+
+
+@pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_tables_are_non_negative_and_normalised_and_the_loss_finite(dtype):
+    """Far-corner clusters: the KDE's Gibbs lobes make float32 blocks slightly negative (-1e-7), which took the seed's
+    log(p + 1e-8) to NaN; the tables are clamped and renormalised."""
+    g = torch.Generator().manual_seed(0)
+    x = (-1 + 0.25 * torch.randn(32, 100, generator=g, dtype=torch.float64)).clamp(-1, 1)
+    y = (1 + 0.25 * torch.randn(32, 100, generator=g, dtype=torch.float64)).clamp(-1, 1)
+    xs, ys = x.to(dtype).requires_grad_(), y.to(dtype).requires_grad_()
+    probs = kdekit.points_to_distribution(xs, ys).probs
+    assert probs.dtype == dtype and (probs >= 0).all()
+    sums = probs.double().sum((1, 2))
+    torch.testing.assert_close(sums, torch.ones_like(sums), rtol=0, atol=1e-2 if dtype == torch.bfloat16 else 2e-3)
+    loss = KDECrossEntropyLoss()(probs, torch.full(probs.shape, 1 / 16, dtype=dtype))
+    assert loss.dtype == dtype and torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(xs.grad).all() and torch.isfinite(ys.grad).all()
+
+
+@st.composite
+def batches(draw):
+    """1-4 items of 0-12 points each: uniform, Likert, repeated and out-of-range values, random masks."""
+    B, N = draw(st.integers(1, 4)), draw(st.integers(1, 12))
+    pool = st.one_of(st.floats(-1.3, 1.3), st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), st.just(0.25))
+    xy = draw(st.lists(st.lists(st.tuples(pool, pool), min_size=N, max_size=N), min_size=B, max_size=B))
+    mask = draw(st.lists(st.lists(st.booleans(), min_size=N, max_size=N), min_size=B, max_size=B))
+    dtype = draw(st.sampled_from([torch.float64, torch.float32]))
+    arr = torch.tensor(xy, dtype=torch.float64)
+    return arr[..., 0].to(dtype), arr[..., 1].to(dtype), torch.tensor(mask)
+
+
+@pytest.mark.usefixtures("backend")
+@settings(max_examples=2000)
+@given(batches())
+def test_gradients_are_finite_for_any_valid_batch(batch):
+    x, y, mask = batch
+    xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
+    probs = kdekit.points_to_distribution(xs, ys, grid=16, mask=mask).probs
+    assert (probs >= 0).all() and torch.allclose(probs.double().sum((1, 2)), torch.ones(len(x), dtype=torch.float64),
+                                                atol=1e-5)
+    target = torch.linspace(1, 2, 16, dtype=x.dtype).reshape(4, 4)
+    KDECrossEntropyLoss()(probs, (target / target.sum()).expand_as(probs)).backward()
+    assert torch.isfinite(xs.grad).all() and torch.isfinite(ys.grad).all()
+
+
+@pytest.mark.usefixtures("backend")
+def test_overflowing_density_has_its_own_status():
+    """Points spread over 1e-300: the fixed point converges but n / width overflows float64."""
+    g = np.random.default_rng(0)
+    x, y = (torch.tensor(g.uniform(-0.8, 0.8, (1, 20)) * 1e-300) for _ in range(2))
+    res = kdekit.diffusion_kde2d(x, y, grid_size=64)
+    assert res.status[0] == KDEStatus.NON_FINITE_DENSITY and not res.converged[0]
+    assert torch.isfinite(res.t).all() and not torch.isfinite(res.density).all()
+
+
 # ------------------------------------------------------------------------------------------------ cpp vs torch
 
 
@@ -463,7 +606,7 @@ def mixed_batch(dtype=torch.float64):
     return X.to(dtype), Y.to(dtype), L
 
 
-@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
+@needs_cpp
 @pytest.mark.parametrize("n,limits,pool,clip", [(64, UNIT, None, False), (128, None, None, True), (64, UNIT, 4, False),
                                                 (512, UNIT, 4, False)])
 def test_cpp_points_path_equals_torch_path(n, limits, pool, clip):
@@ -472,7 +615,7 @@ def test_cpp_points_path_equals_torch_path(n, limits, pool, clip):
     X, Y, L = mixed_batch()
     out = {}
     for backend in ("torch", "cpp"):
-        with kdekit.use_backend(backend):
+        with use(backend):
             out[backend] = diffusion_kde2d(X, Y, grid_size=n, limits=limits, lengths=L, pool=pool, clip_negative=clip)
     assert_same_result(out["cpp"], out["torch"])
     status = out["cpp"].status.tolist()
@@ -481,13 +624,13 @@ def test_cpp_points_path_equals_torch_path(n, limits, pool, clip):
     assert KDEStatus.BRENTQ in status
 
 
-@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
+@needs_cpp
 def test_cpp_points_path_float32_close_to_torch():
     """float32 points: the kernel computes in float64 and rounds; the torch path computes the DCTs in float32."""
     X, Y, L = mixed_batch(torch.float32)
     out = {}
     for backend in ("torch", "cpp"):
-        with kdekit.use_backend(backend):
+        with use(backend):
             out[backend] = diffusion_kde2d(X, Y, grid_size=64, limits=UNIT, lengths=L, pool=4)
     assert out["cpp"].density.dtype == torch.float32
     assert torch.equal(out["cpp"].status, out["torch"].status)
@@ -495,7 +638,8 @@ def test_cpp_points_path_float32_close_to_torch():
     torch.testing.assert_close(out["cpp"].bandwidth, out["torch"].bandwidth, rtol=1e-4, atol=0)
 
 
-@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
+@needs_cpp
+@pytest.mark.unfilled_buffers  # the kernel itself must write the NaN
 def test_points_kernel_leaves_unsolved_items_nan():
     """kdekit::kde2d_points: items it does not solve (status != 0) come back NaN (never stale memory)."""
     X, Y, L = mixed_batch()
@@ -511,7 +655,7 @@ def test_points_kernel_leaves_unsolved_items_nan():
         assert torch.isfinite(density[~bad]).all() and torch.isfinite(times[~bad]).all()
 
 
-@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
+@needs_cpp
 @pytest.mark.parametrize("histogram", ["hard", "soft"])
 def test_cpp_bitwise_deterministic_across_runs_and_threads(histogram):
     """Same bits on a second run and with 1 or 2 threads (one item per thread, no shared accumulation)."""
@@ -522,7 +666,7 @@ def test_cpp_bitwise_deterministic_across_runs_and_threads(histogram):
     for threads in (1, 2, 2):
         torch.set_num_threads(threads)
         x = X.clone().requires_grad_(histogram == "soft")
-        with kdekit.use_backend("cpp"):
+        with use("cpp"):
             res = diffusion_kde2d(x, Y, grid_size=n, limits=UNIT, lengths=L, histogram=histogram)
         grad = torch.autograd.grad(res.density.pow(2).sum(), x)[0] if histogram == "soft" else None
         runs.append((res.density.detach(), res.t.detach(), res.bandwidth.detach(), res.status, grad))
@@ -531,7 +675,7 @@ def test_cpp_bitwise_deterministic_across_runs_and_threads(histogram):
             assert a is None or torch.equal(a, b)
 
 
-@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
+@needs_cpp
 def test_cpp_soft_path_values_and_gradients_equal_torch():
     """Soft histogram (W2 path): kdekit::kde2d_solve for the root; values and gradients equal the torch solver's."""
     sets = family("cluster", 12, 81) + family("uniform", 4, 82)
@@ -540,7 +684,7 @@ def test_cpp_soft_path_values_and_gradients_equal_torch():
     out = {}
     for backend in ("torch", "cpp"):
         x, y = X.clone().requires_grad_(), Y.clone().requires_grad_()
-        with kdekit.use_backend(backend):
+        with use(backend):
             res = diffusion_kde2d(x, y, grid_size=32, limits=UNIT, lengths=L, histogram="soft", clip_negative=True)
         probs = pool_density(res.density, 4).flatten(1)
         loss = -(target * torch.log(probs + 1e-8)).sum()
@@ -551,6 +695,33 @@ def test_cpp_soft_path_values_and_gradients_equal_torch():
     for a, b in zip(g_c, g_t):
         assert torch.isfinite(a).all()  # also for the fallback items (no NaN leaking through masked branches)
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("backend,dtype", backend_dtypes(("cpp", "triton"), (torch.float32,)))
+def test_soft_path_values_and_gradients_match_torch_path_at_the_same_dtype(backend, dtype):
+    """float32 soft-histogram KDE (the training configuration) under a kernel backend (cpp: kde2d_solve and the
+    soft-histogram kernel; triton: the soft-histogram kernel) against the torch path in float32: statuses, pooled
+    tables and the gradients of a cross-entropy loss, relative to each one's largest magnitude."""
+    sets = family("cluster", 6, 83) + family("uniform", 2, 84)
+    X, Y, L = padded(sets)
+    X, Y = X.to(dtype), Y.to(dtype)
+    target = torch.softmax(torch.randn(8, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), -1)
+    out = {}
+    for name in ("torch", backend):
+        x, y = X.clone().requires_grad_(), Y.clone().requires_grad_()
+        with use(name):
+            res = diffusion_kde2d(x, y, grid_size=32, limits=UNIT, lengths=L, histogram="soft", clip_negative=True)
+        probs = pool_density(res.density, 4).flatten(1)
+        loss = -(target.to(dtype) * torch.log(probs + 1e-6)).sum()
+        out[name] = (res, probs, torch.autograd.grad(loss, (x, y)))
+    (res_k, p_k, g_k), (res_t, p_t, g_t) = out[backend], out["torch"]
+    assert torch.equal(res_k.status, res_t.status) and res_k.density.dtype == dtype
+    assert (res_t.status != KDEStatus.BRENTQ).any()  # fallback items too
+    torch.testing.assert_close(res_k.t, res_t.t, rtol=1e-5, atol=0)
+    torch.testing.assert_close(p_k, p_t, rtol=0, atol=1e-6)
+    for a, b in zip(g_k, g_t):
+        assert a.dtype == dtype and torch.isfinite(a).all()
+        torch.testing.assert_close(a / b.abs().max(), b / b.abs().max(), rtol=0, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -626,3 +797,345 @@ def test_masks_must_be_bool():
         kdekit.soft_histogram2d(x, x, 8, UNIT, 8.0, mask=torch.ones(2, 5, dtype=torch.int64))
     with pytest.raises(TypeError, match="mask must be a bool tensor"):
         kdekit.nn.DiffusionKDE2d(n_observations=10)(x, x, torch.ones(2, 5))
+
+
+# ------------------------------------------------------------------------------------------------ C++ kernels directly
+
+
+def _kde_inputs(B, N, seed):
+    x, y = clustered_points(B, N, seed=seed, spread=0.25)
+    return x, y, torch.ones_like(x), unit_ranges(B), torch.full((B,), float(N), dtype=torch.float64)
+
+
+@needs_cpp
+@pytest.mark.parametrize("grid,pool", [(64, 0), (128, 4), (256, 2)])
+def test_kde2d_points_kernel_matches_kde_diffusion(grid, pool):
+    x, y, w, r, count = _kde_inputs(4, 60, seed=grid)
+    dens, times, status = ops.kde2d_points(x, y, w, r, r, count, grid, pool, -math.inf, *SOLVE, 100)
+    for b in range(4):
+        ref = reference.kde2d_kde_diffusion(x[b].numpy(), y[b].numpy(), grid, 1.0)
+        if ref is None:
+            assert status[b] != 0
+            assert torch.isnan(dens[b]).all()
+            continue
+        density, _, bw = ref
+        assert status[b] == 0
+        if pool:
+            blocks = density.reshape(pool, grid // pool, pool, grid // pool).sum((1, 3))
+            density = blocks / blocks.sum()
+        np.testing.assert_allclose(dens[b].numpy(), density, rtol=1e-9, atol=1e-9 * np.abs(density).max())
+        np.testing.assert_allclose(np.sqrt([times[b, 2], times[b, 1]]) * 2.0, bw, rtol=1e-9)
+
+
+@needs_cpp
+def test_kde2d_points_kernel_refuses_an_odd_grid_and_a_bad_pool():
+    x, y, w, r, count = _kde_inputs(2, 30, seed=1)
+    with pytest.raises(RuntimeError, match="grid must be even"):
+        ops.kde2d_points(x, y, w, r, r, count, 5, 0, -math.inf, *SOLVE, 100)
+    with pytest.raises(RuntimeError, match="pool must be 0"):
+        ops.kde2d_points(x, y, w, r, r, count, 64, 3, -math.inf, *SOLVE, 100)
+
+
+@needs_cpp
+def test_kde2d_points_kernel_status_flags_unsolvable_items_only():
+    g = torch.Generator().manual_seed(5)
+    x, y, w, r, count = _kde_inputs(6, 40, seed=3)
+    x[3] = torch.rand(40, generator=g, dtype=torch.float64) * 2 - 1
+    y[3] = torch.rand(40, generator=g, dtype=torch.float64) * 2 - 1
+    x[4], y[4] = torch.full((40,), 2.0, dtype=torch.float64), torch.full((40,), 2.0, dtype=torch.float64)  # outside
+    dens, times, status = ops.kde2d_points(x, y, w, r, r, count, 64, 0, -math.inf, *SOLVE, 100)
+    for b in range(6):
+        if reference.kde2d_kde_diffusion(x[b].numpy(), y[b].numpy(), 64, 1.0) is None:
+            assert status[b] in (1, 3)
+        else:
+            assert status[b] == 0
+    assert status[4] == 3
+    assert torch.isfinite(dens[status == 0]).all() and torch.isnan(dens[status != 0]).all()
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", dtypes([torch.float32, torch.float64]))
+def test_kde2d_solve_kernel_matches_points_kernel(dtype):
+    from kdekit.ops.dct import dct2
+
+    x, y, w, r, count = _kde_inputs(3, 80, seed=7)
+    hist = torch.from_numpy(reference.histogram2d_items(x.numpy(), y.numpy(), 64, UNIT))
+    a = dct2(hist / 80)
+    a[:, 0, :] /= 2
+    a[:, :, 0] /= 2
+    times, status = ops.kde2d_solve(a.to(dtype), count, *SOLVE, 100)
+    _, ref_times, ref_status = ops.kde2d_points(x, y, w, r, r, count, 64, 4, -math.inf, *SOLVE, 100)
+    assert torch.equal(status, ref_status)
+    torch.testing.assert_close(times, ref_times, rtol=1e-9 if dtype == torch.float64 else 1e-5, atol=0)
+
+
+@needs_cpp
+def test_kde2d_points_kernel_does_not_depend_on_thread_count():
+    """Bitwise equal with 1 and 2 threads (one item per thread)."""
+    x, y, w, r, count = _kde_inputs(8, 50, seed=11)
+    threads = torch.get_num_threads()
+    outs = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        try:
+            outs.append(ops.kde2d_points(x, y, w, r, r, count, 64, 4, -math.inf, *SOLVE, 100)[0])
+        finally:
+            torch.set_num_threads(threads)
+    assert torch.equal(outs[0], outs[1])
+
+
+def _op_inputs(N, grad=False):
+    g = torch.Generator().manual_seed(0)
+    x = (0.3 * torch.randn(2, N, generator=g, dtype=torch.float64)).clamp(-1, 1)
+    y = (0.3 * torch.randn(2, N, generator=g, dtype=torch.float64)).clamp(-1, 1)
+    w = torch.rand(2, N, generator=g, dtype=torch.float64) + 0.5
+    if grad:
+        x, y, w = (t.requires_grad_() for t in (x, y, w))
+    return x, y, w, unit_ranges(2)
+
+
+@needs_cpp
+def test_kde_kernels_opcheck():
+    x, y, w, r = _op_inputs(40)
+    count = torch.full((2,), 40.0, dtype=torch.float64)
+    args = (x, y, w, r, r, count, 32, 4, -math.inf, *SOLVE, 100)
+    assert (ops.kde2d_points(*args)[2] == 0).all()  # opcheck compares outputs, so no NaN-filled (failed) items
+    torch.library.opcheck(ops.kde2d_points, args)
+    torch.library.opcheck(ops.kde2d_points, args[:7] + (0,) + args[8:])
+    from kdekit.ops.dct import dct2
+
+    hist = ops.hard_histogram2d(x, y, w, r, r, 32)
+    spectrum = dct2(hist / 40) / 2  # any spectrum: only the op's plumbing is checked here
+    assert (ops.kde2d_solve(spectrum, count, *SOLVE, 100)[1] == 0).all()
+    torch.library.opcheck(ops.kde2d_solve, (spectrum, count, *SOLVE, 100))
+
+
+@needs_cpp
+def test_compile_fullgraph_soft_kde_cross_entropy_loss():
+    """A pooled soft-histogram diffusion-KDE cross-entropy loss built from the fused ops compiles without breaks."""
+    from kdekit.ops.dct import dct2, idct2
+
+    grid, k = 32, 4
+
+    def loss_fn(x, y, w, r, target):
+        hist = ops.soft_histogram2d(x, y, w, r, r, grid, 8.0)
+        a = dct2(hist / x.shape[1])
+        scale = torch.ones(grid, dtype=a.dtype)
+        scale[0] = 0.5
+        a = a * scale[:, None] * scale[None, :]
+        times, status = ops.kde2d_solve(a.detach(), torch.full((x.shape[0],), float(x.shape[1]), dtype=torch.float64),
+                                        *SOLVE, 100)
+        kk = torch.arange(grid, dtype=a.dtype) ** 2
+        smooth = torch.exp(-(torch.pi ** 2) * kk[None, :, None] * times[:, 2, None, None] / 2) * \
+            torch.exp(-(torch.pi ** 2) * kk[None, None, :] * times[:, 1, None, None] / 2)
+        dens = idct2(a * smooth / (scale[:, None] * scale[None, :]))
+        pooled = dens.reshape(-1, k, grid // k, k, grid // k).sum((2, 4))
+        probs = pooled / pooled.sum((1, 2), keepdim=True)
+        return -(target * torch.log(probs + 1e-8)).sum((1, 2)).mean()
+
+    x, y, w, r = _op_inputs(60, grad=True)
+    target = torch.full((2, k, k), 1.0 / k ** 2, dtype=torch.float64)
+    eager = loss_fn(x, y, w, r, target)
+    compiled = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")(x, y, w, r, target)
+    torch.testing.assert_close(compiled, eager)
+    gx_eager, = torch.autograd.grad(eager, x)
+    gx_comp, = torch.autograd.grad(compiled, x)
+    torch.testing.assert_close(gx_comp, gx_eager)
+    assert torch.isfinite(gx_eager).all() and gx_eager.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------------ on the device (gpu)
+
+
+def _kde_histograms(n, seed, N=40):
+    """Hard histograms (8, n, n) float64 on [-1, 1]^2 of N points per item, two items each: clusters (solved),
+    uniform points (mostly no sign change on [0, 0.1]), Likert ratings and identical points (ties: tiny t*)."""
+    g = np.random.default_rng(seed)
+    cluster = g.uniform(-0.5, 0.5, (2, 1, 2)) + 0.15 * g.standard_normal((2, N, 2))
+    uniform = g.uniform(-1, 1, (2, N, 2))
+    likert = g.integers(0, 5, (2, N, 2)) / 2 - 1
+    same = np.broadcast_to(g.uniform(-0.9, 0.9, (2, 1, 2)), (2, N, 2))
+    pts = torch.tensor(np.concatenate([cluster, uniform, likert, same]).clip(-1, 1))
+    x, y = pts[..., 0].contiguous(), pts[..., 1].contiguous()
+    r = unit_ranges(8)
+    return ops.hard_histogram2d(x, y, torch.ones_like(x), r, r, n)
+
+
+def _kde_spectra(n, seed, N=40):
+    """kde2d_solve's inputs for :func:`_kde_histograms` (halved DCT spectra (13, n, n), counts), the last five items
+    degenerate (status 3): all-zero spectrum, a NaN entry, an inf entry, count 0, count -1."""
+    from kdekit.ops.dct import dct2
+
+    a = dct2(_kde_histograms(n, seed, N) / N)
+    a[:, 0, :] *= 0.5
+    a[:, :, 0] *= 0.5
+    bad = a[:3].clone()
+    bad[0] = 0.0
+    bad[1, 1, 1] = float("nan")
+    bad[2, 0, 1] = float("inf")
+    count = torch.full((13,), float(N), dtype=torch.float64)
+    count[-2:] = torch.tensor([0.0, -1.0])
+    return torch.cat([a, bad, a[:2]]).contiguous(), count
+
+
+@kernel_test
+@pytest.mark.parametrize("n", [16, 64, 256])
+@pytest.mark.parametrize("dtype", dtypes([torch.float32, torch.float64]))
+def test_kde2d_solve_cuda_kernel_matches_cpu(n, dtype):
+    spectrum, count = _kde_spectra(n, seed=n)
+    spectrum = spectrum.to(dtype)  # both kernels widen to float64
+    for maxiter, expected in ((100, {0, 1, 3}), (3, {1, 2, 3})):  # maxiter 3: solvable items stop with status 2
+        times, status = ops.kde2d_solve(spectrum.to(DEVICE), count.to(DEVICE), *SOLVE, maxiter)
+        ref_times, ref_status = ops.kde2d_solve(spectrum, count, *SOLVE, maxiter)
+        assert expected <= set(ref_status.tolist())
+        assert times.device.type == DEVICE and times.dtype == torch.float64 and status.dtype == torch.int32
+        assert torch.equal(status.cpu(), ref_status)
+        assert (status[-5:] == 3).all()
+        # same brentq iterates; psi sums differ only in summation order and exp/pow rounding
+        torch.testing.assert_close(times.cpu(), ref_times, rtol=1e-11, atol=0, equal_nan=True)
+        assert times[status != 0].isnan().all() and not times[status == 0].isnan().any()
+
+
+@kernel_test
+@requires_cuda
+def test_kde2d_solve_cuda_kernel_is_deterministic_on_noncontiguous_input_and_side_stream():
+    spectrum, count = _kde_spectra(64, seed=12)
+    view, count = spectrum.cuda().transpose(1, 2), count.cuda()  # the x/y-swapped spectra, a non-contiguous view
+    assert not view.is_contiguous()
+    first = ops.kde2d_solve(view.contiguous(), count, *SOLVE, 100)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        again = ops.kde2d_solve(view, count, *SOLVE, 100)
+    stream.synchronize()
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    ref_times, ref_status = ops.kde2d_solve(spectrum.transpose(1, 2), count.cpu(), *SOLVE, 100)
+    assert torch.equal(first[1].cpu(), ref_status)
+    torch.testing.assert_close(first[0].cpu(), ref_times, rtol=1e-11, atol=0, equal_nan=True)
+
+
+@kernel_test
+@requires_cuda
+def test_diffusion_kde2d_binned_on_cuda_solves_with_the_cuda_kernel(monkeypatch):
+    hist = _kde_histograms(64, seed=14)
+    ref = diffusion_kde2d_binned(hist, 40, UNIT)
+    devices = []
+    solve = ops.kde2d_solve
+
+    def spy(spectrum, *args):
+        devices.append(spectrum.device.type)
+        return solve(spectrum, *args)
+
+    monkeypatch.setattr(ops, "kde2d_solve", spy)
+    out = diffusion_kde2d_binned(hist.cuda(), 40, UNIT)
+    assert devices == ["cuda"]
+    assert torch.equal(out.status.cpu(), ref.status)
+    assert {0, 1} <= set(ref.status.tolist())  # kernel roots and items passed on to the torch fallback
+    torch.testing.assert_close(out.t.cpu(), ref.t, rtol=1e-10, atol=0)
+    torch.testing.assert_close(out.bandwidth.cpu(), ref.bandwidth, rtol=1e-10, atol=0)
+    scale = ref.density.abs().amax((1, 2), keepdim=True)
+    torch.testing.assert_close(out.density.cpu() / scale, ref.density / scale, rtol=0, atol=1e-9)
+
+
+@kernel_test
+def test_kde2d_solve_kernel_argument_errors_name_the_argument():
+    spectrum, count = (t.to(DEVICE) for t in _kde_spectra(8, seed=15))
+    if DEVICE == "cuda":
+        with pytest.raises(RuntimeError, match="count must be on"):
+            ops.kde2d_solve(spectrum, count.cpu(), *SOLVE, 100)
+    with pytest.raises(RuntimeError, match="spectrum must be float32 or float64"):
+        ops.kde2d_solve(spectrum.int(), count, *SOLVE, 100)
+    with pytest.raises(RuntimeError, match=r"spectrum must be \(B, n, n\)"):
+        ops.kde2d_solve(spectrum[:, :3], count, *SOLVE, 100)
+    with pytest.raises(RuntimeError, match="t_max must be positive"):
+        ops.kde2d_solve(spectrum, count, 0.0, 2e-12, EPS4, 100)
+
+
+def _kde_batch():
+    """(x, y, lengths) float64: clusters (solved by brentq), uniform points (fallback rules), Likert ties, identical
+    points, two points, a point outside the limits only, a NaN point and an empty item."""
+    g = np.random.default_rng(16)
+    sets = [np.clip(g.normal(g.uniform(-0.5, 0.5, (2, 1)), 0.2, (2, 60)), -1, 1) for _ in range(4)]
+    sets += [g.uniform(-1, 1, (2, 8)) for _ in range(2)]
+    sets += [g.choice([-1, -0.5, 0, 0.5, 1], (2, 30)) for _ in range(2)]
+    sets += [np.full((2, 20), 0.25), np.array([[0.1, -0.4], [0.3, 0.2]]), np.array([[3.0], [0.0]]),
+             np.array([[0.1, np.nan, 0.3], [0.0, 0.1, 0.2]]), np.zeros((2, 0))]
+    n = max(s.shape[1] for s in sets)
+    x, y = torch.zeros(len(sets), n, dtype=torch.float64), torch.zeros(len(sets), n, dtype=torch.float64)
+    for b, s in enumerate(sets):
+        x[b, :s.shape[1]], y[b, :s.shape[1]] = torch.from_numpy(s[0]), torch.from_numpy(s[1])
+    return x, y, torch.tensor([s.shape[1] for s in sets])
+
+
+KDE_TOL = {torch.float64: dict(rtol=1e-9, atol=1e-11), torch.float32: dict(rtol=2e-4, atol=2e-5),
+           torch.float16: dict(rtol=1e-2, atol=2e-3), torch.bfloat16: dict(rtol=5e-2, atol=1e-2)}
+
+
+@device_test
+@pytest.mark.parametrize("backend", device_backends())
+@pytest.mark.parametrize("dtype", dtypes([torch.float32, torch.float64]))
+@pytest.mark.parametrize("limits,grid,pool,clip", [(UNIT, 64, None, False), (None, 128, None, True),
+                                                    (UNIT, 512, 4, False)])
+def test_diffusion_kde2d_hard_on_device_equals_cpu(backend, dtype, limits, grid, pool, clip):
+    x, y, lengths = _kde_batch()
+    x, y = x.to(dtype), y.to(dtype)
+    kw = dict(grid_size=grid, limits=limits, lengths=lengths, clip_negative=clip, pool=pool)
+    with use(backend):
+        res = diffusion_kde2d(x.to(DEVICE), y.to(DEVICE), **{**kw, "lengths": lengths.to(DEVICE)})
+    with use("torch"):
+        ref = diffusion_kde2d(x, y, **kw)
+    assert torch.equal(res.status.cpu(), ref.status)
+    expected = {KDEStatus.BRENTQ, KDEStatus.NO_POINTS, KDEStatus.NON_FINITE_INPUT}
+    assert expected | ({KDEStatus.NO_POINTS_IN_LIMITS} if limits else set()) <= set(ref.status.tolist())
+    tol = KDE_TOL[dtype]
+    torch.testing.assert_close(res.t.cpu(), ref.t, **tol)
+    torch.testing.assert_close(res.bandwidth.cpu(), ref.bandwidth, **tol)
+    scale = ref.density.abs().amax((1, 2), keepdim=True)
+    torch.testing.assert_close(res.density.cpu() / scale, ref.density / scale, **tol)
+    assert res.density.dtype == dtype and torch.isfinite(res.density).all()
+
+
+@device_test
+@pytest.mark.parametrize("backend", device_backends())
+def test_soft_kde_density_and_t_gradients_on_device_equal_cpu(backend):
+    x, y, _ = _kde_batch()
+    x, y = x[:4, :60], y[:4, :60]  # the clusters: brentq roots, implicit gradients
+
+    def fn(x, y):
+        r = diffusion_kde2d(x, y, grid_size=32, limits=UNIT, histogram="soft")
+        assert (r.status == KDEStatus.BRENTQ).all()
+        return torch.cat([r.density.flatten(1), r.t[:, None], r.bandwidth], 1)
+
+    compare_on_device(fn, [x, y], torch.float64, backend, KDE_TOL[torch.float64])
+
+
+@device_test
+def test_gradcheck_soft_kde_on_device():
+    g = torch.Generator().manual_seed(0)
+    x, y = ((torch.randn(1, 6, generator=g, dtype=torch.float64) * 0.3).clamp(-0.9, 0.9).to(DEVICE).requires_grad_()
+            for _ in range(2))
+
+    def fn(x, y):
+        r = diffusion_kde2d(x, y, grid_size=16, limits=UNIT, histogram="soft")
+        assert (r.status == KDEStatus.BRENTQ).all()
+        return r.density, r.t
+
+    assert torch.autograd.gradcheck(fn, (x, y), eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=True)
+
+
+@device_test
+@pytest.mark.parametrize("dtype", dtypes([torch.float32, torch.float64]))
+@pytest.mark.parametrize("histogram", ["hard", "soft"])
+def test_diffusion_kde1d_on_device_equals_cpu(dtype, histogram):
+    x, _, lengths = _kde_batch()
+    x = x.to(dtype)
+    kw = dict(grid_size=256, histogram=histogram, lengths=lengths)
+    res = diffusion_kde1d(x.to(DEVICE), **{**kw, "lengths": lengths.to(DEVICE)})
+    with use("torch"):
+        ref = diffusion_kde1d(x, **kw)
+    assert torch.equal(res.status.cpu(), ref.status)
+    tol = KDE_TOL[dtype]
+    torch.testing.assert_close(res.t.cpu(), ref.t, **tol)
+    scale = ref.density.abs().amax(1, keepdim=True)
+    torch.testing.assert_close(res.density.cpu() / scale, ref.density / scale, **tol)

@@ -1,19 +1,28 @@
-"""labels_from_ratings / pseudo_observations / points_to_distribution against a per-item kde_diffusion composition."""
-import warnings
-
+"""labels_from_ratings / pseudo_observations / points_to_distribution against a per-item kde_diffusion composition
+(tests/reference.py) under the torch and cpp backends, and on the device (gpu): labels, pseudo-observations and the
+training loss's tables and gradients against the CPU."""
 import numpy as np
 import pytest
 import torch
 
-import kde_diffusion
-import kdekit
 from kdekit.labels import DistributionLabels, labels_from_ratings, points_to_distribution, pseudo_observations
+from kdekit.nn import KDECrossEntropyLoss
 from kdekit.ops.diffusion_kde import KDEStatus, diffusion_kde2d
 from kdekit.ops.pooling import pool_density
+from tests import reference
+from tests.kdekit.helpers import (
+    DEVICE,
+    available,
+    clustered_points,
+    compare_on_device,
+    device_backends,
+    device_test,
+    dtypes,
+    use,
+)
 
-
-HAS_CPP = kdekit.backends()["cpp"][0]
-pytestmark = pytest.mark.usefixtures("one_thread")
+HAS_CPP, WHY_NOT_CPP = available("cpp")
+pytestmark = pytest.mark.usefixtures("one_thread", "nan_filled_buffers")
 
 
 def likert_ratings(U: int, seed: int, max_annot: int = 12) -> torch.Tensor:
@@ -46,15 +55,10 @@ def test_labels_match_per_item_kde_diffusion_composition(backend):
     obs = pseudo_observations(ratings, 200, torch.Generator().manual_seed(3)).numpy()
     compared = 0
     for u in range(ratings.shape[0]):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                density, _, _ = kde_diffusion.kde2d(obs[u, :, 0], obs[u, :, 1], n=512, limits=((-1, 1), (-1, 1)))
-        except ValueError:
+        expected = reference.pooled_kde2d_kde_diffusion(obs[u, :, 0], obs[u, :, 1], 512, 4, ((-1, 1), (-1, 1)))
+        if expected is None:  # kde_diffusion raises
             assert labels.status[u] != KDEStatus.BRENTQ
             continue
-        blocks = density.reshape(4, 128, 4, 128).sum(axis=(1, 3))
-        expected = blocks / blocks.sum()
         assert labels.status[u] == KDEStatus.BRENTQ
         np.testing.assert_allclose(labels.probs[u].numpy(), expected, rtol=1e-9, atol=1e-12)
         compared += 1
@@ -114,7 +118,7 @@ def test_points_to_distribution_is_the_pooled_soft_kde_and_differentiable(backen
     assert torch.isfinite(gx).all() and gx.abs().sum() > 0 and gy.abs().sum() > 0
 
 
-@pytest.mark.skipif(not HAS_CPP, reason="kdekit._C not built")
+@pytest.mark.skipif(not HAS_CPP, reason=f"backend 'cpp' unavailable: {WHY_NOT_CPP}")
 @pytest.mark.parametrize("clip", [False, True])
 def test_labels_cpp_equal_torch(clip):
     """Same labels, status and bandwidth from both backends, also for items where kde_diffusion fails (uniform
@@ -124,7 +128,7 @@ def test_labels_cpp_equal_torch(clip):
     ratings[5, :, :] = 0.5  # all annotators agree: identical points
     out = {}
     for backend in ("torch", "cpp"):
-        with kdekit.use_backend(backend):
+        with use(backend):
             out[backend] = labels_from_ratings(ratings, grid=128, clip_negative=clip,
                                                generator=torch.Generator().manual_seed(2))
     cpp, ref = out["cpp"], out["torch"]
@@ -151,3 +155,69 @@ def test_labels_cpp_equal_torch(clip):
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+# ---- on the device (gpu) ---------------------------------------------------------------------------------------------
+
+KDE_TOL = {torch.float64: dict(rtol=1e-9, atol=1e-11), torch.float32: dict(rtol=2e-4, atol=2e-5),
+           torch.float16: dict(rtol=1e-2, atol=2e-3), torch.bfloat16: dict(rtol=5e-2, atol=1e-2)}
+
+
+@device_test
+@pytest.mark.parametrize("backend", device_backends())
+@pytest.mark.parametrize("dtype", dtypes())
+def test_points_to_distribution_and_loss_on_device_equal_cpu_values_and_gradients(backend, dtype):
+    """The training loss: soft-histogram KDE with the implicit bandwidth gradient, pooled, cross-entropy; device vs
+    the CPU path at the same dtype (and float64)."""
+    x, y = clustered_points(6, 40, seed=17, spread=0.3)
+    target = torch.softmax(torch.randn(6, 16, generator=torch.Generator().manual_seed(18), dtype=torch.float64),
+                           -1).view(6, 4, 4)
+
+    def loss(x, y):
+        probs = points_to_distribution(x, y, k=4, grid=64).probs
+        # one eps for every dtype (float16 tables would raise the default 1e-8 to 6.1e-5): the same function
+        return KDECrossEntropyLoss(eps=1e-4)(probs, target.to(device=probs.device, dtype=probs.dtype)).reshape(1)
+
+    def table(x, y):
+        return points_to_distribution(x, y, k=4, grid=64).probs
+
+    reference_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    for fn in (table, loss):
+        compare_on_device(fn, [x, y], dtype, backend, KDE_TOL[dtype], reference_dtype=reference_dtype)
+
+
+@device_test
+@pytest.mark.parametrize("backend", device_backends())
+@pytest.mark.parametrize("clip", [False, True])
+def test_labels_from_ratings_on_device_equal_cpu_for_the_same_observations(backend, clip, monkeypatch):
+    """labels_from_ratings on the device equals the CPU for the same pseudo-observations (the random streams of the
+    two devices differ, so the observations are drawn on the CPU and moved)."""
+    g = np.random.default_rng(20)
+    ratings = torch.tensor(g.choice([-1, -0.5, 0, 0.5, 1], (7, 9, 2)))
+    ratings[1, 4:] = float("nan")  # 4 annotators
+    ratings[2] = float("nan")  # none: uniform table
+    ratings[3, :, 0] = 0.5  # all agree on activation
+    obs = pseudo_observations(ratings, 200, torch.Generator().manual_seed(21))
+    monkeypatch.setattr("kdekit.labels.pseudo_observations", lambda r, n, generator: obs.to(r.device))
+    with use(backend):
+        res = labels_from_ratings(ratings.to(DEVICE), clip_negative=clip)
+    with use("torch"):
+        ref = labels_from_ratings(ratings, clip_negative=clip)
+    assert torch.equal(res.status.cpu(), ref.status)
+    torch.testing.assert_close(res.probs.cpu(), ref.probs, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(res.probs.sum((1, 2)).cpu(), torch.ones(7, dtype=torch.float64))
+
+
+@device_test
+def test_pseudo_observations_on_device_are_subset_means_within_the_noise():
+    ratings = torch.tensor(np.random.default_rng(22).choice([-1, -0.5, 0, 0.5, 1], (4, 6, 2))).to(DEVICE)
+    ratings[0, 3:] = float("nan")
+    gen = torch.Generator(device=DEVICE).manual_seed(23)
+    obs = pseudo_observations(ratings, 500, gen)
+    again = pseudo_observations(ratings, 500, torch.Generator(device=DEVICE).manual_seed(23))
+    assert obs.device.type == torch.device(DEVICE).type and obs.shape == (4, 500, 2) and torch.equal(obs, again)
+    valid = torch.isfinite(ratings).all(-1)
+    for u in range(4):
+        r = ratings[u][valid[u]]
+        half = 0.5 * r.std(0, correction=1) + 1e-12
+        assert ((obs[u] >= r.min(0).values - half - 1e-12) & (obs[u] <= r.max(0).values + half + 1e-12)).all()

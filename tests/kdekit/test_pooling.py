@@ -1,3 +1,6 @@
+"""pool_density / pool_density1d against numpy block loops (tests/reference.py) for every dtype, values and gradients
+(gradcheck and the analytic gradient), negative values and zero totals, bad arguments, a property test, and on the
+device (gpu). Pooling has one backend (torch)."""
 import numpy as np
 import pytest
 import torch
@@ -5,38 +8,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kdekit.ops.pooling import pool_density, pool_density1d
+from tests import reference
+from tests.kdekit.helpers import compare_on_device, device_test, dtypes
 
 
-def ref_pool2d(d, k):
-    """numpy reference: explicit block loops over ``linspace(0, n, k + 1)`` edges, divided by the item total."""
-    *lead, n, m = d.shape
-    flat = d.reshape(-1, n, m)
-    out = np.zeros((flat.shape[0], k, k))
-    re, ce = np.linspace(0, n, k + 1).astype(int), np.linspace(0, m, k + 1).astype(int)
-    for b in range(flat.shape[0]):
-        for i in range(k):
-            for j in range(k):
-                out[b, i, j] = flat[b, re[i]:re[i + 1], ce[j]:ce[j + 1]].sum()
-        out[b] /= out[b].sum()
-    return out.reshape(*lead, k, k)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", dtypes())
 @pytest.mark.parametrize("shape,k", [((3, 64, 64), 4), ((2, 2, 8, 12), 2), ((16, 16), 16), ((5, 6, 6), 1)])
 def test_matches_numpy_reference(dtype, shape, k, tol):
     d = np.random.default_rng(sum(shape)).random(shape) + 0.01
     dt = torch.from_numpy(d).to(dtype)
     out = pool_density(dt, k)
     assert out.dtype == dtype and out.shape == (*shape[:-2], k, k)
-    ref = ref_pool2d(dt.double().numpy(), k)
+    ref = reference.pool2d(dt.double(), k)
     np.testing.assert_allclose(out.double().numpy(), ref, rtol=tol[dtype]["rtol"], atol=tol[dtype]["atol"])
 
 
 def test_1d_matches_numpy_reference():
     d = np.random.default_rng(1).random((3, 2, 24))
     out = pool_density1d(torch.from_numpy(d), 6)
-    ref = d.reshape(3, 2, 6, 4).sum(-1)
-    np.testing.assert_allclose(out.numpy(), ref / ref.sum(-1, keepdims=True), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(out.numpy(), reference.pool1d(d, 6), rtol=0, atol=1e-15)
 
 
 def test_negative_values_and_zero_total():
@@ -47,10 +37,24 @@ def test_negative_values_and_zero_total():
 
 
 def test_gradcheck():
-    d = (torch.rand(2, 8, 6, dtype=torch.float64) + 0.1).requires_grad_()
+    g = torch.Generator().manual_seed(2)
+    d = (torch.rand(2, 8, 6, dtype=torch.float64, generator=g) + 0.1).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: pool_density(t, 2), (d,))
-    e = (torch.rand(3, 12, dtype=torch.float64) + 0.1).requires_grad_()
+    e = (torch.rand(3, 12, dtype=torch.float64, generator=g) + 0.1).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: pool_density1d(t, 3), (e,))
+
+
+@pytest.mark.parametrize("dtype", dtypes())
+def test_gradient_matches_analytic_reference(dtype, tol):
+    """d sum(pool(d) * g) / d_cell = (g_block - sum g P) / total, at the input's dtype."""
+    gen = torch.Generator().manual_seed(3)
+    d = (torch.rand(3, 16, 16, generator=gen, dtype=torch.float64) + 0.01).to(dtype).requires_grad_()
+    cot = torch.randn(3, 4, 4, generator=gen, dtype=torch.float64).to(dtype)
+    (grad,) = torch.autograd.grad((pool_density(d, 4) * cot).sum(), d)
+    assert grad.dtype == dtype
+    ref = torch.from_numpy(reference.pool2d_vjp(d.detach().double(), 4, cot.double()))
+    scale = ref.abs().max()
+    torch.testing.assert_close(grad.double() / scale, ref / scale, atol=tol[dtype]["atol"], rtol=tol[dtype]["rtol"])
 
 
 def test_bad_arguments_raise():
@@ -78,3 +82,10 @@ def test_property_sums_to_one_and_batching_is_transparent(b, k, m, seed):
     torch.testing.assert_close(out.sum((-2, -1)), torch.ones(b, dtype=torch.float64), rtol=0, atol=1e-14)
     for i in range(b):
         torch.testing.assert_close(out[i], pool_density(d[i], k), rtol=0, atol=0)
+
+
+@device_test
+@pytest.mark.parametrize("dtype", dtypes())
+def test_pool_density_on_device(dtype, tol):
+    d = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    compare_on_device(lambda d: pool_density(d, 4), [d], dtype, "auto", tol[dtype])

@@ -140,3 +140,18 @@ def test_results_do_not_depend_on_the_number_of_threads():
         torch.set_num_threads(old)
     assert torch.equal(one[0].density, two[0].density)
     assert torch.equal(one[1], two[1]) and torch.equal(one[2], two[2])
+
+
+@pytest.mark.parametrize("clip", [-math.inf, 1e-3])
+def test_opcheck(clip):
+    """torch.library.opcheck of the op (schema, fake kernel, autograd registration, AOT dispatch), without and with
+    clipping."""
+    g = torch.Generator().manual_seed(0)
+    x, y = ((0.15 * torch.randn(2, 40, generator=g, dtype=torch.float64)).clamp(-0.5, 0.5).requires_grad_()
+            for _ in range(2))  # inside the limits: every item solved (opcheck compares outputs)
+    w = (torch.rand(2, 40, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+    r = torch.tensor([[-1.0, 1.0]], dtype=torch.float64).expand(2, 2).contiguous()
+    count = torch.full((2,), 40.0, dtype=torch.float64)
+    args = (x, y, w, r, r, count, 32, 4, 8.0, clip, 0.1, 2e-12, 4 * float(np.finfo(float).eps), 100, True)
+    assert (ops.soft_kde2d_pooled(*args)[2] == 0).all()
+    torch.library.opcheck(ops.soft_kde2d_pooled, args)

@@ -13,10 +13,10 @@ import sys
 
 import torch
 
+from sermodels.config import TrainConfig, build
 from sermodels.models import build_model
 from sermodels.recipes import annotators as recipe
 from sermodels.train import cleanup_distributed, init_distributed, seed_everything
-from sermodels.config import TrainConfig, build
 from sermodels.train.trainer import Trainer
 
 N_TRAIN, N_VAL, N_TEST, N_ANNOTATORS, K = 64, 24, 20, 6, 4
@@ -63,8 +63,8 @@ def run(out_path: str, workdir: str) -> dict:
         fixed = {k: v.clone() for k, v in model.state_dict().items()}
         tc = build(TrainConfig, overrides=["epochs=3", "batch_size=16", "eval_batch_size=8", "lr=0.05",
                                            "early_stopping.min_epochs=1", "progress=false"])
-        fit = Trainer(tc, f"{workdir}/{run_name}", seed=0, info=info).fit(model, recipe.AnnotatorTask(rc, info.device), sets["train"], sets["val"],
-                                    collate_fn=recipe.collate)
+        fit = Trainer(tc, f"{workdir}/{run_name}", seed=0, info=info).fit(
+            model, recipe.AnnotatorTask(rc, info.device), sets["train"], sets["val"], collate_fn=recipe.collate)
         trained_eval = recipe.evaluate_model(model, sets["test"], rc, info, batch_size=8)
         params = torch.cat([p.detach().double().flatten() for p in model.parameters()]).tolist()
         model.load_state_dict(fixed)

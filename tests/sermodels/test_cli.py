@@ -227,7 +227,8 @@ def test_errors_name_the_argument_and_exit_2(trained, capsys, tmp_path):
          "train.lr: expected a number, got 'fast'"),
         (["train", "annotators", "--data-root", str(root), "--output-dir", str(tmp_path / "y"),
           "data.labels.k=3"], "data.labels: grid must be a power of two divisible by k"),
-        (["train", "emotion_share", "--data-root", str(root), "--run", "a"], "recipe 'emotion_share' has no named runs"),
+        (["train", "emotion_share", "--data-root", str(root), "--run", "a"],
+         "recipe 'emotion_share' has no named runs"),
         (["evaluate", str(tmp / "nothing")], "config.yaml not found"),
     ]
     for argv, message in cases:

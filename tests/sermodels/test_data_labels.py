@@ -7,9 +7,18 @@ import pytest
 import torch
 
 from sermodels.data import load_corpus
-from sermodels.data.labels import (AnnotatorIndex, bin_low_medium_high, bin_values, distribution_targets,
-                                   load_glove, majority_category, ratings_tensor, scale_ratings,
-                                   utterance_seed, word_label_sets)
+from sermodels.data.labels import (
+    AnnotatorIndex,
+    bin_low_medium_high,
+    bin_values,
+    distribution_targets,
+    load_glove,
+    majority_category,
+    ratings_tensor,
+    scale_ratings,
+    utterance_seed,
+    word_label_sets,
+)
 from sermodels.data.records import Utterance
 from sermodels.data.synthetic import write_synthetic_corpus
 

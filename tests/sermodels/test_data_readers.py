@@ -1,4 +1,5 @@
-"""Corpus readers on hand-written fixtures in each real format (tests/sermodels/fixtures/), awkward variants included."""
+"""Corpus readers on hand-written fixtures in each real format (tests/sermodels/fixtures/), awkward variants
+included."""
 import codecs
 import dataclasses
 import math
@@ -50,7 +51,8 @@ def test_msp_improv_blocks_flip_nan_and_repeats():
     assert a.secondary["A3KBQJ36JL7G7C-p1"] == ["Frustrated", "Annoyed"]
     assert (a.speaker, a.gender, a.session, a.consensus_category) == ("F01", "F", "session1", "A")
     assert a.transcript == "I am so angry with you" and a.audio_path is None
-    assert a.extra["naturalness"] == 3.5 and math.isnan(a.extra["naturalness_ratings"]["c3rguqctj3qv57avvd1auph3g3-p3b"])
+    assert a.extra["naturalness"] == 3.5
+    assert math.isnan(a.extra["naturalness_ratings"]["c3rguqctj3qv57avvd1auph3g3-p3b"])
     # repeated evaluator averaged NaN-aware: A (3,4) -> stored mean 3.5 -> 2.5; D (NaN, 3) -> 3
     h = u["MSP-IMPROV-S02H-M01-P-MF03"]
     assert same(h.ratings["A3KBQJ36JL7G7C-p1"], (2.5, 4.5, 3.0))
@@ -182,8 +184,8 @@ def test_msp_podcast_json_consensus():
 def test_msp_podcast_unknown_column(tmp_path):
     root = fixture_copy(tmp_path, "msp_podcast_v20")
     p = root / "Labels" / "labels_detailed.csv"
-    p.write_text(p.read_text().replace("EmoDom\n", "EmoDom,Extra\n").replace("3.0\n", "3.0,x\n").replace("4.0\n", "4.0,x\n")
-                 .replace("5.0\n", "5.0,x\n"))
+    p.write_text(p.read_text().replace("EmoDom\n", "EmoDom,Extra\n").replace("3.0\n", "3.0,x\n")
+                 .replace("4.0\n", "4.0,x\n").replace("5.0\n", "5.0,x\n"))
     with pytest.raises(ValueError, match=r"labels_detailed\.csv:1: unknown column 'Extra'"):
         load_corpus("msp-podcast", root, lenient=False)
     c = load_corpus("msp-podcast", root)

@@ -5,8 +5,19 @@ import pytest
 
 from sermodels.data import load_corpus
 from sermodels.data.records import Utterance
-from sermodels.data.splits import (assign_split, default_scheme, kfold, make_splits, parse_split, read_split_file,
-                                   rename_partitions, require_partitions, schemes, split_by_file, split_sizes)
+from sermodels.data.splits import (
+    assign_split,
+    default_scheme,
+    kfold,
+    make_splits,
+    parse_split,
+    read_split_file,
+    rename_partitions,
+    require_partitions,
+    schemes,
+    split_by_file,
+    split_sizes,
+)
 from sermodels.data.synthetic import write_synthetic_corpus
 
 
@@ -24,7 +35,8 @@ def test_msp_improv_is2024_and_is2023(tmp_path):
 def test_iemocap_podcast_muse_compare(tmp_path):
     ie = write_synthetic_corpus(tmp_path / "i", "iemocap", n_utterances=20, n_annotators=4, audio=False)
     s = assign_split(ie, "iemocap", "session")
-    assert {u.session for u in s["train"]} == {"Ses01", "Ses02", "Ses03"} and {u.session for u in s["test"]} == {"Ses05"}
+    assert {u.session for u in s["train"]} == {"Ses01", "Ses02", "Ses03"}
+    assert {u.session for u in s["test"]} == {"Ses05"}
     s = assign_split(ie, "iemocap", "session_05F")
     assert {u.speaker for u in s["test"]} == {"Ses05F"}
     pod = write_synthetic_corpus(tmp_path / "p", "msp-podcast", n_utterances=8, n_annotators=4, audio=False)
@@ -32,7 +44,8 @@ def test_iemocap_podcast_muse_compare(tmp_path):
     assert set(s) == {"train", "val", "test1", "test2"} and all(len(v) == 2 for v in s.values())
     mu = write_synthetic_corpus(tmp_path / "m", "muse", n_utterances=16, n_annotators=4, audio=False)
     s = assign_split(mu, "muse", "speaker")
-    assert {u.speaker for u in s["train"]} == {"20", "17", "24", "12"} and {u.speaker for u in s["test"]} == {"19", "14"}
+    assert {u.speaker for u in s["train"]} == {"20", "17", "24", "12"}
+    assert {u.speaker for u in s["test"]} == {"19", "14"}
     st = assign_split(load_corpus("muse", tmp_path / "m").utterances, "muse", "stressed")["test"]
     assert len(st) == 8 and all(u.extra["stress"] == "stressed" for u in st)
     assert [u.utterance_id for u in assign_split(mu, "muse", "stressed")["test"]] == [u.utterance_id for u in st]

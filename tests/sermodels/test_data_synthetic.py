@@ -4,12 +4,11 @@ import dataclasses
 import numpy as np
 import pytest
 import soundfile as sf
+from test_data_readers import same  # NaN-aware equality of records
 
 from sermodels.data import load_corpus
 from sermodels.data.features import log_mel
 from sermodels.data.synthetic import FORMATS, synth_voice, write_synthetic_corpus
-from test_data_readers import same  # NaN-aware equality of records
-
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

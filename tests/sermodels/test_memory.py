@@ -1,8 +1,8 @@
 """Episodic memory selection (paper 003): ring buffer, bucket quotas, gender/speaker balance, length quartiles."""
 import numpy as np
 import pytest
-from torch.utils.data import TensorDataset, Subset
 import torch
+from torch.utils.data import Subset, TensorDataset
 
 from sermodels.continual import RingBuffer, bucket_of, replay_training_set, select_memory
 

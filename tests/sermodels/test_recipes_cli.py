@@ -156,11 +156,12 @@ def test_every_recipe_has_the_one_interface(name):
 
 
 def test_ring_buffer_task_ignores_replayed_memory_items():
+    from torch.utils.data import Subset
+
     from sermodels.continual import RingBuffer
     from sermodels.models.continual import ContinualSERNet
     from sermodels.recipes._common import pad_collate
     from sermodels.recipes.continual import ReplayedMemory, RingBufferTask
-    from torch.utils.data import Subset
 
     items = [{"audio": torch.randn(4), "text": torch.randn(3), "y": torch.rand(2), "idx": torch.tensor(i)}
              for i in range(6)]

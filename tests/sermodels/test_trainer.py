@@ -117,8 +117,8 @@ def test_metrics_files_and_best_checkpoint(tmp_path):
 def test_early_stopping_respects_min_epochs_and_lr_schedule(tmp_path):
     train, val = _data()
     # lr 0 -> the validation loss never improves after epoch 0
-    res = _trainer(tmp_path, "es", epochs=50, lr=0.0, **{"early_stopping.patience": 2, "early_stopping.min_epochs": 7,
-                                                           "scheduler.patience": 1}).fit(_model(), ToyTask(), train, val)
+    options = {"early_stopping.patience": 2, "early_stopping.min_epochs": 7, "scheduler.patience": 1}
+    res = _trainer(tmp_path, "es", epochs=50, lr=0.0, **options).fit(_model(), ToyTask(), train, val)
     assert res.stopped_early and len(res.history) == 7  # patience reached at epoch 2, but not before 7 epochs
 
     class Flat(ToyTask):

@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from sermodels.data.labels import (FOUR_CLASSES, LABEL_NOUNS, WordVectors, load_glove, load_text_vectors,
-                                   load_transformer_vectors, load_word_vectors, tokenizer_words)
+from sermodels.data.labels import (
+    FOUR_CLASSES,
+    LABEL_NOUNS,
+    WordVectors,
+    load_glove,
+    load_text_vectors,
+    load_transformer_vectors,
+    load_word_vectors,
+    tokenizer_words,
+)
 
 
 def _random_vocab(seed, n=60, dim=7):
