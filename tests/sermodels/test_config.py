@@ -56,7 +56,7 @@ def test_unknown_key_in_a_file_names_the_file_and_nearest_key(tmp_path):
 def test_file_then_overrides_and_runs_replaced_whole(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  lr: 1e-2\n  early_stopping: {patience: 3}\nruns:\n  only: {model: {type: mt}}\n"
-                    "baseline_run: null\n")
+                    "baseline_run: null\nablation: null\n")
     cfg = load_config("annotators", str(path), ["train.epochs=4"])
     assert cfg.train.lr == 1e-2 and cfg.train.epochs == 4
     assert cfg.train.early_stopping.patience == 3 and cfg.train.early_stopping.min_epochs == 30  # merged

@@ -1,6 +1,5 @@
 """Feature extraction offline: tiny random-init audio/text models, the real MiniLM, spectral front ends, the cache."""
 import glob
-import os
 
 import numpy as np
 import pytest
