@@ -48,6 +48,11 @@ TORCH_LIBRARY(kdekit, m) {
   m.def("soft_kde2d_pooled_backward(Tensor grad_blocks, Tensor grad_times, Tensor x, Tensor y, Tensor weights, "
         "Tensor range_x, Tensor range_y, Tensor count, Tensor spectrum, Tensor times, Tensor status, int pool, "
         "float sharpness, float clip, bool implicit) -> (Tensor, Tensor, Tensor)");
+  // Means (U, n, 2) of random annotator subsets: draw o of item u averages ratings[u, a, :] over the size[u, o] valid
+  // annotators (both ratings finite) with the smallest (keys[u, o, a], a) (float32 keys >= 0; what a stable argsort
+  // lists first); also pivots (U, n) int64, the packed (key, index) of each draw's last chosen annotator.
+  m.def("subset_means(Tensor ratings, Tensor keys, Tensor size) -> (Tensor, Tensor)");
+  m.def("subset_means_backward(Tensor grad, Tensor ratings, Tensor keys, Tensor size, Tensor pivots) -> Tensor");
   // Concordance correlation coefficient over the last dim of (B, N): population (ddof 0) or unbiased moments.
   m.def("ccc(Tensor x, Tensor y, bool unbiased) -> Tensor");
   m.def("ccc_backward(Tensor grad, Tensor x, Tensor y, bool unbiased) -> (Tensor, Tensor)");

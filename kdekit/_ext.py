@@ -75,6 +75,14 @@ def _register() -> None:
           clip, implicit):
         return torch.empty_like(x), torch.empty_like(y), torch.empty_like(weights)
 
+    @reg("kdekit::subset_means")
+    def _(ratings, keys, size):
+        return ratings.new_empty((ratings.shape[0], keys.shape[1], 2)), torch.empty_like(size)
+
+    @reg("kdekit::subset_means_backward")
+    def _(grad, ratings, keys, size, pivots):
+        return torch.empty_like(ratings)
+
     @reg("kdekit::ccc")
     def _(x, y, unbiased):
         return x.new_empty((x.shape[0],))
@@ -98,6 +106,7 @@ def _register() -> None:
     register_backward_op("kdekit::ccc", ops.ccc_backward, differentiable=(0, 1))
     register_backward_op("kdekit::divergence", ops.divergence_backward, differentiable=(0, 1))
     _register_soft_kde2d_autograd()
+    _register_subset_means_autograd()
 
 
 def _register_soft_kde2d_autograd() -> None:
@@ -120,6 +129,21 @@ def _register_soft_kde2d_autograd() -> None:
         return (gx, gy, gw) + (None,) * 12
 
     torch.library.register_autograd("kdekit::soft_kde2d_pooled", backward, setup_context=setup_context)
+
+
+def _register_subset_means_autograd() -> None:
+    """subset_means: the gradient of the means to the ratings, from the pivots it returns (no second selection)."""
+
+    def setup_context(ctx, inputs, output):
+        ratings, keys, size = inputs
+        ctx.save_for_backward(ratings, keys, size, output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    def backward(ctx, grad_means, _grad_pivots):
+        ratings, keys, size, pivots = ctx.saved_tensors
+        return torch.ops.kdekit.subset_means_backward(grad_means, ratings, keys, size, pivots), None, None
+
+    torch.library.register_autograd("kdekit::subset_means", backward, setup_context=setup_context)
 
 
 if LOADED:

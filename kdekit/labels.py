@@ -23,7 +23,7 @@ from typing import List, NamedTuple, Optional
 
 import torch
 
-from ._backend import use_backend
+from ._backend import select, use_backend
 from .ops._checks import check_float_tensor
 from .ops.diffusion_kde import default_chunk_bytes, diffusion_kde2d
 from .ops.pooling import probability_table
@@ -62,7 +62,11 @@ def pseudo_observations(
 
     An annotator counts when both of its ratings are finite. Items without any annotator give NaN observations.
     Differentiable w.r.t. the ratings (subset means and the noise scale). Random draws come from ``generator``
-    (on the ratings' device); the same generator state gives the same observations.
+    (on the ratings' device), in this order: ``torch.rand(U, n)`` for the subset sizes (``1 + floor(u M)``),
+    ``torch.rand(U, n, A)`` keys (a draw's subset is its ``size`` valid annotators with the smallest keys, ties to
+    the lower index), ``torch.rand(U, n, 2)`` for the noise. The same generator state gives
+    the same observations on every backend (the ``cpp`` kernel selects the subset by partial selection, O(A) a draw,
+    the torch path by a stable argsort).
     """
     _check_ratings(ratings)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -77,18 +81,31 @@ def pseudo_observations(
     size = 1 + (torch.rand(U, n, generator=generator, device=dev) * M.clamp(min=1)[:, None]).floor().long()
     size = torch.minimum(size, M.clamp(min=1)[:, None])
     keys = torch.rand(U, n, A, generator=generator, device=dev)
-    keys = torch.where(valid[:, None, :], keys, torch.full_like(keys, 2.0))
-    # annotator order[j] has rank j: chosen where j < size (one argsort and a scatter, not a second argsort)
-    order = keys.argsort(-1)
-    first = (torch.arange(A, device=dev) < size[..., None]).to(dtype)
-    chosen = torch.zeros_like(first).scatter_(-1, order, first)  # (U, n, A)
-    means = torch.einsum("una,uad->und", chosen, r) / size[..., None].to(dtype)
+    means = _subset_means(ratings, valid, keys, size)
     mean_all = r.sum(1) / M.clamp(min=1)[:, None].to(dtype)
     var = ((r - mean_all[:, None]) ** 2 * valid[..., None]).sum(1) / (M - 1).clamp(min=1)[:, None].to(dtype)
-    half_width = 0.5 * torch.sqrt(var) + NOISE_EPS  # (U, 2)
+    # sd 0 (one annotator, or all agree): gradient 0 there, not sqrt's infinite slope (which would give NaN)
+    sd = torch.where(var > 0, torch.sqrt(torch.where(var > 0, var, 1.0)), 0.0)
+    half_width = 0.5 * sd + NOISE_EPS  # (U, 2)
     u = torch.rand(U, n, 2, generator=generator, device=dev).to(dtype)
     obs = (means + (2 * u - 1) * half_width[:, None, :]).clamp(-1, 1)
     return torch.where((M > 0)[:, None, None], obs, torch.full_like(obs, float("nan")))
+
+
+def _subset_means(ratings: torch.Tensor, valid: torch.Tensor, keys: torch.Tensor,
+                  size: torch.Tensor) -> torch.Tensor:
+    """(U, n, 2) means of ``ratings`` (U, A, 2) over the ``size`` (U, n) ``valid`` annotators with the smallest keys
+    (U, n, A) (ties: the lower index first, as a stable argsort), differentiable in the ratings.
+    ``kdekit::subset_means`` (a partial selection, O(A) per draw) under the ``cpp`` backend; else one stable argsort
+    and a scatter."""
+    if select(ratings, ("torch", "cpp")) == "cpp":
+        return torch.ops.kdekit.subset_means(ratings, keys, size)[0]
+    keys = torch.where(valid[:, None, :], keys, 2.0)  # invalid annotators after every valid one
+    r = torch.where(valid[..., None], ratings, 0.0)
+    order = keys.argsort(dim=-1, stable=True)  # annotator order[j] has rank j: chosen where j < size
+    first = (torch.arange(ratings.shape[1], device=ratings.device) < size[..., None]).to(ratings.dtype)
+    chosen = torch.zeros_like(first).scatter_(-1, order, first)  # (U, n, A)
+    return torch.einsum("una,uad->und", chosen, r) / size[..., None].to(ratings.dtype)
 
 
 def _check_k(k: int, grid: int) -> None:

@@ -129,6 +129,23 @@ int64_t smoothing_weights(double t, int64_t n, std::vector<double>& f) {
 
 namespace {
 
+// Whether raising the density (scale * C^T S C, S = a o fx fy^T) to `clip` cannot change its block sums by more than
+// 1e-12 of the total: with smoothing weights below 1e-18 (smoothing_weights) beyond half the grid on both axes, the
+// density is the histogram smoothed by a sampled Gaussian to 1e-18 (no negative lobes), so a cell below `clip` is
+// rounding noise, |cell| <= 1e-15 * scale * sum |S|, raised by at most clip + that; n^2 such cells against a total of
+// scale * n^2 * S[0, 0] (the cosines of frequency 0 sum to n per axis).
+bool clip_is_rounding(Spectrum& s, const std::vector<double>& fx, int64_t Kx, const std::vector<double>& fy,
+                      int64_t Ky, double scale, double clip) {
+  const int64_t n = s.n;
+  if (2 * Kx >= n || 2 * Ky >= n) return false;
+  s.ensure(std::max(Kx, Ky));
+  double abs_sum = 0.0;
+  for (int64_t k = 0; k < Kx; ++k)
+    for (int64_t l = 0; l < Ky; ++l) abs_sum += std::fabs(s.a[k * n + l] * fx[k] * fy[l]);
+  const double total = scale * s.a[0] * fx[0] * fy[0];
+  return clip + 1e-15 * scale * abs_sum <= 1e-12 * total;
+}
+
 std::tuple<at::Tensor, at::Tensor> kde2d_solve_cpu(const at::Tensor& spectrum_, const at::Tensor& count_,
                                                    double t_max, double xtol, double rtol, int64_t maxiter) {
   TORCH_CHECK(spectrum_.dim() == 3 && spectrum_.size(1) == spectrum_.size(2) && spectrum_.size(1) >= 2,
@@ -190,7 +207,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
     std::vector<std::pair<int64_t, double>> cells;
     std::vector<int64_t> bin_x, bin_y;
     std::vector<double> mass;
-    std::vector<double> fx, fy, density;
+    std::vector<double> fx, fy;
     Synthesis synth{n, table.get()};
     for (int64_t b = b0; b < b1; ++b) {
       double* ob = po + b * side * side;
@@ -237,10 +254,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kde2d_points_cpu(
         for (int64_t i = 0; i < n * n; ++i) ob[i] = std::max(ob[i] * scale, clip);
         continue;
       }
-      if (clip > -kInf) {  // the density on the grid, clipped, then its blocks
-        density.resize(n * n);
-        synth.run(s, fx, Kx, fy, Ky, nullptr, density.data());
-        clipped_block_sums(n, pool, scale, clip, density.data(), ob);
+      if (clip > -kInf && !clip_is_rounding(s, fx, Kx, fy, Ky, scale, clip)) {  // the density, clipped, its blocks
+        synth.clipped_blocks(s, fx, Kx, fy, Ky, pool, scale, clip, ob);
       } else {
         synth.run(s, fx, Kx, fy, Ky, &pooled, ob);
       }

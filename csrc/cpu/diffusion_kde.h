@@ -295,16 +295,18 @@ struct PooledCosines {
   }
 };
 
-// Block sums (pool x pool) of the density D (n x n, scaled in place by `scale`) raised to `clip` (the seed's clipping
-// of negative KDE values before pooling).
-inline void clipped_block_sums(int64_t n, int64_t pool, double scale, double clip, double* D, double* blocks) {
+// blocks[q / (n / pool)] += the sum of max(scale * row[q], clip) over each block of one density row (n values).
+inline void add_clipped_row(int64_t n, int64_t pool, double scale, double clip, const double* row, double* blocks) {
   const int64_t side = n / pool;
-  std::fill(blocks, blocks + pool * pool, 0.0);
-  for (int64_t m = 0; m < n; ++m)
-    for (int64_t q = 0; q < n; ++q) {
-      D[m * n + q] *= scale;
-      blocks[(m / side) * pool + q / side] += std::max(D[m * n + q], clip);
-    }
+  for (int64_t qb = 0; qb < pool; ++qb) {
+    double acc[4] = {0.0, 0.0, 0.0, 0.0};  // four partial sums: the loop vectorises
+    const double* cell = row + qb * side;
+    int64_t q = 0;
+    for (; q + 4 <= side; q += 4)
+      for (int64_t v = 0; v < 4; ++v) acc[v] += std::max(scale * cell[q + v], clip);
+    for (; q < side; ++q) acc[0] += std::max(scale * cell[q], clip);
+    blocks[qb] += (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  }
 }
 
 // blocks /= their sum (left as they are when the sum is 0); returns the sum.
@@ -321,64 +323,115 @@ inline double normalize_blocks(int64_t count, double* blocks) {
 struct Synthesis {
   int64_t n;
   const CosineTable* table;
-  std::vector<double> S, Z, E;
+
+  Synthesis(int64_t n_, const CosineTable* table_) : n(n_), table(table_) {}
 
   void run(Spectrum& s, const std::vector<double>& fx, int64_t Kx, const std::vector<double>& fy, int64_t Ky,
            const PooledCosines* pooled, double* out) {
-    const int64_t h = n / 2, R = s.R;
-    if (!pooled && R > 0 && R * n * (n + Kx + Ky) < h * Kx * (n + Ky)) return factored(s, fx, Kx, fy, Ky, out);
-    s.ensure(std::max(Kx, Ky));
-    S.resize(Kx * Ky);
-    for (int64_t k = 0; k < Kx; ++k)
-      for (int64_t l = 0; l < Ky; ++l) S[k * Ky + l] = s.a[k * n + l] * fx[k] * fy[l];
     if (pooled) {
+      smooth(s, fx, Kx, fy, Ky);
       const int64_t k = pooled->pool;
       Z.resize(Kx * k);
       gemm_strided(Kx, k, 0, Ky, 1, S.data(), Ky, pooled->QT.data(), k, Z.data(), k);
       gemm_strided(k, k, 0, Kx, 1, pooled->Q.data(), n, Z.data(), k, out, k);
       return;
     }
-    // C[k, n-1-m] = (-1)^k C[k, m]: even and odd frequencies summed over half the grid, then combined, per axis;
-    // the axis with fewer frequencies goes last (the n x n stage costs n^2 / 2 per frequency)
+    if (use_factors(s, Kx, Ky)) return factored(s, fx, Kx, fy, Ky, out);
+    density_rows(s, fx, Kx, fy, Ky, [&](int64_t m, const double* row) { std::copy(row, row + n, out + m * n); });
+  }
+
+  // The (pool x pool) block sums of max(scale * density, clip) (not normalised), one tile of rows at a time.
+  void clipped_blocks(Spectrum& s, const std::vector<double>& fx, int64_t Kx, const std::vector<double>& fy,
+                      int64_t Ky, int64_t pool, double scale, double clip, double* blocks) {
+    std::fill(blocks, blocks + pool * pool, 0.0);
+    const int64_t side = n / pool;
+    if (use_factors(s, Kx, Ky)) {
+      D.resize(n * n);
+      factored(s, fx, Kx, fy, Ky, D.data());
+      for (int64_t m = 0; m < n; ++m) add_clipped_row(n, pool, scale, clip, &D[m * n], blocks + (m / side) * pool);
+      return;
+    }
+    density_rows(s, fx, Kx, fy, Ky, [&](int64_t m, const double* row) {
+      add_clipped_row(n, pool, scale, clip, row, blocks + (m / side) * pool);
+    });
+  }
+
+ private:
+  static constexpr int64_t kTile = 16;  // density rows per tile (both parities: 2 x 16 x n doubles stay in cache)
+  std::vector<double> S, Z, E, D, T;  // scratch
+
+  bool use_factors(const Spectrum& s, int64_t Kx, int64_t Ky) const {
+    const int64_t h = n / 2, R = s.R;
+    return R > 0 && R * n * (n + Kx + Ky) < h * Kx * (n + Ky);
+  }
+
+  // S = a[k, l] fx[k] fy[l] (Kx x Ky)
+  void smooth(Spectrum& s, const std::vector<double>& fx, int64_t Kx, const std::vector<double>& fy, int64_t Ky) {
+    s.ensure(std::max(Kx, Ky));
+    S.resize(Kx * Ky);
+    for (int64_t k = 0; k < Kx; ++k)
+      for (int64_t l = 0; l < Ky; ++l) S[k * Ky + l] = s.a[k * n + l] * fx[k] * fy[l];
+  }
+
+  // visit(m, row) for every grid row m of the density C^T S C (unscaled), produced in tiles of kTile rows.
+  // C[k, n-1-m] = (-1)^k C[k, m]: even and odd frequencies summed over half the grid, then combined, per axis; the
+  // axis with fewer frequencies goes last (the n x n stage costs n^2 / 2 per frequency).
+  template <typename Visit>
+  void density_rows(Spectrum& s, const std::vector<double>& fx, int64_t Kx, const std::vector<double>& fy,
+                    int64_t Ky, Visit&& visit) {
+    smooth(s, fx, Kx, fy, Ky);
+    const int64_t h = n / 2;
     const double *cm = table->by_m.data(), *ck = table->by_k.data();
-    if (Kx <= Ky) {  // Z = S C (Kx x n), out = C^T Z
+    T.resize(2 * kTile * n);
+    if (Kx <= Ky) {  // Z = S C (Kx x n); rows p and n-1-p of C^T Z from even +- odd frequencies
       Z.resize(Kx * n);
       E.resize(2 * Kx * h);
       for (int par = 0; par < 2; ++par) gemm_strided(Kx, h, par, Ky, 2, S.data(), Ky, ck, n, &E[par * Kx * h], h);
-      combine_columns(Kx, E.data(), Z.data());
-      E.resize(2 * h * n);
-      for (int par = 0; par < 2; ++par) gemm_strided(h, n, par, Kx, 2, cm, n, Z.data(), n, &E[par * h * n], n);
-      combine_rows(n, E.data(), out);
-    } else {  // Z = C^T S (n x Ky), out = Z C
+      combine(Kx, E.data(), E.data() + Kx * h, h, 1, Z.data(), n, 1);  // columns q, n-1-q
+      D.resize(2 * n);
+      for (int64_t p0 = 0; p0 < h; p0 += kTile) {
+        const int64_t rows = std::min(kTile, h - p0);
+        for (int par = 0; par < 2; ++par)
+          gemm_strided(rows, n, par, Kx, 2, cm + p0 * n, n, Z.data(), n, &T[par * kTile * n], n);
+        for (int64_t i = 0; i < rows; ++i) {
+          const double *ev = &T[i * n], *od = &T[(kTile + i) * n];
+          for (int64_t q = 0; q < n; ++q) {
+            D[q] = ev[q] + od[q];
+            D[n + q] = ev[q] - od[q];
+          }
+          visit(p0 + i, D.data());
+          visit(n - 1 - p0 - i, D.data() + n);
+        }
+      }
+    } else {  // Z = C^T S (n x Ky); columns q and n-1-q of Z C from even +- odd frequencies, kTile rows at a time
       Z.resize(n * Ky);
       E.resize(2 * h * Ky);
       for (int par = 0; par < 2; ++par) gemm_strided(h, Ky, par, Kx, 2, cm, n, S.data(), Ky, &E[par * h * Ky], Ky);
-      combine_rows(Ky, E.data(), Z.data());
-      E.resize(2 * n * h);
-      for (int par = 0; par < 2; ++par) gemm_strided(n, h, par, Ky, 2, Z.data(), Ky, ck, n, &E[par * n * h], h);
-      combine_columns(n, E.data(), out);
+      combine(Ky, E.data(), E.data() + h * Ky, 1, Ky, Z.data(), 1, Ky);  // rows m, n-1-m
+      D.resize(n);
+      for (int64_t m0 = 0; m0 < n; m0 += kTile) {
+        const int64_t rows = std::min(kTile, n - m0);
+        for (int par = 0; par < 2; ++par)
+          gemm_strided(rows, h, par, Ky, 2, Z.data() + m0 * Ky, Ky, ck, n, &T[par * kTile * h], h);
+        for (int64_t i = 0; i < rows; ++i) {
+          combine(1, &T[i * h], &T[(kTile + i) * h], 0, 1, D.data(), 0, 1);
+          visit(m0 + i, D.data());
+        }
+      }
     }
   }
 
-  // out (n x cols): rows p and n-1-p = even +- odd, from E = [even (h x cols); odd (h x cols)].
-  void combine_rows(int64_t cols, const double* E, double* out) const {
+  // The even/odd halves of a cosine synthesis into the whole axis (C[k, n-1-m] = (-1)^k C[k, m]): for i < outer,
+  // j < n / 2: out[i oi + j oj] = even + odd and out[i oi + (n-1-j) oj] = even - odd, where even = E[i ei + j ej]
+  // and odd = O[i ei + j ej].
+  void combine(int64_t outer, const double* E, const double* O, int64_t ei, int64_t ej, double* out, int64_t oi,
+               int64_t oj) const {
     const int64_t h = n / 2;
-    for (int64_t p = 0; p < h; ++p)
-      for (int64_t q = 0; q < cols; ++q) {
-        const double ev = E[p * cols + q], od = E[(h + p) * cols + q];
-        out[p * cols + q] = ev + od;
-        out[(n - 1 - p) * cols + q] = ev - od;
-      }
-  }
-
-  // out (rows x n): columns q and n-1-q = even +- odd, from E = [even (rows x h); odd (rows x h)].
-  void combine_columns(int64_t rows, const double* E, double* out) const {
-    const int64_t h = n / 2;
-    for (int64_t k = 0; k < rows; ++k)
-      for (int64_t q = 0; q < h; ++q) {
-        const double ev = E[k * h + q], od = E[(rows + k) * h + q];
-        out[k * n + q] = ev + od;
-        out[k * n + n - 1 - q] = ev - od;
+    for (int64_t i = 0; i < outer; ++i)
+      for (int64_t j = 0; j < h; ++j) {
+        const double ev = E[i * ei + j * ej], od = O[i * ei + j * ej];
+        out[i * oi + j * oj] = ev + od;
+        out[i * oi + (n - 1 - j) * oj] = ev - od;
       }
   }
 

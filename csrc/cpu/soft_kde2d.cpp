@@ -1,19 +1,19 @@
 // The training loss's KDE in one op on CPU: kdekit::soft_kde2d_pooled (points -> soft histogram -> DCT -> Botev's
-// fixed point -> smoothing -> k x k block masses / total) and its backward (the implicit bandwidth gradient), with
-// the maths of the torch path (kdekit/ops/diffusion_kde) for the items brentq solves. Per item on one thread; the two
-// DCTs of the batch are batched matmuls. Items the solver does not solve get status != 0 and NaN outputs (the caller
-// re-solves them with the fallback rules) and zero gradients here.
+// fixed point -> smoothing -> k x k block masses / total) and its backward (soft histogram, smoothing and the
+// bandwidth's gradient rule), with the maths of the torch path (kdekit/ops/diffusion_kde) for the items brentq
+// solves. Per item on one thread; the two DCTs of the batch are batched matmuls. Items the solver does not solve get
+// status != 0 and NaN outputs (the caller re-solves them with the fallback rules) and zero gradients here.
 //
 // Forward, item b (N = count, a = C H C^T / N with C[k, i] = 2 cos(pi k (2i + 1) / 2n), A[k, l] = h_k h_l a[k, l]
 // with h_0 = 1/2, else 1, A2 = A o A):
 //   t* = brentq root of f on [0, t_max] (csrc/common/brentq.h), (tx1, tx2) = axis_times(psi2(t*)),
-//   fx[k] = exp(-pi^2 k^2 tx2 / 2), fy[l] = exp(-pi^2 l^2 tx1 / 2), blocks = Q (A o fx fy^T) Q^T (Q: pooled cosines),
-//   out = blocks / S, S = sum(blocks).
+//   fx[k] = exp(-pi^2 k^2 tx2 / 2), fy[l] = exp(-pi^2 l^2 tx1 / 2), S = A o fx fy^T,
+//   blocks = Q S Q^T (Q: pooled cosines), or with clip the blocks of max(density of S, clip);  out = blocks / sum.
 // Backward (G = dL/dout, g = dL/d(t*, tx1, tx2)):
-//   Gb = (G - <G, out>) / S;  M = Q^T Gb Q;  dL/dA = (fx fy^T) o M;  dL/dfx = (M o A) fy, dL/dfy = (M o A)^T fx;
-//   dL/dtx2 = sum_k dL/dfx[k] fx[k] (-pi^2 k^2 / 2) + g[2], dL/dtx1 likewise + g[1];  c = dL/dpsi2 through
-//   axis_times; implicit: lambda = -(c . dpsi2/dt + g[0]) / f_t (five-point differences in t, as the torch path),
-//   c += lambda df/dpsi2; the reverse pass of the psi recursion at t* (PsiTape) gives dL/dA2 for cotangent c;
+//   M = dL/dS (Smoother::adjoint);  dL/dA = (fx fy^T) o M;  dL/dtx2 = sum_kl M S (-pi^2 k^2 / 2) + g[2], dL/dtx1
+//   likewise + g[1];  c = dL/dpsi2 through axis_times; implicit: lambda = -(c . dpsi2/dt + g[0]) / f_t with
+//   dpsi2/dt and f_t from forward-mode tangents of the psi recursion (the torch path's five-point difference agrees
+//   to ~1e-12), c += lambda df/dpsi2; the reverse pass of the recursion at t* (PsiTape) gives dL/dA2 for c;
 //   dL/dA += 2 A o dL/dA2;  dL/da = h h^T o dL/dA;  dL/dH = C^T dL/da C / N;  then the soft histogram's backward.
 #include <ATen/Parallel.h>
 #include <ATen/ops/matmul.h>
@@ -29,9 +29,6 @@
 namespace kdekit::cpu {
 namespace {
 
-constexpr double kFdStep = 1e-3;  // the torch path's five-point difference in t (kdekit/ops/diffusion_kde/implicit.py)
-constexpr double kFdNodes[4] = {-2.0, -1.0, 1.0, 2.0};
-constexpr double kFdWeights[4] = {1.0 / 12, -8.0 / 12, 8.0 / 12, -1.0 / 12};
 constexpr double kDifferentiableSum = 1e-100;  // the torch path's DIFFERENTIABLE_SUM
 
 // (n, n) DCT-II matrix C[k, i] = 2 cos(pi k (2i + 1) / 2n) in `dtype` (cached).
@@ -50,15 +47,16 @@ at::Tensor dct_matrix(int64_t n, at::ScalarType dtype) {
   return entry;
 }
 
-// The psi recursion at one time with its tape: psi(i, j) for 2 <= i + j <= 5, the time of each and the sums the
-// lower levels divide by; forms over the K leading frequencies whose diffusion weight is >= 1e-60.
+// The psi recursion at one time t with its tape and its tangent in t (forward mode): psi(i, j) for 2 <= i + j <= 5,
+// the time of each, the sums the lower levels divide by, and d psi / d t; forms over the K leading frequencies whose
+// diffusion weight is a normal float64 (the torch path's truncation).
 struct PsiTape {
   int64_t n;
   double N;
   const double* a2;  // (n, n), row = x frequency
   const std::vector<double>& k2pow;  // (6, n): (k^2)^p
-  double psi[6][6], time[6][6], sum[6][6];
-  std::vector<double> e, r, c, v;
+  double psi[6][6], dpsi[6][6], time[6][6], sum[6][6], dform[6][6];
+  std::vector<double> e, r, c, v, vk;
 
   static double scale(int L) { return ((L % 2) ? -1.0 : 1.0) * std::pow(kPi, 2.0 * L); }
 
@@ -75,12 +73,20 @@ struct PsiTape {
     return K;
   }
 
-  double form(int px, int py, double t) {
+  // form(px, py, t) = sum_{k,l} a2[k, l] r[k] c[l]; *dt = its derivative in t, -pi^2 sum a2 (k^2 + l^2) r c
+  double form(int px, int py, double t, double* dt) {
     const int64_t K = weights(px, py, t);
     v.resize(n);
+    vk.resize(n);
     weighted_row_sum(K, n, r.data(), a2, v.data());  // v[l] = sum_k r[k] a2[k, l]
-    double total = 0.0;
-    for (int64_t l = 0; l < K; ++l) total += v[l] * c[l];
+    for (int64_t k = 0; k < K; ++k) e[k] = r[k] * k2pow[n + k];
+    weighted_row_sum(K, n, e.data(), a2, vk.data());  // vk[l] = sum_k k^2 r[k] a2[k, l]
+    double total = 0.0, slope = 0.0;
+    for (int64_t l = 0; l < K; ++l) {
+      total += v[l] * c[l];
+      slope += (vk[l] + v[l] * k2pow[n + l]) * c[l];
+    }
+    *dt = -(kPi * kPi) * slope;
     return total;
   }
 
@@ -91,24 +97,23 @@ struct PsiTape {
     for (int L = 5; L >= 2; --L)
       for (int i = 0; i <= L; ++i) {
         const int j = L - i;
-        double ti = t;
+        double ti = t, dti = 1.0;
         if (L < 5) {
-          sum[i][j] = psi[i + 1][j] + psi[i][j + 1];
-          ok = ok && std::isfinite(sum[i][j]) && std::fabs(sum[i][j]) > kDifferentiableSum;
-          ti = common::psi_time(i, j, N, std::fabs(sum[i][j]));
+          const double s = psi[i + 1][j] + psi[i][j + 1], ds = dpsi[i + 1][j] + dpsi[i][j + 1];
+          sum[i][j] = s;
+          ok = ok && std::isfinite(s) && std::fabs(s) > kDifferentiableSum;
+          ti = common::psi_time(i, j, N, std::fabs(s));
+          dti = -ti / ((2.0 + L) * s) * ds;  // t_ij = (const / |s|)^(1 / (2 + L))
         }
         time[i][j] = ti;
-        psi[i][j] = scale(L) * form(j, i, ti);
-        ok = ok && std::isfinite(psi[i][j]);
+        psi[i][j] = scale(L) * form(j, i, ti, &dform[i][j]);
+        dpsi[i][j] = scale(L) * dform[i][j] * dti;
+        ok = ok && std::isfinite(psi[i][j]) && std::isfinite(dpsi[i][j]);
       }
     return ok;
   }
 
-  double p02() const { return psi[0][2]; }
-  double p11() const { return psi[1][1]; }
-  double p20() const { return psi[2][0]; }
-
-  // dA2 += d(cot . (psi02, psi11, psi20)) / dA2 at the tape's time (run() first).
+  // dA2 += d(cot . (psi02, psi11, psi20)) / dA2 at fixed t (after run()).
   void vjp(const double cot[3], double* dA2) {
     double adj[6][6] = {};
     adj[0][2] = cot[0];
@@ -126,32 +131,13 @@ struct PsiTape {
           for (int64_t l = 0; l < K; ++l) row[l] += gr * c[l];
         }
         if (L == 5) continue;  // the top level's time is the given t (held fixed here)
-        // d form / d t_ij = -pi^2 sum_{k,l} a2[k, l] (k^2 + l^2) r[k] c[l]
-        double dform = 0.0;
-        for (int64_t k = 0; k < K; ++k) {
-          const double* row = a2 + k * n;
-          double acc_c = 0.0, acc_lc = 0.0;
-          for (int64_t l = 0; l < K; ++l) {
-            acc_c += row[l] * c[l];
-            acc_lc += row[l] * c[l] * k2pow[n + l];
-          }
-          dform += r[k] * (k2pow[n + k] * acc_c + acc_lc);
-        }
-        dform *= -(kPi * kPi);
-        // t_ij = (const / |sum|)^(1 / (2 + L)): d t / d sum = -t sign(sum) / ((2 + L) |sum|)
-        const double s = sum[i][j];
-        const double dsum = g * dform * (-time[i][j] / ((2.0 + L) * std::fabs(s))) * (s < 0 ? -1.0 : 1.0);
+        // through t_ij = (const / |sum|)^(1 / (2 + L)): d t / d sum = -t / ((2 + L) sum)
+        const double dsum = g * dform[i][j] * (-time[i][j] / ((2.0 + L) * sum[i][j]));
         adj[i + 1][j] += dsum;
         adj[i][j + 1] += dsum;
       }
   }
 };
-
-// f(t) = t - (t - gamma) / gamma from the level-2 psi (kde_diffusion's solved function)
-double f_of_psi(double t, double p02, double p11, double p20, double N) {
-  const double gamma = std::pow(2.0 * kPi * N * (p02 + p20 + 2.0 * p11), -1.0 / 3.0);
-  return t - (t - gamma) / gamma;
-}
 
 std::vector<double> k2_powers(int64_t n) {
   std::vector<double> k2pow(6 * n);
@@ -218,9 +204,11 @@ struct Smoother {
     Kx = smoothing_weights(times[2], n, fx);  // rows (x) smoothed with tx2, columns (y) with tx1
     Ky = smoothing_weights(times[1], n, fy);
     if (clip > -kInf) {
-      D.resize(n * n);
+      D.resize(n * n);  // kept for the adjoint's mask
       synth.run(s, fx, Kx, fy, Ky, nullptr, D.data());
-      clipped_block_sums(n, pool, scale, clip, D.data(), blocks);
+      std::fill(blocks, blocks + pool * pool, 0.0);
+      for (int64_t m = 0; m < n; ++m)
+        add_clipped_row(n, pool, scale, clip, &D[m * n], blocks + (m / (n / pool)) * pool);
     } else {
       synth.run(s, fx, Kx, fy, Ky, pooled, blocks);
     }
@@ -235,9 +223,14 @@ struct Smoother {
     for (int64_t i = 0; i < pool * pool; ++i) Gb[i] = (G[i] - inner) / total;  // dL/d(block sums)
     if (clip > -kInf) {  // dL/dD on the grid (0 where clipped), then M = C dD C^T
       const int64_t side = n / pool;
-      for (int64_t m = 0; m < n; ++m)
-        for (int64_t q = 0; q < n; ++q)
-          D[m * n + q] = D[m * n + q] >= clip ? Gb[(m / side) * pool + q / side] * scale : 0.0;
+      for (int64_t m = 0; m < n; ++m) {
+        const double* g = Gb.data() + (m / side) * pool;
+        for (int64_t qb = 0; qb < pool; ++qb) {
+          const double gq = g[qb] * scale;
+          double* cell = D.data() + m * n + qb * side;
+          for (int64_t q = 0; q < side; ++q) cell[q] = scale * cell[q] >= clip ? gq : 0.0;
+        }
+      }
       T.resize(n * Ky);
       gemm_strided(n, Ky, 0, n, 1, D.data(), n, table->by_m.data(), n, T.data(), Ky);
       gemm_strided(Kx, Ky, 0, n, 1, table->by_k.data(), n, T.data(), Ky, M, n);
@@ -311,24 +304,16 @@ void add_bandwidth_term(const double* A, int64_t n, double N, double t0, double 
                         double dtx2, double grad_t, bool implicit, const std::vector<double>& k2pow, double* dA) {
   std::vector<double> A2(n * n), dA2(n * n, 0.0);
   for (int64_t i = 0; i < n * n; ++i) A2[i] = A[i] * A[i];
-  PsiTape tape{n, N, A2.data(), k2pow, {}, {}, {}, {}, {}, {}, {}};
-  double p_s[4][3], f_s[4];
-  bool ok = true;
-  for (int m = 0; m < 4; ++m) {
-    const double tm = t0 + kFdStep * t0 * kFdNodes[m];
-    ok = tape.run(tm) && ok;
-    p_s[m][0] = tape.p02(), p_s[m][1] = tape.p11(), p_s[m][2] = tape.p20();
-    f_s[m] = f_of_psi(tm, p_s[m][0], p_s[m][1], p_s[m][2], N);
-  }
-  ok = tape.run(t0) && ok;
-  const double p02 = tape.p02(), p11 = tape.p11(), p20 = tape.p20();
-  const double f0 = f_of_psi(t0, p02, p11, p20, N);
-  double p_t[3] = {0, 0, 0}, f_t = 0.0;
-  for (int m = 0; m < 4; ++m) {
-    f_t += kFdWeights[m] * f_s[m] / (kFdStep * t0);
-    for (int c = 0; c < 3; ++c) p_t[c] += kFdWeights[m] * p_s[m][c] / (kFdStep * t0);
-  }
-  ok = ok && std::isfinite(f0) && std::isfinite(p_t[0]) && std::isfinite(p_t[1]) && std::isfinite(p_t[2]);
+  PsiTape tape{n, N, A2.data(), k2pow, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  bool ok = tape.run(t0);
+  const double p02 = tape.psi[0][2], p11 = tape.psi[1][1], p20 = tape.psi[2][0];
+  const double p_t[3] = {tape.dpsi[0][2], tape.dpsi[1][1], tape.dpsi[2][0]};  // d psi / d t at fixed data
+  const double sigma = p02 + p20 + 2.0 * p11;
+  const double gamma = std::pow(2.0 * kPi * N * sigma, -1.0 / 3.0);
+  const double f0 = t0 - (t0 - gamma) / gamma;  // kde_diffusion's solved function
+  const double df_dsigma = -t0 / (3.0 * gamma * sigma);
+  const double f_t = 1.0 - 1.0 / gamma + df_dsigma * (p_t[0] + p_t[2] + 2.0 * p_t[1]);
+  ok = ok && std::isfinite(f0) && std::isfinite(f_t);
   if (!ok) return;  // a constant bandwidth: the direct term only
   // c = d L / d (p02, p11, p20) through tx1, tx2 (logarithmic derivatives of axis_times)
   const double r = std::sqrt(p02 * p20), D = p11 + r;
@@ -336,11 +321,8 @@ void add_bandwidth_term(const double* A, int64_t n, double N, double t0, double 
   const double l2[3] = {(-0.75 / p02 - r / (2 * p02) / D) / 3, -1.0 / (3 * D), (0.75 / p20 - r / (2 * p20) / D) / 3};
   double cot[3];
   for (int c = 0; c < 3; ++c) cot[c] = dtx1 * tx1 * l1[c] + dtx2 * tx2 * l2[c];
-  if (implicit && std::isfinite(f_t) && f_t != 0.0) {
+  if (implicit && f_t != 0.0) {
     const double lambda = -(cot[0] * p_t[0] + cot[1] * p_t[1] + cot[2] * p_t[2] + grad_t) / f_t;
-    const double sigma = p02 + p20 + 2.0 * p11;
-    const double gamma = std::pow(2.0 * kPi * N * sigma, -1.0 / 3.0);
-    const double df_dsigma = -t0 / (3.0 * gamma * sigma);
     cot[0] += lambda * df_dsigma;
     cot[1] += lambda * 2.0 * df_dsigma;
     cot[2] += lambda * df_dsigma;

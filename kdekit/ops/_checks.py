@@ -56,19 +56,22 @@ def check_bins(bins) -> int:
     return bins
 
 
+def _check_companion(arg: str, t, name: str, x: torch.Tensor, bool_only: bool) -> torch.Tensor:
+    """Raise unless ``t`` (argument ``arg``) is a tensor with the shape and device of ``x`` (``name``)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{arg} must be a torch.Tensor, got {type(t).__name__}")
+    if bool_only and t.dtype != torch.bool:
+        raise TypeError(f"{arg} must be a bool tensor (True = valid), got {t.dtype}")
+    if t.shape != x.shape:
+        raise ValueError(f"{arg} has shape {tuple(t.shape)} but {name} has shape {tuple(x.shape)}")
+    if t.device != x.device:
+        raise ValueError(f"{arg} is on {t.device} but {name} is on {x.device}")
+    return t
+
+
 def check_mask(mask, name: str, x: torch.Tensor) -> Optional[torch.Tensor]:
     """Raise unless ``mask`` is None or a bool tensor (True = valid) with the shape and device of ``x`` (``name``)."""
-    if mask is None:
-        return None
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor (True = valid), got {mask.dtype}")
-    if mask.shape != x.shape:
-        raise ValueError(f"mask has shape {tuple(mask.shape)} but {name} has shape {tuple(x.shape)}")
-    if mask.device != x.device:
-        raise ValueError(f"mask is on {mask.device} but {name} is on {x.device}")
-    return mask
+    return None if mask is None else _check_companion("mask", mask, name, x, bool_only=True)
 
 
 def resolve_mask(
@@ -98,15 +101,10 @@ def resolve_mask(
 
 
 def check_weights(weights: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
+    """None, or ``weights`` (the shape and device of the points ``x``) in ``x``'s dtype."""
     if weights is None:
         return None
-    if not isinstance(weights, torch.Tensor):
-        raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
-    if weights.shape != x.shape:
-        raise ValueError(f"weights has shape {tuple(weights.shape)} but the points have shape {tuple(x.shape)}")
-    if weights.device != x.device:
-        raise ValueError(f"weights is on {weights.device} but the points are on {x.device}")
-    return weights.to(x.dtype)
+    return _check_companion("weights", weights, "the points", x, bool_only=False).to(x.dtype)
 
 
 def resolve_range(name: str, rng, batch: int, device, dtype) -> torch.Tensor:

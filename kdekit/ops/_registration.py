@@ -17,18 +17,20 @@ def call_without_autograd(op, *args):
 def register_backward_op(op, backward_op, differentiable: Sequence[int], saved: Optional[Sequence[int]] = None):
     """Autograd of custom op ``op`` through its backward op, for ops whose non-tensor arguments follow the tensors.
 
-    ``backward_op(grad, *saved tensor inputs, *non-tensor inputs)`` returns the gradients (one tensor or a tuple) of
+    ``backward_op(grad, *saved tensor inputs, *non-tensor inputs, **keyword-only inputs)`` (the op's keyword-only
+    parameters by the same names) returns the gradients (one tensor or a tuple) of
     the inputs at positions ``differentiable``, in that order; each is cast to its input's dtype, the other inputs
     get None. ``saved``: positions of the tensor inputs to save and pass (default: every tensor input).
     """
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx, inputs, output, keyword_only_inputs=None):
         keep = [i for i, a in enumerate(inputs) if isinstance(a, torch.Tensor)] if saved is None else saved
         ctx.save_for_backward(*(inputs[i] for i in keep))
         ctx.params = [a for a in inputs if not isinstance(a, torch.Tensor)]
+        ctx.named = keyword_only_inputs or {}
         ctx.dtypes = [a.dtype if isinstance(a, torch.Tensor) else None for a in inputs]
 
     def backward(ctx, grad):
-        grads = backward_op(grad, *ctx.saved_tensors, *ctx.params)
+        grads = backward_op(grad, *ctx.saved_tensors, *ctx.params, **ctx.named)
         out = [None] * len(ctx.dtypes)
         for i, g in zip(differentiable, grads if isinstance(grads, (tuple, list)) else (grads,)):
             out[i] = g.to(ctx.dtypes[i])

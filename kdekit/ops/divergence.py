@@ -86,7 +86,7 @@ def _raise_on_bad_entries(p: torch.Tensor, q: torch.Tensor) -> None:
                              f"entries, first {t[bad][0].item()!r}")
 
 
-def _divergence(kind: str, p, q, dim: Dims, mask, keepdim: bool, validate: bool, scale: float = 1.0):
+def _divergence(kind: str, p, q, dim: Dims, *, mask, keepdim: bool, validate: bool, scale: float = 1.0):
     """``kind`` of ``p`` and ``q`` reduced over ``dim``: checks, backend choice, validation, output shape/dtype."""
     check_float_tensor("p", p, min_ndim=1)
     check_float_tensor("q", q)
@@ -240,6 +240,7 @@ def kl(
     p: torch.Tensor,
     q: torch.Tensor,
     dim: Dims = -1,
+    *,
     mask: Optional[torch.Tensor] = None,
     base: Optional[float] = None,
     keepdim: bool = False,
@@ -249,13 +250,14 @@ def kl(
 
     ``inf`` where some ``q_i = 0 < p_i``. Shape of ``p`` without ``dim``, dtype of ``p``. See the module doc.
     """
-    return _divergence("kl", p, q, dim, mask, keepdim, validate, _log_scale(base))
+    return _divergence("kl", p, q, dim, mask=mask, keepdim=keepdim, validate=validate, scale=_log_scale(base))
 
 
 def jsd(
     p: torch.Tensor,
     q: torch.Tensor,
     dim: Dims = -1,
+    *,
     mask: Optional[torch.Tensor] = None,
     base: Optional[float] = None,
     keepdim: bool = False,
@@ -264,13 +266,14 @@ def jsd(
     """Jensen-Shannon divergence along ``dim`` (= ``scipy.spatial.distance.jensenshannon(p, q, base=base) ** 2``
     for normalised inputs). Natural log by default; ``base=2`` gives bits. Symmetric, finite, >= 0.
     """
-    return _divergence("jsd", p, q, dim, mask, keepdim, validate, _log_scale(base))
+    return _divergence("jsd", p, q, dim, mask=mask, keepdim=keepdim, validate=validate, scale=_log_scale(base))
 
 
 def tvd(
     p: torch.Tensor,
     q: torch.Tensor,
     dim: Dims = -1,
+    *,
     mask: Optional[torch.Tensor] = None,
     keepdim: bool = False,
 ) -> torch.Tensor:
@@ -279,4 +282,4 @@ def tvd(
     Not the seed's ``total_variation_1d``, which is ``sum (p - q)^2`` (a squared L2 distance). The gradient at
     ``p_i = q_i`` is 0 (``torch.abs``'s subgradient).
     """
-    return _divergence("tvd", p, q, dim, mask, keepdim, validate=False)
+    return _divergence("tvd", p, q, dim, mask=mask, keepdim=keepdim, validate=False)

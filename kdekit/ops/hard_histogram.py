@@ -113,7 +113,7 @@ def hard_histogram2d(
     edges_y = edges_for_compare(ry, bins, torch.float64, "range[1] (y)")
     backend = select(x, ("torch", "cpp", "cuda", "triton"))
     if backend != "torch":
-        hist = _hard_histogram2d_fused(backend, x, y, rx, ry, edges_x, edges_y, valid, weights)
+        hist = _hard_histogram2d_fused(backend, x, y, (rx, ry), (edges_x, edges_y), valid=valid, weights=weights)
         return hist[0] if unbatched else hist
     ix, keep_x = bin_index(x, edges_x)
     iy, keep_y = bin_index(y, edges_y)
@@ -126,9 +126,11 @@ def hard_histogram2d(
     return hist[0] if unbatched else hist
 
 
-def _hard_histogram2d_fused(backend: str, x, y, rx, ry, edges_x, edges_y, valid, weights) -> torch.Tensor:
+def _hard_histogram2d_fused(backend: str, x, y, ranges, edges, *, valid, weights) -> torch.Tensor:
     """The fused kernels (``cpp``/``cuda``: ``torch.ops.kdekit.hard_histogram2d``; ``triton``): summed weights (1 by
-    default, 0 for masked points) of the points in each bin; differentiable w.r.t. ``weights``."""
+    default, 0 for masked points) of the points in each bin; differentiable w.r.t. ``weights``. ``ranges`` and
+    ``edges``: the ``(x, y)`` pairs of (B, 2) float64 ranges and (B, bins + 1) bin edges."""
+    (rx, ry), (edges_x, edges_y) = ranges, edges
     acc = compute_dtype(x.dtype)
     w = torch.ones_like(x, dtype=acc) if weights is None else weights.to(acc)
     if valid is not None:

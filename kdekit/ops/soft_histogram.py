@@ -144,7 +144,8 @@ def soft_histogram2d(
         mass_y = _bin_mass(y, ry, bins, sharpness, valid)
         hist = torch.bmm(mass_x.transpose(1, 2), _point_weights(x, valid, weights).unsqueeze(-1) * mass_y)
     else:
-        hist = _soft_histogram2d_fused(backend, x, y, rx, ry, bins, sharpness, valid, weights)
+        hist = _soft_histogram2d_fused(backend, x, y, (rx, ry), bins, sharpness=sharpness, valid=valid,
+                                      weights=weights)
     if normalize:
         hist = normalize_per_item(hist, (-2, -1))
     hist = hist.to(out_dtype)
@@ -164,18 +165,20 @@ def _backend_for_bins(backend: str, bins: int) -> str:
     return backend
 
 
-def _soft_histogram2d_fused(backend: str, x, y, rx, ry, bins: int, sharpness: float, valid, weights) -> torch.Tensor:
+def _soft_histogram2d_fused(backend: str, x, y, ranges, bins: int, *, sharpness: float, valid,
+                            weights) -> torch.Tensor:
     """The fused kernels (``cpp``/``cuda``: ``torch.ops.kdekit.soft_histogram2d``; ``triton``): same value and
     gradients as the torch path, without the ``(B, N, bins)`` sigmoid matrices. Masked points are moved to ``lo``
-    with weight 0 exactly as in the torch path."""
+    with weight 0 exactly as in the torch path. ``ranges``: the (B, 2) float64 ranges ``(rx, ry)``."""
+    rx, ry = ranges
     w = _point_weights(x, valid, weights)
     if valid is not None:
         x, y = torch.where(valid, x, rx[:, :1]), torch.where(valid, y, ry[:, :1])
     args = (x.contiguous(), y.contiguous(), w.contiguous(), rx.to(torch.float64).contiguous(),
-            ry.to(torch.float64).contiguous(), bins, sharpness)
+            ry.to(torch.float64).contiguous())
     if backend == "triton":
-        return soft_histogram2d_triton(*args).to(x.dtype)
-    return torch.ops.kdekit.soft_histogram2d(*args)
+        return soft_histogram2d_triton(*args, bins=bins, sharpness=sharpness).to(x.dtype)
+    return torch.ops.kdekit.soft_histogram2d(*args, bins, sharpness)
 
 
 # ---- Triton kernels: float32 accumulation, the maths of csrc/cpu/soft_histogram.cpp ----------------------------------
@@ -268,7 +271,7 @@ def _block_bins(bins: int) -> int:
     return max(16, triton.next_power_of_2(bins))
 
 
-def soft_histogram2d_fwd(x, y, weights, range_x, range_y, bins: int, sharpness: float, block_n: int = 16):
+def soft_histogram2d_fwd(x, y, weights, range_x, range_y, *, bins: int, sharpness: float, block_n: int = 16):
     """``(B, bins, bins)`` float32 soft histogram of contiguous ``(B, N)`` points; ranges ``(B, 2)`` float64."""
     B, N = x.shape
     block_b = _block_bins(bins)
@@ -280,7 +283,8 @@ def soft_histogram2d_fwd(x, y, weights, range_x, range_y, bins: int, sharpness: 
     return out
 
 
-def soft_histogram2d_bwd(grad, x, y, weights, range_x, range_y, bins: int, sharpness: float, block_n: int = 16):
+def soft_histogram2d_bwd(grad, x, y, weights, range_x, range_y, *, bins: int, sharpness: float,
+                         block_n: int = 16):
     """Gradients ``(dL/dx, dL/dy, dL/dw)`` (float32, ``(B, N)`` each) for ``grad = dL/dH`` ``(B, bins, bins)``."""
     B, N = x.shape
     block_b = _block_bins(bins)
@@ -294,27 +298,27 @@ def soft_histogram2d_bwd(grad, x, y, weights, range_x, range_y, bins: int, sharp
 
 @torch.library.custom_op("kdekit::soft_histogram2d_triton", mutates_args=())
 def soft_histogram2d_triton(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, range_x: torch.Tensor,
-                            range_y: torch.Tensor, bins: int, sharpness: float) -> torch.Tensor:
+                            range_y: torch.Tensor, *, bins: int, sharpness: float) -> torch.Tensor:
     """Triton twin of ``torch.ops.kdekit.soft_histogram2d`` (same arguments: contiguous ``(B, N)`` points and
     weights of one float dtype, ``(B, 2)`` float64 ranges); returns float32 ``(B, bins, bins)``."""
-    return soft_histogram2d_fwd(x, y, weights, range_x, range_y, bins, sharpness)
+    return soft_histogram2d_fwd(x, y, weights, range_x, range_y, bins=bins, sharpness=sharpness)
 
 
 @soft_histogram2d_triton.register_fake
-def _(x, y, weights, range_x, range_y, bins, sharpness):
+def _(x, y, weights, range_x, range_y, *, bins, sharpness):
     return x.new_empty((x.shape[0], bins, bins), dtype=torch.float32)
 
 
 @torch.library.custom_op("kdekit::soft_histogram2d_triton_backward", mutates_args=())
 def soft_histogram2d_triton_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
-                                     range_x: torch.Tensor, range_y: torch.Tensor, bins: int,
+                                     range_x: torch.Tensor, range_y: torch.Tensor, *, bins: int,
                                      sharpness: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients ``(dL/dx, dL/dy, dL/dw)`` of :func:`soft_histogram2d_triton`, float32 ``(B, N)``."""
-    return soft_histogram2d_bwd(grad, x, y, weights, range_x, range_y, bins, sharpness)
+    return soft_histogram2d_bwd(grad, x, y, weights, range_x, range_y, bins=bins, sharpness=sharpness)
 
 
 @soft_histogram2d_triton_backward.register_fake
-def _(grad, x, y, weights, range_x, range_y, bins, sharpness):
+def _(grad, x, y, weights, range_x, range_y, *, bins, sharpness):
     return tuple(x.new_empty(x.shape, dtype=torch.float32) for _ in range(3))
 
 

@@ -283,13 +283,19 @@ def extract_features(utterances: Sequence[Utterance], model, *, kind: str = "aud
     cache = FeatureCache(cache_dir, key) if cache_dir is not None else None
 
     results: Dict[str, np.ndarray] = {}
+    # one computation per content hash: utterances with the same audio bytes or text share one cached feature, so a
+    # run that computes them sees the same values as a later run that reads them back
+    first = {}  # content hash -> the first utterance id with it
+    for uid, _, h in items:
+        first.setdefault(h, uid)
+    unique = [it for it in items if first[it[2]] == it[0]] if cache is not None else items
     if sharded:
-        todo = _shard([it for it in items if it[2] not in cache], rank, world)
+        todo = _shard([it for it in unique if it[2] not in cache], rank, world)
         if device is None and torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     else:
         todo = []
-        for uid, ref, h in items:
+        for uid, ref, h in unique:
             hit = cache.get(h) if cache is not None else None
             if hit is not None:
                 results[uid] = hit
@@ -320,7 +326,7 @@ def extract_features(utterances: Sequence[Utterance], model, *, kind: str = "aud
                 if results[uid] is None:
                     raise RuntimeError(f"feature of {uid} is missing from the cache {cache.dir} after every rank "
                                        f"finished (was the cache changed meanwhile?)")
-    return {uid: results[uid] for uid, _, _ in items}
+    return {uid: results[uid] if uid in results else results[first[h]] for uid, _, h in items}
 
 
 def _rank_and_world() -> Tuple[int, int]:

@@ -19,7 +19,10 @@ from kdekit import _ext
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CUDA_DIR = ROOT / "csrc" / "cuda"
-NO_CUDA_OPS = {"kde2d_points"}  # CPU only for now
+# CPU only: on CUDA tensors labels and the training loss run the torch path around the CUDA/Triton histogram and
+# kde2d_solve kernels, and pseudo_observations its stable argsort
+NO_CUDA_OPS = {"kde2d_points", "soft_kde2d_pooled", "soft_kde2d_pooled_backward", "subset_means",
+               "subset_means_backward"}
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 

@@ -46,7 +46,7 @@ def test_soft_forward_and_gradients_match_float64_reference(dtype, nan_empty):
     x, y, w, r = _inputs()
     bins = 12  # not a power of two: masked bin lanes
     args = [t.to(device=DEVICE, dtype=dtype).requires_grad_() for t in (x, y, w)]
-    out = soft_histogram2d_triton(*args, r.to(DEVICE), r.to(DEVICE), bins, 8.0)
+    out = soft_histogram2d_triton(*args, r.to(DEVICE), r.to(DEVICE), bins=bins, sharpness=8.0)
     refs = [t.to(dtype).double().requires_grad_() for t in (x, y, w)]  # the same (rounded) inputs, in float64
     with use_backend("torch"):
         ref = soft_histogram2d(refs[0], refs[1], bins, torch.stack([r, r], 1), 8.0, weights=refs[2])
@@ -88,9 +88,10 @@ def test_hard_matches_numpy_histogram2d_and_weight_gradient(bins, nan_empty):
 
 def test_opcheck_and_repeatability():
     x, y, w, r = (t.to(DEVICE) for t in _inputs(N=16))
-    args = (x.float().requires_grad_(), y.float().requires_grad_(), w.float().requires_grad_(), r, r, 16, 8.0)
-    torch.library.opcheck(soft_histogram2d_triton, args)
-    assert torch.equal(soft_histogram2d_triton(*args), soft_histogram2d_triton(*args))  # no atomics
+    args = (x.float().requires_grad_(), y.float().requires_grad_(), w.float().requires_grad_(), r, r)
+    options = dict(bins=16, sharpness=8.0)
+    torch.library.opcheck(soft_histogram2d_triton, args, options)
+    assert torch.equal(soft_histogram2d_triton(*args, **options), soft_histogram2d_triton(*args, **options))
     e = bin_edges(r, 8)
     hard_args = (x.float(), y.float(), w.float().requires_grad_(), e, e)
     torch.library.opcheck(hard_histogram2d_triton, hard_args)
@@ -100,4 +101,4 @@ def test_opcheck_and_repeatability():
 def test_too_many_bins_is_a_clear_error():
     x, y, w, r = (t.float().to(DEVICE) if t.shape[-1] != 2 else t.to(DEVICE) for t in _inputs())
     with pytest.raises(ValueError, match=f"bins <= {TRITON_MAX_BINS}"):
-        soft_histogram2d_triton(x, y, w, r, r, TRITON_MAX_BINS + 1, 8.0)
+        soft_histogram2d_triton(x, y, w, r, r, bins=TRITON_MAX_BINS + 1, sharpness=8.0)

@@ -119,10 +119,7 @@ def test_same_config_resumes_to_the_results_of_an_uninterrupted_run(trained, set
     assert "resuming from epoch 1" in printed
     resumed, full = (_strip(json.loads((d / "results.json").read_text())) for d in (again, out))
     assert resumed.keys() == full.keys()
-    for run in full:  # same epochs and best epochs; metrics equal up to float32 rounding of the label/feature batches
-        (a,), (b,) = resumed[run], full[run]
-        assert {k: v for k, v in a.items() if k != "test"} == {k: v for k, v in b.items() if k != "test"}
-        assert a["test"] == pytest.approx(b["test"], rel=1e-5, abs=1e-6)
+    assert resumed == full  # the same epochs, best epochs and metrics, bit for bit (features computed == cached)
     assert len(json.loads((again / "run.json").read_text())["invocations"]) == 2
 
 

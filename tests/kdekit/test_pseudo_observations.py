@@ -1,0 +1,100 @@
+"""kdekit.pseudo_observations (the seed's upsampling) on every backend: the cpp kernel ``kdekit::subset_means``
+(partial selection) chooses the same annotator subsets as the torch path's stable argsort for the same generator
+state, with the same gradients; ties go to the lower annotator index; gradients stay finite where the ratings'
+spread is 0 (one annotator, or all agree)."""
+import pytest
+import torch
+
+import kdekit
+from kdekit import _ext
+
+pytestmark = pytest.mark.skipif(not _ext.LOADED, reason=f"kdekit._C not built: {_ext.LOAD_ERROR}")
+ops = torch.ops.kdekit
+TOL = {torch.float64: dict(rtol=1e-12, atol=1e-14), torch.float32: dict(rtol=1e-5, atol=1e-6),
+       torch.float16: dict(rtol=1e-2, atol=2e-3)}
+
+
+def _ratings(U, A, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    r = (2 * torch.rand(U, A, 2, generator=g, dtype=torch.float64) - 1).to(dtype)
+    r[0, : A // 2] = float("nan")  # missing annotators
+    if U > 1:
+        r[1] = float("nan")  # no annotator at all
+    return r
+
+
+def _observations(backend, ratings, n, seed, grad):
+    r = ratings.detach().clone().requires_grad_()
+    with kdekit.use_backend(backend):
+        obs = kdekit.pseudo_observations(r, n, generator=torch.Generator().manual_seed(seed))
+    (gr,) = torch.autograd.grad((obs.nan_to_num() * grad).sum(), r)
+    return obs, gr
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("A", [1, 2, 8, 24, 25, 300])  # rank counting up to 24 annotators, nth_element beyond
+def test_cpp_equals_torch_for_the_same_generator_state(dtype, A):
+    ratings = _ratings(6, A, dtype, seed=A)
+    grad = torch.randn(6, 50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
+    want, want_grad = _observations("torch", ratings, 50, 7, grad)
+    got, got_grad = _observations("cpp", ratings, 50, 7, grad)
+    torch.testing.assert_close(got, want, equal_nan=True, **TOL[dtype])
+    torch.testing.assert_close(got_grad, want_grad, **TOL[dtype])
+    assert torch.isfinite(got_grad).all()
+    assert torch.isnan(got[1]).all() and torch.isfinite(got[0]).all()
+
+
+def _stable_argsort_means(ratings, keys, size):
+    order = keys.argsort(dim=-1, stable=True)
+    A = ratings.shape[1]
+    first = (torch.arange(A) < size[..., None]).to(ratings.dtype)
+    chosen = torch.zeros_like(first).scatter_(-1, order, first)
+    return torch.einsum("una,uad->und", chosen, ratings) / size[..., None].to(ratings.dtype)
+
+
+@pytest.mark.parametrize("A", [6, 40])
+def test_ties_go_to_the_lower_index(A):
+    g = torch.Generator().manual_seed(A)
+    ratings = torch.randn(3, A, 2, generator=g, dtype=torch.float64)
+    keys = (torch.randint(0, 3, (3, 20, A), generator=g) / 4.0).float()  # many equal keys
+    size = torch.randint(1, A + 1, (3, 20), generator=g)
+    out = torch.full((3, 20, 2), float("nan"), dtype=torch.float64)
+    out.copy_(ops.subset_means(ratings, keys, size)[0])
+    torch.testing.assert_close(out, _stable_argsort_means(ratings, keys, size), rtol=1e-13, atol=1e-15)
+
+
+def test_gradcheck_subset_means():
+    g = torch.Generator().manual_seed(3)
+    ratings = torch.randn(2, 30, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    keys = torch.rand(2, 7, 30, generator=g)
+    size = torch.randint(1, 31, (2, 7), generator=g)
+    assert torch.autograd.gradcheck(lambda r: ops.subset_means(r, keys, size)[0], (ratings,))
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_zero_spread_gives_finite_gradients(backend):
+    """One annotator or unanimous annotators: no noise (sd 0) and finite gradients (sqrt's slope at 0 is not used)."""
+    ratings = torch.tensor([[[0.3, -0.2]], [[0.5, 0.5]]], dtype=torch.float64)
+    unanimous = torch.tensor([[[0.1, 0.4]] * 5], dtype=torch.float64)
+    for r in (ratings, unanimous):
+        r = r.clone().requires_grad_()
+        with kdekit.use_backend(backend):
+            obs = kdekit.pseudo_observations(r, 30, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(obs, r.detach()[:, :1].expand_as(obs), rtol=0, atol=1e-11)
+        (gr,) = torch.autograd.grad(obs.sum(), r)
+        assert torch.isfinite(gr).all()
+        torch.testing.assert_close(gr.sum(1), torch.full_like(gr.sum(1), 30.0))
+
+
+def test_bad_arguments_name_the_argument():
+    r = torch.randn(2, 5, 2, dtype=torch.float64)
+    keys = torch.rand(2, 4, 5)
+    size = torch.ones(2, 4, dtype=torch.long)
+    with pytest.raises(RuntimeError, match="keys must be float32"):
+        ops.subset_means(r, keys.double(), size)
+    with pytest.raises(RuntimeError, match="size must be in"):
+        ops.subset_means(r, keys, size * 6)
+    with pytest.raises(RuntimeError, match="ratings must be"):
+        ops.subset_means(r[..., :1], keys, size)
+    with pytest.raises(RuntimeError, match="keys must be >= 0"):
+        ops.subset_means(r, -keys, size)
