@@ -2,6 +2,7 @@
 learning rate, schedule, epochs, batch size, seeds, layers, model ids, data processing) is checked against the table
 below, written from the papers' text (``../shared/papers``; section numbers in the comments). A value the paper does
 not state is not in the table (the config says "ours" for it)."""
+import numpy as np
 import pytest
 
 from sermodels.recipes import load_config
@@ -102,3 +103,101 @@ def test_only_paper_000_schedules_on_plateau_and_only_paper_001_is_one_cycle():
     names = {r: load_config(r, "paper").train.scheduler.name for r in PAPERS}
     assert names == {"annotators": "plateau", "label_embedding": "onecycle", "distilled": "none",
                      "continual": "none", "emotion_share": "none"}
+
+
+# ------------------------------------------------------------------ the paper configs run, on the papers' model ids
+# ``paper_hub`` (conftest.py) serves tiny random-init models of the same architectures under the papers' exact hub
+# ids, so these runs go through the real ``from_pretrained`` code with HF_HUB_OFFLINE=1.
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_continual_paper_config_on_three_corpus_layouts_with_length_memory_and_t_test_marks(paper_hub, tmp_path,
+                                                                                            capsys):
+    import json
+
+    from sermodels.cli import main
+    from sermodels.data.synthetic import write_synthetic_corpus
+
+    root = tmp_path / "data"
+    for i, name in enumerate(("msp-podcast", "msp-improv", "iemocap")):  # clips of 2.5-5 s: the 3-30 s filter bites
+        write_synthetic_corpus(root / name, fmt=name, n_utterances=40, n_annotators=4, seed=i, engine="numpy",
+                               clip_seconds=(2.5, 5.0))
+    out = tmp_path / "run"
+    args = ["train", "continual", "--config", "paper", "--data-root", str(root), "--output-dir", str(out),
+            "seeds=[0,1,2]", "train.epochs=2", "train.memory.size=8", "eval.sampling_study=[length]"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    names = ["msp-podcast", "msp-improv", "iemocap"]
+    # Table 1: the 3-30 s filter left fewer utterances than written, in every partition of every corpus
+    sizes = results["sizes"]
+    assert set(sizes) == set(names) and all(0 < sum(sizes[n].values()) < 40 for n in names)
+    assert all(results["label_scales"][n]["how"] == "dataset" for n in names)
+    # the length-based memory is filled on every corpus it follows, for every seed
+    assert all(len(per) >= 2 and all(v > 0 for v in per.values()) for per in results["memory_sizes"]["exper:length"])
+    # the t-tests of Tables 2 and 3 and their marks in the printed tables
+    tests = results["t_tests"]
+    assert set(tests) == {"exper:random vs finetune:random", "gem:random vs finetune:random",
+                          "exper:length vs exper:random"}
+    assert "paired two-sided t-test over 3 seeds, alpha 0.05" in printed
+    table2 = printed[printed.index("Table 2"):].split("\n\n")[0]
+    table3 = printed[printed.index("Table 3"):].split("\n\n")[0]
+    marks = 0
+    for line in table2.splitlines()[3:]:
+        cells = line.split()
+        if cells[1] not in ("ExpeR", "GEM"):
+            continue
+        method = "exper" if cells[1] == "ExpeR" else "gem"
+        got = tests[f"{method}:random vs finetune:random"][cells[0]]
+        for cell, (n, m) in zip(cells[2:], [(n, m) for n in names for m in ("act_ccc", "act_uar")]):
+            mark = got[n][m]["mark"]
+            assert mark in ("", "*", "†") and cell.endswith(mark) and (mark or cell[-1].isdigit())
+            marks += bool(mark)
+    p_values = [t["p"] for stage in tests["exper:length vs exper:random"].values() for c in stage.values()
+                for t in c.values()]
+    assert all(0 <= p <= 1 for p in p_values if p == p) and any(p == p for p in p_values)
+    assert "Length" in table3 and ("↑" in table3 or "↓" in table3)
+
+
+def test_continual_tables_mark_what_the_paired_t_test_finds():
+    """Tables 2 and 3 of paper 003: * where ExpeR / GEM (Table 2) or a sampling strategy (Table 3) is significantly
+    better than its reference over the seeds, † where it is significantly worse, nothing otherwise."""
+    from sermodels.recipes import continual
+
+    cfg = load_config("continual", "paper", ["eval.sampling_study=[length]"])
+    names = ["msp-podcast", "msp-improv", "iemocap"]
+    noise = [0.0, 0.011, -0.007, 0.004, -0.009]  # five seeds
+
+    def runs(shift):  # per seed: {stage: {corpus: metrics}}, activation CCC moved by shift[corpus] after stage P
+        return [{stage: {n: {"act_ccc": 0.4 + e + (shift.get(n, 0.0) if stage != "P" else 0.0) + 0.001 * k,
+                             "act_uar": 0.5 + 0.5 * e, "val_ccc": 0.3, "val_uar": 0.4} for k, n in enumerate(names)}
+                 for stage in ("P", "P+M", "P+M+I")} for e in noise]
+
+    per_seed = {"finetune:random": runs({}), "exper:random": runs({"msp-podcast": 0.2}),
+                "gem:random": runs({"msp-podcast": -0.2}), "exper:length": runs({"msp-podcast": 0.25,
+                                                                                  "msp-improv": -0.1})}
+    results = {"summary": continual._summarise(per_seed, cfg.eval.std_ddof), "per_seed": per_seed,
+               "t_tests": continual.t_tests(cfg, per_seed, "random")}
+    text = continual.tables(cfg, results)
+    table2 = text[text.index("Table 2"):].split("\n\n")[0].splitlines()
+    rows = {(line.split()[0], line.split()[1]): line.split()[2:] for line in table2[3:] if line[:1] in "P"}
+    for stage in ("P+M", "P+M+I"):
+        assert rows[(stage, "ExpeR")][0].endswith("*") and rows[(stage, "GEM")][0].endswith("†")
+        assert rows[(stage, "Finetuning")][0][-1].isdigit()
+        assert all(c[-1].isdigit() for c in rows[(stage, "ExpeR")][1:] + rows[(stage, "GEM")][1:])
+    assert "* significant improvement vs Finetuning, † significant decline" in text
+    table3 = text[text.index("Table 3"):].split("\n\n")[0].splitlines()
+    length = [line.split() for line in table3 if "Length" in line]
+    assert [r[2] for r in length] == ["0.050↑*"] * 2 and [r[4] for r in length] == ["0.100↓†"] * 2
+    assert all(r[3][-1] in "↑↓" and r[5][-1] in "↑↓" for r in length)  # equal UAR: no mark
+    # the std over seeds is the sample std (ddof 1)
+    assert f"+-{np.std([0.4 + e for e in noise], ddof=1):.3f}" in table2[3]
