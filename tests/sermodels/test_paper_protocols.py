@@ -201,3 +201,39 @@ def test_continual_tables_mark_what_the_paired_t_test_finds():
     assert all(r[3][-1] in "↑↓" and r[5][-1] in "↑↓" for r in length)  # equal UAR: no mark
     # the std over seeds is the sample std (ddof 1)
     assert f"+-{np.std([0.4 + e for e in noise], ddof=1):.3f}" in table2[3]
+
+
+def test_distilled_paper_config_on_the_papers_checkpoints(paper_hub, tmp_path, capsys):
+    """Paper 002 with its model ids: w2v2-L-robust pruned to its first 12 of 24 layers, HuBERT base, DistilHuBERT,
+    TinyBERT; Table 1 (Audio and Audio + Text rows per model), Figure 2 (HuBERT base layer weights), Figure 3
+    (FT vs FT=>FRZ valence gain) and Table 2 (Whisper transcripts with their WER)."""
+    from sermodels.data.synthetic import write_synthetic_corpus
+    from sermodels.recipes import get_recipe
+
+    root = tmp_path / "podcast"
+    write_synthetic_corpus(root, fmt="msp-podcast", n_utterances=32, n_annotators=4, seed=3, engine="numpy")
+    cfg = load_config("distilled", "paper", ["train.epochs=1"])
+    out = tmp_path / "run"
+    res = get_recipe("distilled").run(cfg, corpus="msp-podcast", data_root=str(root), out_dir=out)
+    printed = capsys.readouterr().out
+    names = ["w2v2-L-robust(p)", "HuBERT base", "DistilHuBERT"]
+    table1 = printed[printed.index("Table 1"):].split("\n\n")[0].splitlines()
+    assert [line[:len("Audio + Text")].strip() for line in table1[3:]] == ["Audio"] * 3 + ["Audio + Text"] * 3
+    for name in names:
+        assert sum(name in line for line in table1[3:]) == 2, table1
+        assert all(isinstance(v, float) for v in res["rows"][f"audio, {name}"]["seen"].values())
+    # w2v2-L-robust(p) keeps 12 of its 24 layers: as many parameters as HuBERT base at the same widths (unpruned:
+    # about twice as many); HuBERT base's 12 layers + the CNN output give Figure 2 its 13 weights
+    robust, hubert = res["rows"]["audio, w2v2-L-robust(p)"], res["rows"]["audio, HuBERT base"]
+    assert robust["params_M"] == pytest.approx(hubert["params_M"], rel=0.05)  # 12 layers each, same widths
+    assert res["layer_model"] == "HuBERT base"
+    assert {len(w) for w in res["layer_importance"].values()} == {13}
+    assert set(res["valence_gain"]) == set(names) and (out / "valence_gain.png").is_file()
+    assert (out / "layer_importance.png").is_file()
+    text = (out / "table.txt").read_text()
+    table2 = text[text.index("Table 2"):].split("\n\n")[0].splitlines()
+    assert [line.split("  ")[0].strip() for line in table2[3:]] == ["Human", "Whisper base", "Whisper tiny"]
+    assert "DistilHuBERT" in table2[0]
+    for model in ("openai/whisper-base", "openai/whisper-tiny"):
+        wer = res["asr"]["rows"][model]["wer"]
+        assert wer > 0 and f"{100 * wer:.1f}%" in printed  # random-init Whisper: its transcripts are wrong
