@@ -391,23 +391,25 @@ def tables(cfg: Config, results: Dict[str, Any]) -> str:
         rows += [[name, f"{ua:.2f}", f"{wa:.2f}"] for name, ua, wa in RECENT_WORK[2:]]
         out.append(format_table("Table 2: comparison with recent work (other rows as quoted in paper 001)",
                                 ["Approach", "UA [%]", "WA [%]"], rows))
-    table4 = results.get("table4")
-    if table4:
+    table4 = ""
+    if results.get("table4"):
         rows = []
-        for r in table4:
+        for r in results["table4"]:
             label = set(r["label"])
             rows.append([r["set"], ", ".join(r["label"])] + [f"[{w}]" if w.lower() in label else w
                                                             for w in r["neighbours"]])
-        out.append(format_table("Table 4: top 5 nearest neighbours of target labels", ["Set", "Label", "1st", "2nd",
-                                                                                        "3rd", "4th", "5th"], rows,
-                                "[word] = a word of the target label (bold in the paper)"))
+        table4 = format_table("Table 4: top 5 nearest neighbours of target labels", ["Set", "Label", "1st", "2nd",
+                                                                                      "3rd", "4th", "5th"], rows,
+                              "[word] = a word of the target label (bold in the paper)")
     if not trained:
+        out += [table4] if table4 else []
         out.append(f"Tables 3, 5 and 6 report the models trained with eval.analysis_loss={loss} (the paper's choice), "
                    f"which train.losses {losses} does not include")
         return "\n\n".join(out)
     rows = [[m] + [cell(f"{m}_{loss}", f"cos_{s}") for s in SETS] for m in trained]
     out.append(format_table(f"Table 3: average cosine similarity across the label sets ({loss})",
                             ["Model", *SETS], rows))
+    out += [table4] if table4 else []
     rows = []
     for m in trained:
         nb = neighbours.get(f"{m}_{loss}", {})

@@ -237,3 +237,43 @@ def test_distilled_paper_config_on_the_papers_checkpoints(paper_hub, tmp_path, c
     for model in ("openai/whisper-base", "openai/whisper-tiny"):
         wer = res["asr"]["rows"][model]["wer"]
         assert wer > 0 and f"{100 * wer:.1f}%" in printed  # random-init Whisper: its transcripts are wrong
+
+
+def test_label_embedding_paper_config_tables_1_to_6(paper_hub, tmp_path):
+    """Paper 001 with its wav2vec2-large-960h-lv60-self layer 14 (a 24-layer stand-in), the one-cycle schedule at
+    2e-3 for the embedding models and 2e-4 for the baseline, and Tables 1-6 (Tables 2, 3, 5 and 6 from the log-cosh
+    models). Offline deviations: GloVe 6B 50-d in place of the 840B vectors, two folds, two losses, one epoch."""
+    import csv
+
+    from sermodels.data.synthetic import write_synthetic_corpus
+    from sermodels.recipes import get_recipe
+
+    root = tmp_path / "iemocap"
+    write_synthetic_corpus(root, fmt="iemocap", n_utterances=40, n_annotators=4, seed=5, engine="numpy")
+    cfg = load_config("label_embedding", "paper", ["data.labels.embeddings=glove", "data.max_folds=2",
+                                                   "train.losses=[mse,logcosh]", "train.epochs=2"])
+    out = tmp_path / "run"
+    res = get_recipe("label_embedding").run(cfg, corpus="iemocap", data_root=str(root), out_dir=out)
+    text = (out / "table.txt").read_text()
+    tables = {t.split(":")[0]: t for t in text.split("\n\n") if t.startswith("Table")}
+    assert list(tables) == [f"Table {i}" for i in range(1, 7)]
+    assert all(f"({'logcosh'}" in tables[t] for t in ("Table 3", "Table 5", "Table 6"))
+    m1 = res["summary"]["M1_logcosh"]
+    row = next(line for line in tables["Table 2"].splitlines() if "this run" in line)
+    assert f"{100 * m1['UA']:.2f}" in row and f"{100 * m1['WA']:.2f}" in row
+    assert "EPATA-TDNN w/ wav2vec (FT) [23]" in tables["Table 2"]
+    # Table 4: each S1 class word is its own nearest neighbour, marked as a word of the label
+    s1 = [line.split() for line in tables["Table 4"].splitlines() if line.startswith("S1")]
+    assert [r[1] for r in s1] == ["anger", "neutral", "happiness", "sadness"] and all(r[2] == f"[{r[1]}]" for r in s1)
+    assert all(len(r["neighbours"]) == 5 for r in res["table4"]) and {r["set"] for r in res["table4"]} >= {"S1", "S2"}
+    # one-cycle: the baseline's learning rate is a tenth of the embedding models' at every step
+    folds = sorted(p.name for p in out.iterdir() if p.name.startswith("fold_"))
+    assert len(folds) == 2
+
+    def lrs(tag):
+        with open(out / folds[0] / tag / "seed0" / "metrics.csv", newline="") as f:
+            return [float(r["lr"]) for r in csv.DictReader(f)]
+
+    base, m1_lr = lrs("baseline_ce"), lrs("M1_logcosh")
+    assert len(base) == 2 and base[0] != base[1]  # scheduled, not constant
+    assert base == pytest.approx([x / 10 for x in m1_lr])
