@@ -277,3 +277,45 @@ def test_label_embedding_paper_config_tables_1_to_6(paper_hub, tmp_path):
     base, m1_lr = lrs("baseline_ce"), lrs("M1_logcosh")
     assert len(base) == 2 and base[0] != base[1]  # scheduled, not constant
     assert base == pytest.approx([x / 10 for x in m1_lr])
+
+
+def test_annotators_paper_config_table_1_and_the_ablation(paper_hub, tmp_path, capsys):
+    """Paper 000 with its checkpoints (wav2vec2-base, BERT L-4 H-512), per-dataset min-max scaling and the consensus
+    at bin positions [-1, -0.5, 0.5, 1]: Table 1's three rows and the section 4.2 ablation (Task 1 + KDE vs
+    DiffKDE). Shortened: one seed, two epochs."""
+    import json
+
+    from sermodels.cli import main
+    from sermodels.data.synthetic import write_synthetic_corpus
+
+    root = tmp_path / "improv"
+    write_synthetic_corpus(root, fmt="msp-improv", n_utterances=40, n_annotators=5, seed=2, engine="numpy")
+    out = tmp_path / "run"
+    assert main(["train", "annotators", "--config", "paper", "--data-root", str(root), "--output-dir", str(out),
+                 "seeds=[0]", "train.epochs=2", "train.early_stopping.min_epochs=1"]) == 0
+    table = (out / "table.txt").read_text()
+    assert "bin positions paper" in table
+    table1, ablation = table.split("\n\n")[:2]
+    assert [line.split()[0] for line in table1.splitlines()[3:6]] == ["baseline", "mt", "onehot"]
+    assert ablation.startswith("Ablation (section 4.2)")
+    assert [line[:18].strip() for line in ablation.splitlines() if line.startswith("Task 1")] == [
+        "Task 1 + KDE", "Task 1 + DiffKDE", "Task 1+2 + DiffKDE"]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["runs"]) == {"baseline", "mt", "onehot", "mt_task1"}
+    # labels scaled by the corpus' own lowest and highest rating, per dimension
+    scale = json.loads((out / "label_scale.json").read_text())
+    assert scale["how"] == "dataset" and all(lo >= 1 and hi <= 5 for lo, hi in scale["ranges"].values())
+
+
+def test_annotators_take_the_offline_model_specs(tmp_path):
+    """``tiny:<arch>`` random-init encoders and ``minilm`` (the packaged all-MiniLM-L6-v2) work in the annotators
+    recipe as in the others."""
+    from sermodels.data.synthetic import write_synthetic_corpus
+    from sermodels.recipes.annotators import features
+
+    utts = write_synthetic_corpus(tmp_path / "improv", fmt="msp-improv", n_utterances=4, n_annotators=3, seed=0,
+                                  engine="numpy")
+    cfg = load_config("annotators", None, ["features.audio_model=tiny:hubert", "features.text_model=minilm"])
+    got = features(utts, cfg.features, str(tmp_path / "cache"), "cpu", False)
+    assert got["audio"].shape[0] == 4 and got["text"].shape == (4, 384)  # MiniLM-L6: 384-d
+    assert (tmp_path / "tiny_models").is_dir() and got["audio"].std() > 0
