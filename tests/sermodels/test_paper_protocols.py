@@ -319,3 +319,24 @@ def test_annotators_take_the_offline_model_specs(tmp_path):
     got = features(utts, cfg.features, str(tmp_path / "cache"), "cpu", False)
     assert got["audio"].shape[0] == 4 and got["text"].shape == (4, 384)  # MiniLM-L6: 384-d
     assert (tmp_path / "tiny_models").is_dir() and got["audio"].std() > 0
+
+
+def test_emotion_share_paper_config_one_model_per_emotion_on_the_papers_features(paper_hub, tmp_path):
+    """Paper 004's protocol (2-layer LSTM, attention scaled by W_l, one model per emotion) on HuBERT (Large): Table 1's
+    rows, Table 2, Figures 2 and 3. Shortened: one of the five feature sets (the others: test_recipes_cli.py), one
+    epoch, narrower layers (the paper's CNN 768-384-192 and LSTM 512 make 18 models take a minute here)."""
+    from sermodels.data.synthetic import write_synthetic_corpus
+    from sermodels.recipes import get_recipe
+
+    root = tmp_path / "share"
+    write_synthetic_corpus(root, fmt="compare-share", n_utterances=24, n_annotators=3, seed=4, engine="numpy")
+    cfg = load_config("emotion_share", "paper", ["features.audio_model=[facebook/hubert-large-ll60k]",
+                                                 "train.epochs=1", "model.channels=[32,24,16]",
+                                                 "model.lstm_hidden=16"])
+    out = tmp_path / "run"
+    res = get_recipe("emotion_share").run(cfg, corpus="compare-share", data_root=str(root), out_dir=out)
+    assert [r["key"] for r in res["rows"]] == [f"HuBERT (Large), Architecture {a}" for a in (1, 2)]
+    assert len([d for d in out.iterdir() if d.name.startswith("arch2_")]) == 9  # one model per emotion
+    text = (out / "table.txt").read_text()
+    assert "one model per emotion" in text and "HuBERT (Large)" in text.split("Table 2")[1]
+    assert (out / "scatter.png").is_file() and (out / "architectures.png").is_file()
