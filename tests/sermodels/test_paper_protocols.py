@@ -340,3 +340,28 @@ def test_emotion_share_paper_config_one_model_per_emotion_on_the_papers_features
     text = (out / "table.txt").read_text()
     assert "one model per emotion" in text and "HuBERT (Large)" in text.split("Table 2")[1]
     assert (out / "scatter.png").is_file() and (out / "architectures.png").is_file()
+
+
+def test_distilled_waveforms_follow_each_checkpoints_feature_extractor(paper_hub, tmp_path):
+    """DistilHuBERT and HuBERT base take the raw waveform without an attention mask; w2v2-L-robust normalises each
+    waveform to zero mean and unit variance and takes a mask (their feature extractor configs)."""
+    from sermodels.data.features import load_audio, load_audio_processor
+    from sermodels.data.labels import LabelScale
+    from sermodels.data.synthetic import write_synthetic_corpus
+    from sermodels.recipes.distilled import _attention_mask, _items
+
+    utts = write_synthetic_corpus(tmp_path / "podcast", fmt="msp-podcast", n_utterances=3, n_annotators=3, seed=0,
+                                  engine="numpy")
+    waves = {u.utterance_id: load_audio(u.audio_path, 16000) for u in utts}
+    scale = LabelScale({d: (1.0, 7.0) for d in ("activation", "valence", "dominance")})
+    for model_id, normalised in (("ntu-spml/distilhubert", False), ("facebook/hubert-base-ls960", False),
+                                 ("facebook/wav2vec2-large-robust", True)):
+        processor = load_audio_processor(model_id)
+        assert _attention_mask(processor) == normalised, model_id
+        item = _items(utts, scale, processor, None, 16, waves).items[0]
+        raw = waves[utts[0].utterance_id]
+        if normalised:
+            assert abs(float(item["wave"].mean())) < 1e-3 and float(item["wave"].std()) == pytest.approx(1, abs=1e-2)
+        else:
+            np.testing.assert_allclose(item["wave"].numpy(), raw, rtol=1e-6)
+        assert 0 <= float(item["y"].min()) and float(item["y"].max()) <= 1
