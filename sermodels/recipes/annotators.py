@@ -53,8 +53,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import evaluation as ev
 from .. import losses
-from ..config import (REPLACE, ConfigError, DataConfig, EarlyStoppingConfig, RecipeConfig, TrainConfig, from_dict,
-                      merge, to_dict)
+from ..config import (REPLACE, ConfigError, DataConfig, EarlyStoppingConfig, RecipeConfig, SchedulerConfig,
+                      TrainConfig, from_dict, merge, to_dict)
 from ..models import build_model
 from ..runs import data_fingerprint, read_config, say, write_json
 from ..train import DistInfo, Trainer, load_checkpoint, seed_everything
@@ -135,6 +135,10 @@ class DiffKDE:
 
 @dataclass
 class Train(TrainConfig):
+    """The paper's schedule by default: ReduceLROnPlateau (x0.1 after 5 epochs without improvement), early stopping
+    with patience 10 after at least 30 epochs (section 3.3)."""
+
+    scheduler: SchedulerConfig = field(default_factory=lambda: SchedulerConfig(name="plateau"))
     early_stopping: EarlyStoppingConfig = field(default_factory=lambda: EarlyStoppingConfig(patience=10,
                                                                                             min_epochs=30))
     tasks: List[Literal["baseline", "task1", "task2"]] = field(default_factory=lambda: ["task1", "task2"])

@@ -99,6 +99,14 @@ def test_paper_config_states_the_papers_protocol(recipe):
     assert not wrong, f"{recipe}_paper.yaml differs from the paper (config, paper): {wrong}"
 
 
+def test_annotators_defaults_are_its_papers_protocol():
+    """The annotators recipe's defaults are paper 000's protocol (its paper config restates them key by key)."""
+    defaults = load_config("annotators")
+    differ = {k: _get(defaults, k) for k, want in PAPERS["annotators"].items()
+              if k != "data.split" and _get(defaults, k) != want}
+    assert not differ, differ
+
+
 def test_only_paper_000_schedules_on_plateau_and_only_paper_001_is_one_cycle():
     names = {r: load_config(r, "paper").train.scheduler.name for r in PAPERS}
     assert names == {"annotators": "plateau", "label_embedding": "onecycle", "distilled": "none",
