@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] [--only W1,W2,W3,W4] [--device cpu|cuda] [--no-memory] [--no-record]``."""
+"""``python -m bench [--quick] [--only W1,W2,W3,W4,W5,W6] [--device cpu|cuda] [--threads N] [--items N]
+[--loop-items N] [--budget S] [--memory|--no-memory] [--out FILE|--no-record]``."""
 from bench.runner import main
 
 main()

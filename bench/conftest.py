@@ -1,8 +1,13 @@
-"""pytest-benchmark entry: ``pytest bench --benchmark-only`` times the registry cases.
+"""pytest-benchmark entry: ``pytest bench --benchmark-only`` times the registry cases, one case at a time.
+
+pytest-benchmark times one callable after another (no interleaved rounds, no peak memory): use it to compare a case
+across commits (``--benchmark-autosave`` / ``--benchmark-compare``). Side-by-side ratios come from ``python -m bench``,
+which times the contenders of a group in interleaved rounds (:mod:`bench.runner`).
 
 Sizes: ``smoke`` under ``--benchmark-disable`` (each case runs once, tiny inputs: the CI smoke test), else the
 preset named by ``KDEKIT_BENCH_MODE`` (``quick`` by default, or ``full``). The device is CUDA when available.
-The smoke run uses one torch thread.
+The smoke run uses one torch thread. Cases on a subset of their group's items (``extra_info["scale"] > 1``) are
+timed on that subset; multiply by ``scale`` for the whole set.
 """
 import os
 
@@ -52,7 +57,11 @@ def run_case(benchmark, fn, rounds: int = 3, warmup: bool = True):
 @pytest.fixture
 def run_registry_case(benchmark):
     def run(case: registry.Case):
-        benchmark.extra_info.update(items=case.items, total=case.total, scale=case.total / case.items)
-        run_case(benchmark, case.setup(), rounds=50 if case.workload == "W3" else 3, warmup=case.warmup)
+        benchmark.extra_info.update(items=case.items, total=case.total, scale=case.scale, calls=case.calls)
+        fn = case.setup()
+        if case.warmup_setup is not None and not getattr(benchmark, "disabled", False):
+            case.warmup_setup()()  # the contender's cheaper warm-up (a few items of the set), untimed
+        run_case(benchmark, fn, rounds=50 if case.workload == "W3" else 3,
+                 warmup=case.warmup and case.warmup_setup is None)
 
     return run

@@ -4,7 +4,7 @@
 #   2. builds kdekit._C with its CUDA kernels against the machine's torch (pip install --no-build-isolation -e .);
 #   3. runs every GPU test: pytest -m gpu (CUDA kernels vs CPU kernels and float64 references, every op and dtype,
 #      Triton compiled for the device);
-#   4. times W1-W4 with CUDA events (python -m bench --device cuda --quick) and profiles W1/W2 (python -m bench.profile);
+#   4. times W1-W6 side by side with CUDA events (python -m bench --device cuda --quick) and profiles W1/W2 (python -m bench.profile);
 #   5. optionally (GPU_CHECK_CPU_SUITE=1) the rest of tests/kdekit on the same machine (Triton interpreted, as in CI).
 # Logs (setup, build, tests), the results table and the built kdekit._C go to $OUT (default ./gpu_out); the summary is
 # printed last. GPU_CHECK_PREBUILT=path/to/_C*.so reuses a build of the same sources instead of building.

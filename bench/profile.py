@@ -19,16 +19,16 @@ SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsyn
 
 
 def _calls(device: str, only):
-    """(name, closure) pairs: W1 on the whole workload, W2 steps at float32 and float16."""
+    """(name, closure) pairs: W1 on the whole workload (pooled in the call), W2 steps at float32 and float16."""
     out = []
     if "W1" in only:
         sizes = registry.MODES["full"]
-        x, y = (t.to(device) for t in workloads.label_points(sizes.w1_batch))
-        out.append((f"W1 {sizes.w1_batch} x 200 points, grid {sizes.w1_grid}, float64",
-                    lambda: registry._kdekit_labels(x, y, sizes.w1_grid)))
+        x, y = (t.to(device) for t in workloads.label_points(sizes.w1_corpus))
+        out.append((f"W1 {sizes.w1_corpus} x 200 points, grid {sizes.w1_grid}, float64",
+                    lambda: registry.kdekit_labels(x, y, sizes.w1_grid)))
     if "W2" in only:
         for dtype in (torch.float32, torch.float16):
-            step = registry.w2_kdekit_step(32, 8, dtype, 64, device, backend="auto")
+            step = registry.w2_kdekit_step(32, 8, dtype, 64, device)
             out.append((f"W2 32 x 8, grid 64, {str(dtype)[6:]}, fwd+bwd", step))
     return out
 

@@ -1,6 +1,6 @@
 """W1 labels (hard histogram, float64, pooled 4x4): every contender of the registry on the same inputs.
 
-Sub-sampled contenders time ``items`` of ``total`` utterances; ``extra_info["scale"]`` converts to the whole
+Contenders on a subset time ``items`` of the group's ``total`` items; ``extra_info["scale"]`` converts to the whole
 workload (``python -m bench`` does that in its table).
 """
 WORKLOAD = "W1"

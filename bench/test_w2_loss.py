@@ -1,8 +1,5 @@
-"""W2 training loss (soft histogram, forward + backward): every contender of the registry on the same inputs.
-
-Sub-sampled contenders time ``items`` of ``total`` utterances; ``extra_info["scale"]`` converts to the whole
-workload (``python -m bench`` does that in its table).
-"""
+"""W2 training loss (soft histogram, forward + backward): every contender of the registry on the same inputs and the
+same generator seed (reseeded at every call)."""
 WORKLOAD = "W2"
 
 

@@ -1,8 +1,4 @@
-"""W3 metrics (CCC, JSD, TVD): every contender of the registry on the same inputs.
-
-Sub-sampled contenders time ``items`` of ``total`` utterances; ``extra_info["scale"]`` converts to the whole
-workload (``python -m bench`` does that in its table).
-"""
+"""W3 metrics (CCC, JSD, TVD): every contender of the registry on the same inputs."""
 WORKLOAD = "W3"
 
 

@@ -2,6 +2,10 @@
 
 All inputs are CPU tensors; the registry moves them to the benchmark device before timing. Ratings and predictions
 live on [-1, 1] (row = activation, column = valence), ``NaN`` marks a missing annotator.
+
+Item sets: W1's corpus is :func:`label_points` of ``corpus`` utterances (1300); a smaller item set (quick mode, the
+memory sweep) is a spread subset of that corpus (:func:`spread`), and a slow contender's subset is every k-th item of
+the item set (:func:`every_kth`), so that every contender works on items of the same set.
 """
 from __future__ import annotations
 
@@ -19,6 +23,34 @@ LIKERT = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0])
 
 def _generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(SEED + hash(key) % 2**31)  # int-tuple hashes are not salted
+
+
+def spread(total: int, count: int) -> torch.Tensor:
+    """Indices of ``count`` items spread evenly over ``range(total)``: ``floor(i * total / count)`` (every
+    ``total/count``-th item; all of them when ``count >= total``)."""
+    count = min(count, total)
+    return (torch.arange(count) * total) // count
+
+
+def every_kth(items: int, about: int) -> torch.Tensor:
+    """Indices ``0, k, 2k, ...`` of ``items`` with ``k = max(1, round(items / about))``: about ``about`` items spread
+    over the whole set (1300 items, about 100: every 13th, 100 items)."""
+    k = max(1, round(items / max(1, about)))
+    return torch.arange(0, items, k)
+
+
+@functools.lru_cache(maxsize=None)
+def label_item_set(corpus: int, items: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W1 item set: ``items`` utterances spread over a corpus of ``corpus`` (all of it when ``items >= corpus``).
+
+    Returns ``(x, y, a, v)``: the ``(items, 200)`` float64 pseudo-observations (the points every points-input contender
+    gets) and the ``(items, max_raters)`` ratings they were drawn from (labels_from_ratings' input)."""
+    x, y = label_points(corpus)
+    a, v = likert_ratings(corpus)
+    if items >= corpus:
+        return x, y, a, v
+    idx = spread(corpus, items)
+    return x[idx], y[idx], a[idx], v[idx]
 
 
 @functools.lru_cache(maxsize=None)

@@ -7,10 +7,12 @@ dozen epochs, one thread, fixed seeds (so every run gives the same numbers); eac
 
 What each test asserts (chance level; asserted margin; value measured on the fixed seeds):
 
-- annotators, MT model (Task 1 + 2), msp-improv layout, 96 utterances, test speakers F04 M05: annotator-level
-  activation CCC (chance 0; >= 0.35; 0.56), activation CCC of the predicted 4x4 tables (0; >= 0.35; 0.53), and
-  TVD of the 4x4 tables against the TVD of the best constant table, the mean training target (0.72; at
-  least 0.03 lower; 0.63).
+- annotators, MT model (Task 1 + 2), msp-improv layout, 96 utterances, test speakers F04 M05, Adam with a one-cycle
+  schedule over 40 epochs (the plateau schedule cuts the rate before this small model fits the unnormalised log-mel
+  features: the margins below then hang on the random seed): annotator-level activation CCC (chance 0; >= 0.35;
+  0.55, 0.49-0.55 over random seeds 0-3), activation CCC of the predicted 4x4 tables (0; >= 0.35; 0.51, 0.40-0.51),
+  and TVD of the 4x4 tables against the TVD of the best constant table, the mean training target (0.715; at least
+  0.03 lower; 0.64, 0.64-0.67).
 - label_embedding, M1 (S1 targets, MSE), iemocap layout, 100 utterances, test session Ses01: UA of the class decoded
   by cosine nearest neighbour (chance 0.25; >= 0.5; 0.90).
 - distilled, fine-tuned audio model, msp-podcast layout, 120 utterances: arousal CCC on test1 (seen) and test2
@@ -78,7 +80,8 @@ def test_annotators_learn_activation_and_distributions(tmp_path, capsys):
     run = tmp_path / "run"
     results = train("annotators", "msp-improv", root, run, "--run", "mt", "seeds=[0]", "model.hidden=32",
                     "features.audio_model=logmel", "features.text_model=null", f"features.cache_dir={cache}",
-                    "train.optimizer=adam", "train.lr=0.003", "train.epochs=30", "train.early_stopping.min_epochs=30",
+                    "train.optimizer=adam", "train.lr=0.003", "train.scheduler.name=onecycle", "train.epochs=40",
+                    "train.early_stopping.min_epochs=40",
                     "data.labels.grid=64", "eval.histograms=[soft]", "eval.ks=[4]", "train.diffkde.n_pseudo=50",
                     "train.progress=false")
     printed = capsys.readouterr().out

@@ -6,7 +6,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .._checks import compute_dtype
+from .._checks import compute_dtype, finite_items
 from ..dct import dct, idct
 from ..hard_histogram import hard_histogram1d
 from ..soft_histogram import soft_histogram1d
@@ -75,7 +75,7 @@ def _kde1d_chunk(batch: Binned, opts: Options):
     density = idct(a_raw * g) * torch.where(finite_scale, scale, 1.0)[:, None]
     if not bool(finite_scale.all()):  # limits too narrow for the dtype: the density overflows, without a gradient
         density = torch.where(finite_scale[:, None], density, density.detach() * scale.detach()[:, None])
-    status = torch.where(ok & ~torch.isfinite(density.detach()).all(1), int(KDEStatus.NON_FINITE_DENSITY), status)
+    status = torch.where(ok & ~finite_items(density), int(KDEStatus.NON_FINITE_DENSITY), status)
     flat = (1 / width)[:, None].expand_as(density)
     density = torch.where(ok[:, None], density, flat)
     if opts.clip_negative:

@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..._backend import select
-from .._checks import compute_dtype
+from .._checks import compute_dtype, finite_items
 from ..dct import dct, dct2, idct, idct2
 from ..hard_histogram import hard_histogram2d
 from ..pooling import pool_density
@@ -183,7 +183,7 @@ def _kde2d_chunk(batch: Binned, opts: Options):
         total = blocks.sum((1, 2), keepdim=True)  # items that get the flat table below: 1, so no 0/0 in the backward
         density = blocks / torch.where(ok[:, None, None], total, 1.0)
         flat = torch.full_like(density, 1 / pool**2)
-    bad_density = ok & ~torch.isfinite(density.detach()).flatten(1).all(1)
+    bad_density = ok & ~finite_items(density)
     status = torch.where(bad_density, int(KDEStatus.NON_FINITE_DENSITY), status)
     if not bool(ok.all()):
         density = torch.where(ok[:, None, None], density, flat)
@@ -323,7 +323,7 @@ def _kde2d_points_cpp(points: Points, opts: Options) -> KDE2dResult:
     bandwidth = torch.stack([times[:, 2].sqrt() * width[:, 0], times[:, 1].sqrt() * width[:, 1]], 1)
     t = times[:, 0]
     solved = kstatus == int(KernelStatus.OK)
-    status = torch.where(solved & ~torch.isfinite(density).flatten(1).all(1), int(KDEStatus.NON_FINITE_DENSITY),
+    status = torch.where(solved & ~finite_items(density), int(KDEStatus.NON_FINITE_DENSITY),
                          int(KDEStatus.BRENTQ))
     if not bool(solved.all()):
         idx = (~solved).nonzero().squeeze(-1)
@@ -376,7 +376,7 @@ def _kde2d_soft_pooled_cpp(points: Points, opts: Options, sharpness: float) -> K
     bandwidth = torch.stack([times[:, 2].sqrt() * width[:, 0], times[:, 1].sqrt() * width[:, 1]], 1)
     t = times[:, 0] if opts.implicit_grad else times[:, 0].detach()
     status = torch.full_like(kstatus, int(KDEStatus.BRENTQ), dtype=torch.int64)
-    done = (kstatus == int(KernelStatus.OK)) & torch.isfinite(blocks.detach()).flatten(1).all(1)
+    done = (kstatus == int(KernelStatus.OK)) & finite_items(blocks)
     if not bool(done.all()):
         idx = (~done).nonzero().squeeze(-1)
         sub = _kde2d_points_torch(points.take(idx), opts, "soft", sharpness)
