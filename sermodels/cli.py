@@ -10,8 +10,8 @@
     sermodels predict RUN_DIR FILE.wav ... [--transcript TEXT ...] [--run NAME] [--seed N] [--out DIR]
     sermodels plot RUN_DIR [--out DIR]
     sermodels labels --corpus NAME --data-root DIR --out FILE.pt [--range LO HI] [--split SCHEME|FILE] [--k 4]
-                     [--grid 512] [--seed 0] [--min-annotators 2] [--chunk-size 4096]
-    sermodels features --corpus NAME --data-root DIR --cache-dir DIR [--audio-model ID|PATH|logmel|mfcc|none]
+                     [--grid 512] [--seed 0] [--min-annotators 2] [--scaling dataset|scale] [--chunk-size 4096]
+    sermodels features --corpus NAME --data-root DIR --cache-dir DIR [--audio-model ID|PATH|logmel|fbank40|mfcc|none]
                        [--text-model ID|PATH|none] ...
     sermodels synth --corpus NAME --out DIR [--utterances N] [--annotators N] [--seconds 2 6] [--seed S] ...
     sermodels demo [--out DIR] [--seeds N]
@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", choices=list(RECIPES))
     t.add_argument("--corpus", help="corpus name (sets data.corpus)")
     t.add_argument("--data-root", help="path of the corpus on disk (sets data.root)")
-    t.add_argument("--config", help="YAML config merged over the recipe's defaults")
+    t.add_argument("--config", help="YAML config merged over the recipe's defaults, or a shipped config by name "
+                                    "(paper: the paper's protocol)")
     t.add_argument("--output-dir", help="run folder (default: runs/<recipe>)")
     t.add_argument("--run", action="append", help="train only this named run of the config (repeatable; results "
                                                   "merge into the folder's results.json)")
@@ -88,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     csub = c.add_subparsers(dest="action", required=True)
     show = csub.add_parser("show", help="the effective config: defaults, --config, overrides")
     show.add_argument("recipe", choices=list(RECIPES))
-    show.add_argument("--config", help="YAML config merged over the defaults")
+    show.add_argument("--config", help="YAML config merged over the defaults, or a shipped config by name (paper)")
     show.add_argument("overrides", nargs="*", metavar="key=value")
 
     e = sub.add_parser("evaluate", help="print a finished run's tables, or evaluate its models on a partition of a "
@@ -123,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("--seed", type=int, default=0)
     lab.add_argument("--split", help="split scheme or split file (.json/.csv) whose partition each utterance gets")
     lab.add_argument("--min-annotators", type=int, default=2)
+    lab.add_argument("--scaling", choices=("dataset", "scale"), default="dataset",
+                     help="what maps onto [-1, 1] per dimension: the corpus' own lowest and highest rating (dataset, "
+                          "papers 000/003 and the annotators recipe's default) or the rating scale's ends (scale)")
     lab.add_argument("--chunk-size", type=int, default=LABEL_CHUNK,
                      help=f"utterances per KDE chunk: bounds the memory (default {LABEL_CHUNK})")
 
@@ -132,7 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--data-root", required=True)
     f.add_argument("--cache-dir", required=True)
     f.add_argument("--audio-model", default="facebook/wav2vec2-base",
-                   help="transformers model id or folder, or a built-in front end: logmel, mfcc; none = no audio")
+                   help="transformers model id or folder, or a built-in front end: logmel, fbank40, mfcc; none = no "
+                        "audio")
     f.add_argument("--audio-layer", type=int, default=-1)
     f.add_argument("--audio-pooling", default="mean")
     f.add_argument("--text-model", default="google/bert_uncased_L-4_H-512_A-8",
@@ -261,8 +266,10 @@ def _labels(args) -> int:
                  make_splits(utts, corpus.name, scheme=scheme, split_file=split_file).items() for u in members}
         splits = [where.get(u.utterance_id) for u in utts]
     index = L.AnnotatorIndex.from_utterances(utts)
-    ratings, ids = L.ratings_tensor(utts, corpus, index=index)
-    targets, status = L.distribution_targets(utts, corpus, k=args.k, seed=args.seed, grid=args.grid,
+    scale = L.label_scale(utts, corpus, args.scaling, key="--scaling")
+    print(f"labels: {scale.describe()}")
+    ratings, ids = L.ratings_tensor(utts, scale, index=index)
+    targets, status = L.distribution_targets(utts, scale, k=args.k, seed=args.seed, grid=args.grid,
                                              return_status=True, chunk_size=args.chunk_size, progress=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -270,10 +277,12 @@ def _labels(args) -> int:
     torch.save({"utterance_ids": [u.utterance_id for u in utts], "splits": splits,
                 "ratings": torch.as_tensor(ratings), "annotator_ids": torch.as_tensor(ids),
                 "targets": torch.as_tensor(targets), "status": torch.as_tensor(status), "annotators": list(index.ids),
-                "rating_range": list(corpus.rating_range), "k": args.k, "grid": args.grid, "seed": args.seed}, tmp)
+                "rating_range": list(corpus.rating_range), "label_scale": scale.to_dict(), "k": args.k,
+                "grid": args.grid, "seed": args.seed}, tmp)
     tmp.replace(out)
     print(f"wrote {out}: {len(utts)} utterances, {len(index)} annotators, {args.k}x{args.k} targets "
-          f"(ratings {corpus.rating_range[0]:g}..{corpus.rating_range[1]:g} scaled to [-1, 1])")
+          f"(ratings on the scale {corpus.rating_range[0]:g}..{corpus.rating_range[1]:g}, {args.scaling} min-max "
+          f"to [-1, 1])")
     return 0
 
 

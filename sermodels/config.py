@@ -368,11 +368,12 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str], cls=None) ->
 
 @dataclass
 class SchedulerConfig:
-    """Learning-rate schedule: ``none`` (constant ``lr``), ``plateau`` (``ReduceLROnPlateau`` on the validation
-    loss: ``factor``, ``patience``; stepped per epoch) or ``onecycle`` (``OneCycleLR`` with ``max_lr = lr``:
-    ``pct_start``, ``div_factor``, ``final_div_factor``; stepped per optimiser step over ``epochs``)."""
+    """Learning-rate schedule: ``none`` (constant ``lr``; the default: a recipe sets the schedule its paper uses),
+    ``plateau`` (``ReduceLROnPlateau`` on the validation loss: ``factor``, ``patience``; stepped per epoch) or
+    ``onecycle`` (``OneCycleLR`` with ``max_lr = lr``: ``pct_start``, ``div_factor``, ``final_div_factor``; stepped
+    per optimiser step over ``epochs``)."""
 
-    name: Literal["none", "plateau", "onecycle"] = "plateau"
+    name: Literal["none", "plateau", "onecycle"] = "none"
     factor: float = 0.1
     patience: int = 5
     pct_start: float = 0.3

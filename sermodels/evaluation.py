@@ -13,23 +13,23 @@ concatenated tensors and does not depend on the batching or on the number of pro
 - **TVD, JSD** per utterance between the predicted and the target table, averaged over utterances.
 - **Consensus CCC** (activation, valence): the marginal expectation of the predicted table, ``sum_i p_i * pos_i``
   along each axis, against the mean of the utterance's scaled individual ratings. ``pos`` is set by
-  ``bin_positions``: ``"centres"`` (default: the true bin centres, ``+-0.25, +-0.75`` for k = 4, ``+-0.5`` for
-  k = 2), ``"linspace"`` (the authors' code: ``linspace(-1, 1, k)``, i.e. ``-1, -1/3, 1/3, 1``) or ``"paper"``
-  (the paper's text: ``-1, -0.5, 0.5, 1`` for k = 4, ``-1, 1`` for k = 2).
+  ``bin_positions``: ``"paper"`` (default: the paper's section 3.4, ``-1, -0.5, 0.5, 1`` for k = 4, ``-1, 1`` for
+  k = 2), ``"centres"`` (the true bin centres, ``+-0.25, +-0.75`` for k = 4, ``+-0.5`` for k = 2) or
+  ``"linspace"`` (the authors' code: ``linspace(-1, 1, k)``, i.e. ``-1, -1/3, 1/3, 1``).
 - **Annotator-level CCC** (annotator models, own annotators): one CCC per dimension over every (utterance,
   annotator) pair.
 - CCC uses ``unbiased=True`` (ddof 1, the authors' code and torchmetrics) unless configured otherwise.
-- **Seeds:** :func:`summarize_seeds` gives mean +- std (``ddof=1``) over seeds and, with at least
+- **Seeds:** :func:`summarize_seeds` gives mean +- std (``ddof=1`` by default) over seeds and, with at least
   :data:`MIN_SEEDS_FOR_TEST` seeds, a paired two-sided t-test (``scipy.stats.ttest_rel``, seeds paired by position)
   against the baseline; :func:`format_table1` and
-  :func:`format_table2` print the layout of the paper's Tables 1 and 2 (``*`` = significant improvement, ``+`` =
-  significant decline at ``alpha``); :func:`format_seed_cell` is one such cell with its p-value.
+  :func:`format_table2` print the layout of the paper's Tables 1 and 2 (``*`` = significant improvement, ``†`` =
+  significant decline at ``alpha``, the papers' marks); :func:`format_seed_cell` is one such cell with its p-value.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,12 +39,12 @@ import kdekit
 
 from .train.distributed import DistInfo, all_reduce_sums
 
-BIN_POSITIONS = ("centres", "linspace", "paper")
+BIN_POSITIONS = ("paper", "centres", "linspace")
 LOWER_IS_BETTER = ("tvd", "jsd", "loss")
 MIN_SEEDS_FOR_TEST = 3  # fewer paired seeds give a t-test with 1 degree of freedom or none: no marks
 
 
-def bin_positions(k: int, convention: str = "centres", dtype=torch.float64, device=None) -> torch.Tensor:
+def bin_positions(k: int, convention: str = "paper", dtype=torch.float64, device=None) -> torch.Tensor:
     """Positions ``(k,)`` in ``[-1, 1]`` given to the k bins of each axis when taking expectations (module doc)."""
     if convention not in BIN_POSITIONS:
         raise ValueError(f"bin_positions must be one of {BIN_POSITIONS}, got {convention!r}")
@@ -62,7 +62,7 @@ def bin_positions(k: int, convention: str = "centres", dtype=torch.float64, devi
     return pos.to(dtype=dtype, device=device)
 
 
-def expected_values(dist: torch.Tensor, convention: str = "centres") -> torch.Tensor:
+def expected_values(dist: torch.Tensor, convention: str = "paper") -> torch.Tensor:
     """``(B, k, k)`` tables (rows = activation) -> ``(B, 2)`` marginal expectations ``[activation, valence]``."""
     if dist.dim() != 3 or dist.shape[1] != dist.shape[2]:
         raise ValueError(f"dist must have shape (B, k, k), got {tuple(dist.shape)}")
@@ -81,7 +81,7 @@ def coarsen(dist: torch.Tensor, k: int) -> torch.Tensor:
 class DistributionMetrics:
     """Streaming TVD/JSD/consensus-CCC of predicted vs target tables at one or more table sizes ``ks``."""
 
-    def __init__(self, ks: Sequence[int] = (4,), convention: str = "centres", unbiased: bool = True):
+    def __init__(self, ks: Sequence[int] = (4,), convention: str = "paper", unbiased: bool = True):
         self.ks, self.convention, self.unbiased = tuple(ks), convention, unbiased
         self.sums: Dict[str, float] = {}
         self.cccs = {k: kdekit.CCCMoments(dim=0) for k in self.ks}
@@ -130,24 +130,53 @@ class AnnotatorMetrics:
 # -- seeds, significance, tables --------------------------------------------------------------------------------
 
 
+IMPROVEMENT, DECLINE = "*", "†"  # the papers' marks (Tavernor et al. 2023, 2024)
+
+
 @dataclass
 class SeedSummary:
     mean: float
     std: float
     n: int
     p_value: float = math.nan
-    mark: str = ""  # "*" significant improvement over the baseline, "+" significant decline
+    mark: str = ""  # IMPROVEMENT: significant improvement over the baseline, DECLINE: significant decline
 
 
 def _lower_is_better(metric: str) -> bool:
     return any(metric.endswith(s) for s in LOWER_IS_BETTER)
 
 
+def seed_std(values: Sequence[float], ddof: int = 1) -> float:
+    """Standard deviation over seeds with ``ddof`` (1: the sample std, the t-test's estimator); NaN when there are
+    not more than ``ddof`` values."""
+    v = np.asarray(values, dtype=float)
+    return float(np.std(v, ddof=ddof)) if len(v) > ddof else math.nan
+
+
+def paired_test(values: Sequence[float], base: Sequence[float], lower_is_better: bool = False,
+                alpha: float = 0.05) -> Tuple[float, str]:
+    """``(p_value, mark)`` of a paired two-sided t-test (``scipy.stats.ttest_rel``) of ``values`` against ``base``,
+    paired by position (the same seeds in the same order). ``mark`` is :data:`IMPROVEMENT` when the difference is
+    significant at ``alpha`` and in the better direction, :data:`DECLINE` when significant the other way, else ``""``.
+    ``(nan, "")`` with fewer than :data:`MIN_SEEDS_FOR_TEST` pairs, unequal lengths, a non-finite value or identical
+    sequences (no test is defined)."""
+    v, b = np.asarray(values, dtype=float), np.asarray(base, dtype=float)
+    if (len(v) != len(b) or len(v) < MIN_SEEDS_FOR_TEST or not np.all(np.isfinite(v)) or not np.all(np.isfinite(b))
+            or not np.any(v != b)):
+        return math.nan, ""
+    p = float(stats.ttest_rel(v, b).pvalue)
+    if not p < alpha:
+        return p, ""
+    better = (float(np.mean(v)) < float(np.mean(b))) == lower_is_better
+    return p, IMPROVEMENT if better else DECLINE
+
+
 def summarize_seeds(results: Mapping[str, Sequence[Mapping[str, float]]], baseline: Optional[str] = "baseline",
-                    alpha: float = 0.05, variant: Optional[Mapping[str, str]] = None
+                    alpha: float = 0.05, variant: Optional[Mapping[str, str]] = None, ddof: int = 1
                     ) -> Dict[str, Dict[str, SeedSummary]]:
-    """Per model and metric: mean, std (ddof 1) over seeds and, with at least :data:`MIN_SEEDS_FOR_TEST` seeds on
-    both sides, a paired two-sided t-test against ``baseline``.
+    """Per model and metric: mean, std (``ddof``, default 1) over seeds and, with at least
+    :data:`MIN_SEEDS_FOR_TEST` seeds on both sides, a paired two-sided t-test against ``baseline``
+    (:func:`paired_test`).
 
     ``results[model]`` is a list of per-seed metric dicts in seed order (the baseline's list in the same order).
     ``variant`` maps models to the key prefix they report (e.g. ``{"baseline": "model", "mt": "hard_own"}``): a
@@ -160,20 +189,13 @@ def summarize_seeds(results: Mapping[str, Sequence[Mapping[str, float]]], baseli
         out[model] = {}
         keys = [k for k in runs[0] if isinstance(runs[0][k], (int, float))] if runs else []
         for key in keys:
-            vals = np.array([r[key] for r in runs], dtype=float)
-            s = SeedSummary(mean=float(np.mean(vals)), std=float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
-                            n=len(vals))
+            vals = [float(r[key]) for r in runs]
+            s = SeedSummary(mean=float(np.mean(vals)), std=seed_std(vals, ddof), n=len(vals))
             base_key = key
             if variant and model in variant and baseline in variant and key.startswith(variant[model] + "_"):
                 base_key = variant[baseline] + key[len(variant[model]):]
-            if (base is not None and model != baseline and base_key in base[0]
-                    and len(base) == len(vals) >= MIN_SEEDS_FOR_TEST):
-                b = np.array([r[base_key] for r in base], dtype=float)
-                if np.all(np.isfinite(vals)) and np.all(np.isfinite(b)) and np.any(vals != b):
-                    s.p_value = float(stats.ttest_rel(vals, b).pvalue)
-                    if s.p_value < alpha:
-                        better = (s.mean < float(np.mean(b))) == _lower_is_better(key)
-                        s.mark = "*" if better else "+"
+            if base is not None and model != baseline and base_key in base[0]:
+                s.p_value, s.mark = paired_test(vals, [r[base_key] for r in base], _lower_is_better(key), alpha)
             out[model][key] = s
     return out
 
@@ -186,7 +208,7 @@ def _cell(s: Optional[SeedSummary]) -> str:
 
 
 def format_seed_cell(s: Optional[SeedSummary], p_value: bool = True) -> str:
-    """The ``mean+-std`` cell of :func:`format_table1` (with its ``*`` / ``+`` mark), followed by ``(p=...)`` when
+    """The ``mean+-std`` cell of :func:`format_table1` (with its ``*`` / ``†`` mark), followed by ``(p=...)`` when
     ``p_value`` and the t-test against the baseline was run."""
     cell = _cell(s)
     if p_value and s is not None and math.isfinite(s.p_value):
@@ -194,18 +216,24 @@ def format_seed_cell(s: Optional[SeedSummary], p_value: bool = True) -> str:
     return cell
 
 
-def significance_note(summary: Mapping[str, Mapping[str, SeedSummary]], alpha: float = 0.05) -> str:
-    """The note under a table: what ``*`` / ``+`` mean, or why there are no marks (fewer than 3 seeds)."""
+def significance_note(summary: Mapping[str, Mapping[str, SeedSummary]], alpha: float = 0.05,
+                      against: str = "the baseline") -> str:
+    """The note under a table: what ``*`` / ``†`` mean, or why there are no marks (fewer than 3 seeds)."""
     n = min((s.n for m in summary.values() for s in m.values()), default=0)
+    return seeds_note(n, alpha, against)
+
+
+def seeds_note(n: int, alpha: float = 0.05, against: str = "the baseline") -> str:
+    """:func:`significance_note` for ``n`` paired seeds compared with ``against``."""
     if n < MIN_SEEDS_FOR_TEST:
-        return (f"no significance marks: {n} seed(s); the paired t-test against the baseline needs >= "
+        return (f"no significance marks: {n} seed(s); the paired t-test against {against} needs >= "
                 f"{MIN_SEEDS_FOR_TEST}")
-    return (f"* significant improvement vs the baseline, + significant decline (paired two-sided t-test over {n} "
-            f"seeds, alpha {alpha})")
+    return (f"{IMPROVEMENT} significant improvement vs {against}, {DECLINE} significant decline (paired two-sided "
+            f"t-test over {n} seeds, alpha {alpha})")
 
 
 def format_table1(summary: Mapping[str, Mapping[str, SeedSummary]], variant: Mapping[str, str],
-                  k: int = 4, title: str = "", alpha: float = 0.05) -> str:
+                  k: int = 4, title: str = "", alpha: float = 0.05, against: str = "the baseline") -> str:
     """Paper Table 1 layout: rows = models; TVD, JSD, activation/valence consensus CCC (+ annotator-level CCC).
 
     ``variant[model]`` is the metric-key prefix to report for that model (e.g. ``"soft_own"`` or ``"model"``).
@@ -221,7 +249,7 @@ def format_table1(summary: Mapping[str, Mapping[str, SeedSummary]], variant: Map
             full = key if kind == "a" else f"{variant[model]}_k{k}_{key}"
             row.append(_cell(metrics.get(full)))
         rows.append(row)
-    return _render(header, rows, title, significance_note(summary, alpha) + "; n/a = not defined")
+    return _render(header, rows, title, significance_note(summary, alpha, against) + "; n/a = not defined")
 
 
 def format_table2(summaries: Mapping[str, Mapping[str, Mapping[str, SeedSummary]]],
@@ -248,3 +276,33 @@ def _render(header: List[str], rows: List[List[str]], title: str, note: str) -> 
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
     out = ([title] if title else []) + [line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
     return "\n".join(out + [note])
+
+
+# -- transcripts ------------------------------------------------------------------------------------------------
+
+
+def normalize_transcript(text: str) -> List[str]:
+    """Words of ``text`` for WER: lower case, punctuation other than in-word apostrophes and hyphens removed."""
+    import re
+
+    cleaned = re.sub(r"[^\w\s'-]|(?<!\w)['-]|['-](?!\w)", " ", str(text).lower())
+    return cleaned.split()
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus word error rate: the word-level Levenshtein distance (substitutions + deletions + insertions) summed
+    over the pairs, divided by the number of reference words (:func:`normalize_transcript` on both sides). NaN when
+    the references hold no word; ValueError when the two lists differ in length."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    edits = words = 0
+    for ref, hyp in zip(references, hypotheses):
+        r, h = normalize_transcript(ref), normalize_transcript(hyp)
+        row = list(range(len(h) + 1))
+        for i, rw in enumerate(r, 1):
+            prev, row[0] = row[0], i
+            for j, hw in enumerate(h, 1):
+                prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
+        edits += row[-1]
+        words += len(r)
+    return edits / words if words else math.nan

@@ -7,6 +7,8 @@
 - ``distributions.png`` (recipes that write ``examples.json``: annotators): target and predicted k x k tables of a
   few test utterances, one colour scale with a colour bar, the bins' rating ranges on the axes, each predicted
   panel titled with its TVD to the target.
+- the paper's figures of recipes that have a ``figures(config, results, run_dir)`` function (distilled: Figures 2
+  and 3; emotion_share: Figures 2 and 3), redrawn from the run's ``results.json`` and data files.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from .runs import read_config, trainer_dirs
 STYLES = ("-", "--", ":", "-.")
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (figures are written as files, never shown)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +55,7 @@ def shared_metric(curves: Dict[Tuple[str, Optional[int]], List[dict]], candidate
 
 def plot_learning_curves(run_dir, path, candidates=("val_loss",)) -> Path:
     """``learning_curves.png`` of ``run_dir`` (see the module docstring)."""
-    plt = _pyplot()
+    plt = pyplot()
     run_dir = Path(run_dir)
     curves = _curves(run_dir)
     if not curves:
@@ -89,13 +92,14 @@ def plot_learning_curves(run_dir, path, candidates=("val_loss",)) -> Path:
     return path
 
 
-def plot_distributions(examples: Dict[str, dict], path, bins: List[List[float]]) -> Path:
+def plot_distributions(examples: Dict[str, dict], path, bins: Dict[str, List[List[float]]]) -> Path:
     """Target and predicted tables of the same utterances: ``examples[name]`` holds ``utterance_ids``, ``target``
-    and ``predicted`` (``(N, k, k)`` nested lists, rows = activation); ``bins`` = each bin's ``[lo, hi]``."""
+    and ``predicted`` (``(N, k, k)`` nested lists, rows = activation); ``bins[dim]`` = each bin's ``[lo, hi]`` on
+    the rating scale of ``dim`` (activation, valence)."""
     import kdekit
     import torch
 
-    plt = _pyplot()
+    plt = pyplot()
     first = next(iter(examples.values()))
     ids, target = first["utterance_ids"], np.asarray(first["target"])
     panels = [("target", target, None)] + [
@@ -105,7 +109,7 @@ def plot_distributions(examples: Dict[str, dict], path, bins: List[List[float]])
         for name, ex in examples.items()]
     vmax = max(float(p.max()) for _, p, _ in panels)
     k = target.shape[-1]
-    ticks = [f"{lo:g}-{hi:g}" for lo, hi in bins]
+    ticks = {d: [f"{lo:.3g}-{hi:.3g}" for lo, hi in b] for d, b in bins.items()}
     fig, axes = plt.subplots(len(ids), len(panels), figsize=(2.9 * len(panels) + 1.0, 2.7 * len(ids)), squeeze=False)
     image = None
     for r, uid in enumerate(ids):
@@ -115,8 +119,8 @@ def plot_distributions(examples: Dict[str, dict], path, bins: List[List[float]])
             for (i, j), v in np.ndenumerate(tables[r]):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
                         color="w" if v < 0.6 * vmax else "k")
-            ax.set_xticks(range(k), ticks, fontsize=6, rotation=45)
-            ax.set_yticks(range(k), ticks, fontsize=6)
+            ax.set_xticks(range(k), ticks["valence"], fontsize=6, rotation=45)
+            ax.set_yticks(range(k), ticks["activation"], fontsize=6)
             ax.set_title(name if tvd is None else f"{name}\nTVD {tvd[r]:.3f}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(f"{uid[-16:]}\nactivation", fontsize=7)
@@ -152,5 +156,8 @@ def plot_run(run_dir, out=None) -> List[Path]:
             examples[(label, seed)] = ex
     if examples:
         named = {f"{label} (seed {seed}, {ex['variant']})": ex for (label, seed), ex in examples.items()}
-        written.append(plot_distributions(named, out / "distributions.png", recipe.bin_ranges(cfg, k)))
+        written.append(plot_distributions(named, out / "distributions.png", recipe.bin_ranges(cfg, k, run_dir)))
+    results = run_dir / "results.json"
+    if hasattr(recipe, "figures") and results.is_file():
+        written += recipe.figures(cfg, json.loads(results.read_text()), run_dir, out)
     return written

@@ -4,8 +4,9 @@
 
 - ``model``: a ``transformers`` AutoModel hub id or local folder (wav2vec2, HuBERT, DistilHuBERT, WavLM, BERT,
   TinyBERT, ...), an already-built model as ``(model, processor_or_tokenizer)`` or with ``processor=``, or a
-  built-in spectral front end that needs no download: ``"logmel"`` (80 log-mel filterbank energies) or ``"mfcc"``
-  (13 MFCCs from 40 mel bands); 25 ms Hann frames, 10 ms hop, torch/numpy only.
+  built-in spectral front end that needs no download: ``"logmel"`` (80 log-mel filterbank energies), ``"fbank40"``
+  (40 log-mel filterbank energies, 0-8000 Hz: paper 004's acoustic baseline) or ``"mfcc"`` (13 MFCCs from 40 mel
+  bands); 25 ms Hann frames, 10 ms hop, torch/numpy only.
 - ``layer``: an index into ``hidden_states`` (0 = CNN/embedding output, -1 = last), a list of indices, or ``"all"``.
 - ``pooling``: ``mean``/``max`` over valid frames or tokens, ``cls`` (first token, text only) or ``none``.
   Shapes per item: pooled ``(H,)`` for one layer, ``(L, H)`` for several; ``none`` gives ``(T, H)`` / ``(L, T, H)``
@@ -41,7 +42,8 @@ from .cache import FeatureCache, content_hash, file_hash
 from .records import Utterance
 
 SPECTRAL = {"logmel": dict(n_mels=80, n_mfcc=None), "fbank": dict(n_mels=80, n_mfcc=None),
-            "mfcc": dict(n_mels=40, n_mfcc=13)}
+            "mfcc": dict(n_mels=40, n_mfcc=13),
+            "fbank40": dict(n_mels=40, n_mfcc=None, fmin=0.0, fmax=8000.0)}  # paper 004's acoustic baseline
 POOLINGS = ("mean", "max", "cls", "none")
 
 
@@ -75,9 +77,10 @@ def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
     return m
 
 
-def log_mel(wave: np.ndarray, sample_rate: int, n_mels: int = 80, win_ms: float = 25.0, hop_ms: float = 10.0
-            ) -> np.ndarray:
-    """Log mel filterbank energies ``(frames, n_mels)`` float32 of a mono waveform (frames >= 1)."""
+def log_mel(wave: np.ndarray, sample_rate: int, n_mels: int = 80, win_ms: float = 25.0, hop_ms: float = 10.0,
+            fmin: float = 0.0, fmax: Optional[float] = None) -> np.ndarray:
+    """Log mel filterbank energies ``(frames, n_mels)`` float32 of a mono waveform (frames >= 1); filters between
+    ``fmin`` and ``fmax`` Hz (default: the Nyquist frequency)."""
     win = int(round(sample_rate * win_ms / 1000))
     hop = int(round(sample_rate * hop_ms / 1000))
     n_fft = 1 << (win - 1).bit_length()
@@ -86,7 +89,7 @@ def log_mel(wave: np.ndarray, sample_rate: int, n_mels: int = 80, win_ms: float 
         x = torch.nn.functional.pad(x, (0, win - x.numel()))
     frames = x.unfold(0, win, hop) * torch.hann_window(win, periodic=True)
     power = torch.fft.rfft(frames, n=n_fft).abs() ** 2
-    fb = torch.as_tensor(mel_filterbank(n_mels, n_fft, sample_rate), dtype=torch.float32)
+    fb = torch.as_tensor(mel_filterbank(n_mels, n_fft, sample_rate, fmin, fmax), dtype=torch.float32)
     return torch.log(power @ fb.T + 1e-10).numpy()
 
 
@@ -134,7 +137,7 @@ def _offline() -> bool:
 
 def _load_pretrained(name: str, kind: str, revision: Optional[str]):
     """(model, processor) from a hub id or a local folder; ModelUnavailableError with advice when offline."""
-    from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer, Wav2Vec2FeatureExtractor
+    from transformers import AutoModel, AutoTokenizer
 
     local = os.path.isdir(name)
     try:
@@ -155,14 +158,24 @@ def _load_pretrained(name: str, kind: str, revision: Optional[str]):
             raise ModelUnavailableError(f"no tokenizer found for {name!r}; save one next to the model or pass "
                                         f"(model, tokenizer): {e}") from e
     else:
-        try:
-            processor = AutoFeatureExtractor.from_pretrained(name, revision=revision)
-        except (OSError, ValueError):
-            warnings.warn(f"no feature extractor config for {name!r}: using Wav2Vec2FeatureExtractor "
-                          f"(16 kHz, per-utterance zero-mean unit-variance normalisation)")
-            processor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
-                                                 do_normalize=True, return_attention_mask=True)
+        processor = load_audio_processor(name, revision)
     return model, processor
+
+
+def load_audio_processor(name: str, revision: Optional[str] = None):
+    """The feature extractor of speech model ``name`` (hub id or folder): its sampling rate, whether it normalises
+    each waveform (``do_normalize``) and whether the model takes an attention mask. A checkpoint without one (e.g.
+    facebook/wav2vec2-large) gets ``Wav2Vec2FeatureExtractor`` defaults with a warning: 16 kHz, per-utterance
+    zero-mean unit-variance normalisation."""
+    from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
+
+    try:
+        return AutoFeatureExtractor.from_pretrained(name, revision=revision)
+    except (OSError, ValueError):
+        warnings.warn(f"no feature extractor config for {name!r}: using Wav2Vec2FeatureExtractor "
+                      f"(16 kHz, per-utterance zero-mean unit-variance normalisation)")
+        return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                        return_attention_mask=True)
 
 
 def _object_id(model, processor) -> str:
@@ -356,8 +369,8 @@ def _compute(todo, model, processor, spectral, kind, layer, pooling, device, bat
         spec = SPECTRAL[model]
         for uid, path, _ in todo:
             wave = load_audio(path, sample_rate)
-            x = log_mel(wave, sample_rate, spec["n_mels"]) if spec["n_mfcc"] is None else \
-                mfcc(wave, sample_rate, spec["n_mfcc"], spec["n_mels"])
+            x = log_mel(wave, sample_rate, spec["n_mels"], fmin=spec.get("fmin", 0.0), fmax=spec.get("fmax")) \
+                if spec["n_mfcc"] is None else mfcc(wave, sample_rate, spec["n_mfcc"], spec["n_mels"])
             t = torch.as_tensor(x)[None]
             yield uid, _pool(t, torch.ones(1, t.shape[1], dtype=torch.bool), pooling)[0]
         return

@@ -3,6 +3,9 @@
 - :func:`scale_ratings`: min-max to [-1, 1] with fixed per-corpus ranges (journal code): podcast (1, 7),
   improv (1, 5), iemocap (1, 5), muse (1, 9); a loaded :class:`~sermodels.data.corpus.Corpus` (its
   ``rating_range``, e.g. a generic corpus read with ``rating_range=(lo, hi)``); or an explicit ``(lo, hi)``.
+- :class:`LabelScale` / :func:`label_scale`: per-dimension ranges mapped onto [-1, 1], either the ends of the rating
+  scale (``"scale"``) or each dataset's own minimum and maximum label (``"dataset"``: papers 000 and 003, "min-max
+  scaling on each dataset"); :func:`ratings_tensor` and :func:`distribution_targets` take one in place of a corpus.
 - :func:`bin_values` / :func:`bin_low_medium_high`: UAR bins ``linspace(-1, 1, n+1)``, searchsorted(right) - 1,
   clipped to [0, n-1] (NaN -> -1).
 - :class:`AnnotatorIndex`: annotator id -> position in ``sorted(set(ids))``; saved with models as JSON.
@@ -36,6 +39,7 @@ from .records import Utterance
 SCALE_RANGES: Dict[str, Tuple[float, float]] = {m.NAME: m.SCALE for m in (msp_podcast, msp_improv, iemocap, muse)}
 DIMS = {"activation": 0, "valence": 1, "dominance": 2}
 CorpusOrRange = Union[str, Corpus, Tuple[float, float]]
+SCALINGS = ("dataset", "scale")  # LabelScale.how: each dataset's own min and max, or the rating scale's ends
 LABEL_CHUNK = 4096  # utterances per chunk of distribution_targets
 
 
@@ -69,6 +73,90 @@ def scale_ratings(values, corpus: CorpusOrRange):
     if isinstance(values, (int, float)):
         return 2 * (float(values) - lo) / (hi - lo) - 1
     return 2 * (np.asarray(values, dtype=np.float64) - lo) / (hi - lo) - 1
+
+
+class LabelScale:
+    """Per-dimension rating ranges ``{dim: (lo, hi)}`` mapped linearly onto [-1, 1]; ``how`` says where they come
+    from (``"scale"``: the rating scale's ends, ``"dataset"``: the dataset's own lowest and highest label).
+
+    :meth:`scale` maps values whose last axis holds ``dims`` (a float, sequence, numpy array or torch tensor in, the
+    same kind out; NaN stays NaN); :meth:`to_dict` / :meth:`from_dict` store it with a model."""
+
+    def __init__(self, ranges: Dict[str, Tuple[float, float]], how: str = "scale"):
+        if how not in SCALINGS:
+            raise ValueError(f"how must be one of {SCALINGS}, got {how!r}")
+        bad = [d for d in ranges if d not in DIMS]
+        if bad or not ranges:
+            raise ValueError(f"ranges must be keyed by dimensions of {list(DIMS)}, got {list(ranges)}")
+        self.ranges = {d: scale_range(r) for d, r in ranges.items()}
+        self.how = how
+
+    def range(self, dim: str) -> Tuple[float, float]:
+        if dim not in self.ranges:
+            raise KeyError(f"no range for dimension {dim!r}; have {list(self.ranges)}")
+        return self.ranges[dim]
+
+    def scale(self, values, dims: Sequence[str] = ("activation", "valence")):
+        """``2 (v - lo_d) / (hi_d - lo_d) - 1`` per column ``d`` of the last axis (one value: ``dims`` of length 1)."""
+        lo = [self.range(d)[0] for d in dims]
+        width = [self.range(d)[1] - self.range(d)[0] for d in dims]
+        if isinstance(values, torch.Tensor):
+            lo_t = torch.tensor(lo, dtype=values.dtype if values.is_floating_point() else torch.float64,
+                                device=values.device)
+            w_t = torch.tensor(width, dtype=lo_t.dtype, device=values.device)
+            return 2 * (values - lo_t) / w_t - 1
+        if isinstance(values, (int, float)):
+            if len(dims) != 1:
+                raise ValueError(f"one value needs one dimension, got dims {list(dims)}")
+            return 2 * (float(values) - lo[0]) / width[0] - 1
+        return 2 * (np.asarray(values, dtype=np.float64) - np.asarray(lo)) / np.asarray(width) - 1
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"how": self.how, "ranges": {d: list(r) for d, r in self.ranges.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, object]) -> "LabelScale":
+        return cls({d: tuple(r) for d, r in data["ranges"].items()}, data.get("how", "scale"))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, LabelScale) and (self.how, self.ranges) == (other.how, other.ranges)
+
+    def __repr__(self) -> str:
+        return f"LabelScale({self.ranges}, how={self.how!r})"
+
+    def describe(self) -> str:
+        """One line for the logs: ``activation 1..5, valence 1.5..4.5 (dataset min-max)``."""
+        what = "each dataset's own min and max" if self.how == "dataset" else "the rating scale"
+        return ", ".join(f"{d} {lo:g}..{hi:g}" for d, (lo, hi) in self.ranges.items()) + f" -> [-1, 1] ({what})"
+
+
+def label_scale(utterances: Sequence[Utterance], corpus: "CorpusOrRange", how: str = "dataset",
+                dims: Sequence[str] = ("activation", "valence"), source: str = "ratings",
+                key: str = "data.scaling") -> LabelScale:
+    """The :class:`LabelScale` of a dataset. ``how="scale"``: every dimension on the rating scale of ``corpus``
+    (:func:`scale_range`). ``how="dataset"``: per dimension, the lowest and highest value in ``utterances`` of the
+    individual ratings (``source="ratings"``) or of the consensus labels (``source="consensus"``). ValueError naming
+    ``key`` when a dimension has no value or a single one (nothing to scale)."""
+    if how not in SCALINGS:
+        raise ValueError(f"{key} must be one of {SCALINGS}, got {how!r}")
+    if source not in ("ratings", "consensus"):
+        raise ValueError(f"source must be 'ratings' or 'consensus', got {source!r}")
+    pos = _dim_positions(dims)
+    if how == "scale":
+        return LabelScale({d: scale_range(corpus) for d in dims}, "scale")
+    ranges = {}
+    for d, p in zip(dims, pos):
+        if source == "ratings":
+            vals = [r[p] for u in utterances for r in u.ratings.values() if len(r) > p]
+        else:
+            vals = [u.consensus[p] for u in utterances if u.consensus is not None and len(u.consensus) > p]
+        vals = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
+        if not vals or min(vals) == max(vals):
+            found = "no values" if not vals else f"every value is {vals[0]:g}"
+            raise ValueError(f"{key}=dataset: the {d} {source} of the {len(utterances)} utterances have {found}, so "
+                             f"there is no min-max range to scale; use {key}=scale (the rating scale's ends)")
+        ranges[d] = (min(vals), max(vals))
+    return LabelScale(ranges, "dataset")
 
 
 def bin_values(values, n_bins: int):
@@ -140,10 +228,12 @@ def _dim_positions(dims: Sequence[str]) -> List[int]:
     return [DIMS[d] for d in dims]
 
 
-def ratings_tensor(utterances: Sequence[Utterance], corpus: CorpusOrRange, index: Optional[AnnotatorIndex] = None,
+def ratings_tensor(utterances: Sequence[Utterance], corpus: Union[CorpusOrRange, LabelScale],
+                   index: Optional[AnnotatorIndex] = None,
                    dims: Sequence[str] = ("activation", "valence"), dtype: torch.dtype = torch.float32
                    ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-annotator ratings scaled to [-1, 1].
+    """Per-annotator ratings scaled to [-1, 1] (on the scale of ``corpus``, or per dimension by a
+    :class:`LabelScale`).
 
     Returns ``values`` ``(U, A_max, len(dims))`` (NaN padding, NaN where a dimension was not rated) and ``ids``
     ``(U, A_max)`` int64 annotator indices (-1 padding). Annotators are in ``index`` order within a row; with an
@@ -170,7 +260,8 @@ def ratings_tensor(utterances: Sequence[Utterance], corpus: CorpusOrRange, index
         if row:
             ids[i, : len(row)] = torch.tensor([j for j, _ in row])
             values[i, : len(row)] = torch.tensor([v for _, v in row], dtype=torch.float64)
-    return scale_ratings(values, corpus).to(dtype), ids
+    scaled = corpus.scale(values, dims) if isinstance(corpus, LabelScale) else scale_ratings(values, corpus)
+    return scaled.to(dtype), ids
 
 
 def utterance_seed(seed: int, utterance_id: str) -> int:
@@ -179,7 +270,8 @@ def utterance_seed(seed: int, utterance_id: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
 
 
-def distribution_targets(utterances: Sequence[Utterance], corpus: CorpusOrRange, k: int = 4, seed: int = 0,
+def distribution_targets(utterances: Sequence[Utterance], corpus: Union[CorpusOrRange, LabelScale], k: int = 4,
+                         seed: int = 0,
                          grid: int = 512, return_status: bool = False, chunk_size: int = LABEL_CHUNK,
                          progress: Optional[bool] = None):
     """k x k (activation rows, valence columns, low to high) distribution labels from the individual ratings.

@@ -14,7 +14,13 @@ FT=>FRZ is a recipe schedule: fine-tune audio only, then freeze both encoders an
 Padding: the audio frame mask comes from the encoder's ``_get_feat_extract_output_lengths``. Speech models whose
 conv encoder uses group norm (``feat_extract_norm="group"``: wav2vec2-base, HuBERT-base, DistilHuBERT) normalise over
 the whole padded waveform, so their outputs change with padding (a property of those checkpoints); models with
-``feat_extract_norm="layer"`` receive the attention mask and are padding-invariant.
+``feat_extract_norm="layer"`` receive the attention mask and are padding-invariant. ``audio_attention_mask=False``
+(what a checkpoint's feature extractor says with ``return_attention_mask: false``, e.g. wav2vec2-base) passes no
+attention mask to the speech encoder: zero-padded input as the checkpoint was trained with; pooling still uses the
+frame mask.
+
+:func:`prune_encoder` keeps the first N transformer layers of a speech encoder (paper 002's w2v2-L-robust(p): the
+first 12 of 24).
 """
 from __future__ import annotations
 
@@ -57,15 +63,32 @@ def _n_hidden_states(encoder: nn.Module) -> int:
     return int(encoder.config.num_hidden_layers) + 1
 
 
+def prune_encoder(encoder: nn.Module, n_layers: int) -> nn.Module:
+    """Keep the first ``n_layers`` transformer layers of a transformers speech (or text) encoder, in place; its
+    config's ``num_hidden_layers`` follows. ValueError unless ``1 <= n_layers <= `` the layers it has."""
+    layers = getattr(getattr(encoder, "encoder", None), "layers", None)
+    if layers is None:
+        layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if layers is None:
+        raise ValueError(f"{type(encoder).__name__} has no encoder.layers to prune")
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or not 1 <= n_layers <= len(layers):
+        raise ValueError(f"prune_layers must be an int in [1, {len(layers)}] for {type(encoder).__name__}, "
+                         f"got {n_layers!r}")
+    del layers[n_layers:]
+    encoder.config.num_hidden_layers = n_layers
+    return encoder
+
+
 class DistilledSER(nn.Module):
     """Audio(+text) regressor; ``forward(input_values, audio_mask, input_ids, text_mask) -> (B, n_outputs)``."""
 
     def __init__(self, audio_encoder: nn.Module, text_encoder: Optional[nn.Module] = None,
                  layer_weighting: bool = False, normalize_layers: bool = False, hidden: int = 256,
-                 dropout: float = 0.1, n_outputs: int = 3):
+                 dropout: float = 0.1, n_outputs: int = 3, audio_attention_mask: bool = True):
         super().__init__()
         self.audio_encoder = audio_encoder
         self.text_encoder = text_encoder
+        self.audio_attention_mask = audio_attention_mask
         if layer_weighting:  # LayerDrop would skip hidden states the weighted sum needs (s3prl disables it too)
             for enc in (audio_encoder, text_encoder):
                 if enc is not None and hasattr(enc.config, "layerdrop"):
@@ -109,7 +132,7 @@ class DistilledSER(nn.Module):
         if audio_mask is None:
             audio_mask = torch.ones_like(input_values, dtype=torch.long)
         h = self._sequence(self.audio_encoder, self.audio_weights, input_values=input_values,
-                           attention_mask=audio_mask.long())
+                           attention_mask=audio_mask.long() if self.audio_attention_mask else None)
         m = self.audio_frame_mask(audio_mask, h.shape[1])
         pooled = [masked_mean(h, m), masked_max(h, m)]
         if self.text_encoder is not None:

@@ -5,8 +5,9 @@ LayerNorm(192), a 2-layer unidirectional LSTM (512) over the valid frames only, 
 
 - Architecture 1 (``attention=False``): mean over the valid frames, FFN 512 -> 256 -> 64 -> 8 -> out;
 - Architecture 2 (``attention=True``): query ``Q = W_Q h'_n`` from both layers' final hidden states concatenated
-  (2*512 -> 512), keys = values = LSTM outputs, softmax(``Q K^T / sqrt(512)``) over the valid frames only,
-  FFN 512 -> 256 -> 128 -> 64 -> out.
+  (2*512 -> 512), keys = values = LSTM outputs, softmax(``Q K^T / W_l``) over the valid frames only (the paper's
+  eq. 2b, ``attention_scale="width"``; ``"sqrt_width"`` divides by ``sqrt(W_l)`` as the authors' code and standard
+  scaled dot-product attention), FFN 512 -> 256 -> 128 -> 64 -> out.
 
 FFN layers: Linear, ReLU, LayerNorm between hidden layers. ``out`` is 9 (multi-output) or 1 (one model per emotion,
 as the authors trained). Deviations from the authors' code, both so that any length works and padding never
@@ -25,6 +26,7 @@ from torch import nn
 from ._sequence import MaskedConvStack, check_sequence, masked_mean, run_lstm
 
 OUTPUT_ACTIVATIONS = ("none", "relu", "sigmoid")
+ATTENTION_SCALES = ("width", "sqrt_width")
 
 
 def _ffn(sizes: Sequence[int], output_activation: str) -> nn.Sequential:
@@ -45,10 +47,14 @@ class EmotionShareNet(nn.Module):
 
     def __init__(self, in_dim: int, n_outputs: int = 9, attention: bool = False,
                  channels: Sequence[int] = (768, 384, 192), kernel: int = 3, lstm_hidden: int = 512,
-                 lstm_layers: int = 2, head: Optional[Sequence[int]] = None, output_activation: str = "none"):
+                 lstm_layers: int = 2, head: Optional[Sequence[int]] = None, output_activation: str = "none",
+                 attention_scale: str = "width"):
         super().__init__()
         if output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
+        if attention_scale not in ATTENTION_SCALES:
+            raise ValueError(f"attention_scale must be one of {ATTENTION_SCALES}, got {attention_scale!r}")
+        self.attention_scale = attention_scale
         pools = [1] * (len(channels) - 1) + [2]
         self.cnn = MaskedConvStack(in_dim, channels, [kernel] * len(channels), pools)
         self.norm = nn.LayerNorm(self.cnn.out_dim)
@@ -67,6 +73,7 @@ class EmotionShareNet(nn.Module):
         if not self.attention:
             return self.head(masked_mean(out, mask))
         q = self.query(h_n.transpose(0, 1).reshape(out.shape[0], -1))  # (B, H) from (layers, B, H)
-        scores = torch.einsum("bh,bth->bt", q, out) / math.sqrt(out.shape[-1])
+        width = out.shape[-1]
+        scores = torch.einsum("bh,bth->bt", q, out) / (width if self.attention_scale == "width" else math.sqrt(width))
         weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
         return self.head(torch.einsum("bt,bth->bh", weights, out))

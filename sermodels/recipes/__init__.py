@@ -13,15 +13,22 @@ Every recipe is a module with the same interface:
   partition of a split of a corpus; recipes without that refuse the options by name;
 - ``tables(config, results) -> str`` and ``run_names(config) -> list`` (the names ``--run`` accepts; empty when
   the recipe has no separately runnable parts);
-- ``CURVE_METRICS``: validation metrics the learning-curve plot prefers (:mod:`sermodels.plots`).
+- ``CURVE_METRICS``: validation metrics the learning-curve plot prefers (:mod:`sermodels.plots`);
+- ``figures(config, results, run_dir) -> list of paths``: the paper's figures of a finished run as files (recipes
+  whose paper has figures; :func:`sermodels.plots.plot_run` calls it too).
+
+Shipped configs: ``configs/<recipe>_paper.yaml`` (every recipe: its paper's protocol, key by key with the paper's
+words) and a few more (``annotators_table2.yaml``); ``--config paper`` names one by its short name
+(:func:`config_path`).
 
 Modules are imported lazily so that one recipe's optional dependencies never break another.
 """
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from ..config import ConfigError, build
 
@@ -41,8 +48,32 @@ def get_recipe(name: str) -> ModuleType:
     return import_module(RECIPES[name])
 
 
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def shipped_configs(name: str) -> Dict[str, Path]:
+    """The YAML configs shipped for recipe ``name``: ``{short name: path}`` of ``configs/<name>_<short>.yaml``
+    (``paper`` = the paper's protocol, key by key)."""
+    prefix = f"{name}_"
+    return {p.stem[len(prefix):]: p for p in sorted(CONFIG_DIR.glob(f"{prefix}*.yaml"))}
+
+
+def config_path(name: str, path: Optional[str]) -> Optional[str]:
+    """``path`` itself when it is a file (or None); a shipped config's short name (``paper``, ``table2``) becomes
+    the path of ``configs/<name>_<short>.yaml``; ConfigError naming the shipped ones for anything else."""
+    if path is None or Path(path).is_file():
+        return path
+    shipped = shipped_configs(name)
+    if str(path) in shipped:
+        return str(shipped[str(path)])
+    raise ConfigError(f"config file not found: {path} (shipped configs of {name!r}: "
+                      f"{', '.join(shipped) or 'none'}, e.g. --config paper)")
+
+
 def load_config(name: str, path: Optional[str] = None, overrides: Sequence[str] = ()):
-    """The effective ``Config`` of recipe ``name``: defaults, then the YAML file ``path``, then ``overrides``."""
+    """The effective ``Config`` of recipe ``name``: defaults, then the YAML file ``path`` (or a shipped config's
+    short name, :func:`config_path`), then ``overrides``."""
+    path = config_path(name, path)
     cfg = build(get_recipe(name).Config, path, overrides)
     if cfg.recipe != name:
         raise ConfigError(f"{path or 'config'}: recipe {cfg.recipe!r} does not match {name!r}")

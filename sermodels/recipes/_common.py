@@ -22,6 +22,8 @@
   validation set gathered over ranks (exact for CCC, which does not decompose over batches); :func:`predict` for
   evaluation.
 - :func:`format_table`: fixed-width text tables in the layout of the papers.
+- :func:`model_list` / :func:`display_name`: ``features.audio_model`` given as one model or a list of them (the rows
+  of a paper's table), and the name a table prints for each.
 """
 from __future__ import annotations
 
@@ -196,6 +198,24 @@ def encoder_path(spec: str, out_dir: str, seed: int = 0) -> str:
                                     return_attention_mask=True).save_pretrained(path)
     model.save_pretrained(path)
     return str(path)
+
+
+def model_list(value) -> List[str]:
+    """``features.audio_model`` as a list: one spec, or a list of specs (one table row each); ConfigError for an
+    empty list or a repeated spec."""
+    specs = [value] if isinstance(value, str) else list(value)
+    if not specs or not all(isinstance(v, str) and v for v in specs):
+        raise ConfigError(f"features.audio_model must be a model spec or a non-empty list of them, got {value!r}")
+    if len(set(specs)) != len(specs):
+        raise ConfigError(f"features.audio_model lists a model twice: {specs}")
+    return specs
+
+
+def display_name(spec: str, names: Dict[str, str]) -> str:
+    """The name a paper's table gives model ``spec`` (``names``), else its folder name or the spec itself."""
+    if spec in names:
+        return names[spec]
+    return Path(spec).name if Path(spec).is_dir() else spec
 
 
 # ---------------------------------------------------------------------------------------------------- data

@@ -1,11 +1,13 @@
 """Recipe: modelling individual annotators (Tavernor, El-Tawil, Mower Provost, Interspeech 2024).
 
 Inputs are cached, frozen features: the wav2vec2 last hidden state mean-pooled over time and the BERT CLS vector of
-the transcript (``features`` section), each with ``Dropout(0.2)`` in the model. Targets: individual ratings min-max
-scaled to ``[-1, 1]`` (``data.rating_range``, default the corpus' fixed range), and k x k distribution targets
-(pseudo-observations + hard-histogram diffusion KDE on a ``data.labels.grid`` grid,
-:func:`sermodels.data.labels.distribution_targets`). Models (``model.type``): ``baseline``, ``mt``, ``onehot``
-(:mod:`sermodels.models.annotators`).
+the transcript (``features`` section: a hub id or folder, a ``tiny:<arch>`` random-init model, ``minilm``, or the
+built-in ``logmel`` / ``mfcc`` / ``fbank40`` front ends), each with ``Dropout(0.2)`` in the model. Targets:
+individual ratings min-max scaled to ``[-1, 1]`` per dimension (``data.scaling``: ``dataset`` = each dataset's own
+lowest and highest rating, the paper's section 3.1 and the default; ``scale`` = the ends of the rating scale,
+``data.rating_range`` or the corpus' fixed Likert range), and k x k distribution targets (pseudo-observations +
+hard-histogram diffusion KDE on a ``data.labels.grid`` grid, :func:`sermodels.data.labels.distribution_targets`).
+Models (``model.type``): ``baseline``, ``mt``, ``onehot`` (:mod:`sermodels.models.annotators`).
 
 Tasks (``train.tasks``):
 
@@ -23,13 +25,17 @@ Tasks (``train.tasks``):
 
 ``runs`` names the rows of the table: each entry is deep-merged over the shared settings (e.g. ``mt: {model: {type:
 mt}, train: {tasks: [task1, task2]}}``); ``--run NAME`` trains some of them, and results merge into the folder's
-``results.json``. Validation loss (LR schedule, early stopping, best checkpoint) is the sum of the run's task losses
-over the whole validation set. After training, the best checkpoint is evaluated on the ``test`` partition (and
+``results.json``. ``ablation`` names the run of the paper's section 4.2 (Task 1 alone, ``mt_task1``) and its
+reference (Task 1+2, ``mt``): its test tables built with the hard-histogram KDE and with DiffKDE are printed side by
+side, with the paired t-test of DiffKDE against KDE; Table 1 leaves that run out. Validation loss (LR schedule,
+early stopping, best checkpoint) is the sum of the run's task losses over the whole validation set (a Task 1 run also
+reports its DiffKDE tables' metrics, ``val_diffkde_ce`` and ``val_k<k>_*``, outside its loss). After training, the best checkpoint is evaluated on the ``test`` partition (and
 zero-shot on ``eval.test_corpora``) with :mod:`sermodels.evaluation`; for annotator models the pseudo-observations
 of a predicted table are drawn per utterance from a generator seeded with ``eval.seed``, so an utterance's table
 does not depend on its batch (``sermodels predict`` gives the same table).
 
-Run folder: ``config.yaml``, ``run.json``, ``run.log``, ``annotator_index.json``, ``<run>/seed<s>/`` (trainer files,
+Run folder: ``config.yaml``, ``run.json``, ``run.log``, ``annotator_index.json``, ``label_scale.json`` (the ranges
+mapped onto [-1, 1]), ``<run>/seed<s>/`` (trainer files,
 ``test.json``, ``examples.json``: a few test utterances' target and predicted tables for the plots) and
 ``results.json`` + ``table.txt``.
 """
@@ -47,13 +53,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import evaluation as ev
 from .. import losses
-from ..config import (REPLACE, ConfigError, DataConfig, EarlyStoppingConfig, RecipeConfig, TrainConfig, from_dict,
-                      merge, to_dict)
+from ..config import (REPLACE, ConfigError, DataConfig, EarlyStoppingConfig, RecipeConfig, SchedulerConfig,
+                      TrainConfig, from_dict, merge, to_dict)
 from ..models import build_model
 from ..runs import data_fingerprint, read_config, say, write_json
 from ..train import DistInfo, Trainer, load_checkpoint, seed_everything
 from ..train.distributed import ShardSampler, all_reduce_sums, barrier
-from ._common import corpus_names, read_corpus, split_utterances, start_run
+from ._common import corpus_names, encoder_path, read_corpus, split_utterances, start_run
 
 TASKS = ("baseline", "task1", "task2")
 ANONYMOUS_RATERS = ("muse",)  # corpora whose rater ids are positions within an utterance (sermodels.data.muse)
@@ -78,10 +84,12 @@ class Labels:
 class Data(DataConfig):
     """``split`` null = the corpus' default scheme (MSP-Improv: ``speaker_independent_is2024``, the paper's);
     training needs partitions ``train``, ``val`` and ``test``. ``min_annotators``: fewer ratings drop an
-    utterance."""
+    utterance. ``scaling``: what maps onto [-1, 1] per dimension: ``dataset`` (each corpus' own lowest and highest
+    individual rating, the paper) or ``scale`` (the rating scale's ends)."""
 
     corpus: Optional[str] = "msp-improv"
     min_annotators: int = 2
+    scaling: Literal["dataset", "scale"] = "dataset"
     labels: Labels = field(default_factory=Labels)
 
     def check(self) -> None:
@@ -93,7 +101,8 @@ class Data(DataConfig):
 
 @dataclass
 class Features:
-    """Frozen encoders (a local folder or hub id; null = no such modality), cached under ``cache_dir``
+    """Frozen encoders (a local folder or hub id, ``tiny:<wav2vec2|hubert|bert>[:layers]``, ``minilm``, or a built-in
+    audio front end ``logmel`` / ``mfcc`` / ``fbank40``; null = no such modality), cached under ``cache_dir``
     (default ``<output folder>/features``)."""
 
     audio_model: Optional[str] = "facebook/wav2vec2-base"
@@ -126,6 +135,10 @@ class DiffKDE:
 
 @dataclass
 class Train(TrainConfig):
+    """The paper's schedule by default: ReduceLROnPlateau (x0.1 after 5 epochs without improvement), early stopping
+    with patience 10 after at least 30 epochs (section 3.3)."""
+
+    scheduler: SchedulerConfig = field(default_factory=lambda: SchedulerConfig(name="plateau"))
     early_stopping: EarlyStoppingConfig = field(default_factory=lambda: EarlyStoppingConfig(patience=10,
                                                                                             min_epochs=30))
     tasks: List[Literal["baseline", "task1", "task2"]] = field(default_factory=lambda: ["task1", "task2"])
@@ -149,7 +162,8 @@ class TestCorpus:
 class Eval:
     """``histograms`` x ``annotators``: the variants of annotator models' tables (soft/hard histogram, the
     utterance's own annotators or all trained ones); ``report``: the variant printed in the table; ``ks``: table
-    sizes evaluated (each divides ``data.labels.k``); ``bin_positions``: centres | linspace | paper
+    sizes evaluated (each divides ``data.labels.k``); ``bin_positions``: where the consensus CCC puts the k bins:
+    paper ([-1, -0.5, 0.5, 1], section 3.4) | centres | linspace (the authors' code)
     (:func:`sermodels.evaluation.bin_positions`); ``alpha``: the t-test's level (needs >= 3 seeds)."""
 
     histograms: List[Literal["soft", "hard"]] = field(default_factory=lambda: ["soft", "hard"])
@@ -157,7 +171,7 @@ class Eval:
     ks: List[int] = field(default_factory=lambda: [4, 2])
     soft_grid: int = 64
     hard_grid: int = 512
-    bin_positions: Literal["centres", "linspace", "paper"] = "centres"
+    bin_positions: Literal["paper", "centres", "linspace"] = "paper"
     report: Literal["soft_own", "soft_all", "hard_own", "hard_all"] = "soft_own"
     seed: int = 0
     alpha: float = 0.05
@@ -167,7 +181,18 @@ class Eval:
 def _default_runs() -> Dict[str, Any]:
     return {"baseline": {"model": {"type": "baseline"}, "train": {"tasks": ["baseline"]}},
             "mt": {"model": {"type": "mt"}, "train": {"tasks": ["task1", "task2"]}},
-            "onehot": {"model": {"type": "onehot"}, "train": {"tasks": ["task1", "task2"]}}}
+            "onehot": {"model": {"type": "onehot"}, "train": {"tasks": ["task1", "task2"]}},
+            "mt_task1": {"model": {"type": "mt"}, "train": {"tasks": ["task1"]},
+                         "eval": {"histograms": ["soft", "hard"]}}}
+
+
+@dataclass
+class Ablation:
+    """The paper's section 4.2: ``run`` (Task 1 alone) evaluated with the hard-histogram KDE and with DiffKDE (its
+    entry in ``runs`` must evaluate both histograms), beside ``reference`` (Task 1+2; null = no reference row)."""
+
+    run: str = "mt_task1"
+    reference: Optional[str] = "mt"
 
 
 @dataclass
@@ -185,11 +210,13 @@ class RunConfig(RecipeConfig):
 
 @dataclass
 class Config(RunConfig):
-    """The annotators recipe; defaults are the paper's Table 1 protocol (MSP-Improv, 5 seeds, SGD lr 1e-3,
-    ReduceLROnPlateau 0.1 / 5, early stopping 10 after 30 epochs, at most 500 epochs)."""
+    """The annotators recipe; defaults are the paper's protocol (Table 1 and the section 4.2 ablation: MSP-Improv,
+    5 seeds, SGD lr 1e-3, ReduceLROnPlateau 0.1 / 5, early stopping 10 after 30 epochs, at most 500 epochs); the
+    shipped ``annotators_paper.yaml`` spells it out key by key."""
 
     runs: Dict[str, Any] = field(default_factory=_default_runs, metadata=REPLACE)
     baseline_run: Optional[str] = "baseline"
+    ablation: Optional[Ablation] = field(default_factory=Ablation)
 
     def check(self) -> None:
         super().check()
@@ -199,6 +226,17 @@ class Config(RunConfig):
             raise ConfigError(f"baseline_run {self.baseline_run!r} is not one of runs ({', '.join(self.runs)})")
         for name in self.runs:
             run_config(self, name)
+        a = self.ablation
+        if a is not None:
+            for key, name in (("run", a.run), ("reference", a.reference)):
+                if name is not None and name not in self.runs:
+                    raise ConfigError(f"ablation.{key} {name!r} is not one of runs ({', '.join(self.runs)}); set "
+                                      f"ablation: null when the runs have no section 4.2 ablation")
+            rc = run_config(self, a.run)
+            if rc.model.type == "baseline" or not {"soft", "hard"} <= set(rc.eval.histograms):
+                raise ConfigError(f"ablation.run {a.run!r} must be an annotator model evaluated with both histograms: "
+                                  f"set runs.{a.run}.eval.histograms=[soft,hard] (got model {rc.model.type!r}, "
+                                  f"histograms {rc.eval.histograms})")
 
 
 def run_names(cfg: Config) -> List[str]:
@@ -212,7 +250,7 @@ def run_config(cfg: Config, run: str) -> RunConfig:
     entry = cfg.runs[run]
     if not isinstance(entry, dict):
         raise ConfigError(f"runs.{run}: expected a mapping of settings, got {entry!r}")
-    base = {k: v for k, v in to_dict(cfg).items() if k not in ("runs", "baseline_run")}
+    base = {k: v for k, v in to_dict(cfg).items() if k not in ("runs", "baseline_run", "ablation")}
     try:
         rc = from_dict(RunConfig, merge(base, entry))
     except ConfigError as exc:
@@ -287,8 +325,10 @@ def collate(items: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
     return batch
 
 
-def features(utterances, f: Features, cache_dir: Optional[str], device, progress: bool) -> Dict[str, torch.Tensor]:
-    """``{"audio": (U, Da), "text": (U, Dt)}`` float32 features of ``f`` (a modality without a model is ``(U, 0)``)."""
+def features(utterances, f: Features, cache_dir: Optional[str], device, progress: bool,
+             models_dir: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """``{"audio": (U, Da), "text": (U, Dt)}`` float32 features of ``f`` (a modality without a model is ``(U, 0)``).
+    ``tiny:`` model specs are written once under ``<models_dir>/tiny_models`` (default: ``cache_dir``'s folder)."""
     from ..data.features import extract_features
 
     out = {}
@@ -297,6 +337,7 @@ def features(utterances, f: Features, cache_dir: Optional[str], device, progress
         if not model:
             out[kind] = torch.zeros(len(utterances), 0)
             continue
+        model = encoder_path(model, models_dir or str(Path(cache_dir or ".").parent))
         feats = extract_features(utterances, model, kind=kind, layer=getattr(f, f"{kind}_layer"),
                                  pooling=getattr(f, f"{kind}_pooling"), cache_dir=cache_dir, device=device,
                                  progress=progress)
@@ -325,21 +366,31 @@ def load_utterances(source: DataConfig, cfg: RunConfig, require: Sequence[str] =
     return corpus, utts, [where.get(u.utterance_id) for u in utts]
 
 
-def build_data(corpus, utts, splits, cfg: RunConfig, index, cache_dir: Optional[str], device) -> AnnotatorData:
-    """Rating/target tensors and features of ``utts`` of the loaded ``corpus`` (its ``rating_range`` scales the
-    ratings). Ratings of annotators outside ``index`` are dropped from ``ratings``/``annotator_ids`` but count in
-    ``targets`` and ``consensus``, which use every annotator."""
+def scale_of(corpus, cfg: RunConfig):
+    """The :class:`~sermodels.data.labels.LabelScale` of a loaded corpus under ``data.scaling``: its own lowest and
+    highest individual rating per dimension (``dataset``), or its rating scale (``scale``)."""
+    from ..data import labels as L
+
+    return L.label_scale(corpus.utterances, corpus, cfg.data.scaling)
+
+
+def build_data(corpus, utts, splits, cfg: RunConfig, index, cache_dir: Optional[str], device,
+               models_dir: Optional[str] = None, scale=None) -> AnnotatorData:
+    """Rating/target tensors and features of ``utts`` of the loaded ``corpus``, ratings mapped onto [-1, 1] by
+    ``scale`` (default :func:`scale_of` the corpus). Ratings of annotators outside ``index`` are dropped from
+    ``ratings``/``annotator_ids`` but count in ``targets`` and ``consensus``, which use every annotator."""
     from ..data import labels as L
 
     lab = cfg.data.labels
-    ratings, ids = L.ratings_tensor(utts, corpus, index=index)
-    everyone, _ = L.ratings_tensor(utts, corpus)
-    targets = torch.as_tensor(L.distribution_targets(utts, corpus, k=lab.k, seed=lab.seed, grid=lab.grid),
+    scale = scale or scale_of(corpus, cfg)
+    ratings, ids = L.ratings_tensor(utts, scale, index=index)
+    everyone, _ = L.ratings_tensor(utts, scale)
+    targets = torch.as_tensor(L.distribution_targets(utts, scale, k=lab.k, seed=lab.seed, grid=lab.grid),
                               dtype=torch.float64)
     # the unclipped KDE leaves cells of about -1e-5 (DCT ringing): clip to 0 as the authors' code did, renormalise
     targets = targets.clamp(min=0.0)
     targets = targets / targets.sum(dim=(-2, -1), keepdim=True)
-    feats = features(utts, cfg.features, cache_dir, device, cfg.train.progress)
+    feats = features(utts, cfg.features, cache_dir, device, cfg.train.progress, models_dir)
     return AnnotatorData(corpus=corpus.name, utterance_ids=[u.utterance_id for u in utts], audio=feats["audio"],
                          text=feats["text"], ratings=ratings.float(), annotator_ids=ids.long(),
                          targets=targets.float(), consensus=torch.nanmean(everyone.float(), dim=1), splits=splits)
@@ -386,10 +437,8 @@ class AnnotatorTask:
             sums["n"] += B
             if self.tasks == ["baseline"]:
                 dist = torch.softmax(pred.double(), dim=-1).reshape(B, self.k, self.k)
-            else:
+            else:  # Task 1 alone: the DiffKDE tables are validation metrics (curves), not part of the loss
                 ann.update(pred, batch["ratings"])
-                if "task2" not in self.tasks:
-                    continue
                 dist = losses.predicted_distribution(pred.double(), histogram="soft", dtype=torch.float64,
                                                      generator=gen, **self.kde)
             ce = losses.distribution_cross_entropy(dist, batch["target"].double())
@@ -404,9 +453,11 @@ class AnnotatorTask:
             out["val_task1"] = 2.0 - a["annotator_ccc_activation"] - a["annotator_ccc_valence"]
             val_loss += out["val_task1"]
         if "ce" in sums:
-            name = "val_baseline" if self.tasks == ["baseline"] else "val_task2"
+            trained = self.tasks == ["baseline"] or "task2" in self.tasks
+            name = "val_baseline" if self.tasks == ["baseline"] else "val_task2" if trained else "val_diffkde_ce"
             out[name] = sums["ce"] / sums["n"]
-            val_loss += out[name]
+            if trained:
+                val_loss += out[name]
             out.update({f"val_{k}": v for k, v in dm.compute(info).items()})
         out["val_loss"] = val_loss
         return out
@@ -415,13 +466,15 @@ class AnnotatorTask:
 # -- models, distributions, evaluation --------------------------------------------------------------------------
 
 
-def model_meta(rc: RunConfig, audio_dim: int, text_dim: int, index) -> Dict[str, Any]:
-    """What a checkpoint needs to rebuild its model and featurise new audio (stored as ``meta`` in ``best.pt``)."""
+def model_meta(rc: RunConfig, audio_dim: int, text_dim: int, index, scale=None) -> Dict[str, Any]:
+    """What a checkpoint needs to rebuild its model, featurise new audio and put its bins on the rating scale (the
+    training corpus' :class:`~sermodels.data.labels.LabelScale`), stored as ``meta`` in ``best.pt``."""
     return {"recipe": "annotators", "model": {"type": rc.model.type, "audio_dim": audio_dim, "text_dim": text_dim,
                                               "num_annotators": len(index), "k": rc.data.labels.k,
                                               "hidden": rc.model.hidden, "dropout": rc.model.dropout},
             "annotators": list(index.ids), "features": to_dict(rc.features),
-            "rating_range": list(rc.data.rating_range) if rc.data.rating_range is not None else None}
+            "rating_range": list(rc.data.rating_range) if rc.data.rating_range is not None else None,
+            "label_scale": scale.to_dict() if scale is not None else None}
 
 
 def model_from_meta(meta: Dict[str, Any]) -> torch.nn.Module:
@@ -511,8 +564,8 @@ def _examples(model, data: AnnotatorData, indices: Sequence[int], rc: RunConfig,
 
 
 def train_and_evaluate(cfg: Config, data: AnnotatorData, index, info: DistInfo, out_dir, *,
-                       runs: Optional[Sequence[str]] = None, test_sets: Optional[Dict[str, AnnotatorData]] = None
-                       ) -> Dict[str, Any]:
+                       runs: Optional[Sequence[str]] = None, test_sets: Optional[Dict[str, AnnotatorData]] = None,
+                       scale=None) -> Dict[str, Any]:
     """Train every run x seed of ``cfg`` (or ``runs``) on ``data``; evaluate on its ``test`` partition and zero-shot
     on ``test_sets``. Returns ``{"runs": {run: [per-seed results]}}``; each has ``test`` (and
     ``zero_shot[corpus]``) metrics and the fit summary; ``test.json`` and ``examples.json`` go to the trainer's
@@ -529,7 +582,7 @@ def train_and_evaluate(cfg: Config, data: AnnotatorData, index, info: DistInfo, 
         rc = run_config(cfg, run)
         for seed in rc.seeds:
             seed_everything(seed)  # identical initial weights on every rank
-            meta = model_meta(rc, data.audio.shape[1], data.text.shape[1], index)
+            meta = model_meta(rc, data.audio.shape[1], data.text.shape[1], index, scale)
             model = model_from_meta(meta)
             run_dir = out_root / run / f"seed{seed}"
             t0 = time.perf_counter()
@@ -564,24 +617,58 @@ def _headline(metrics: Dict[str, float], rc: RunConfig) -> str:
     return ", ".join(f"{key.replace(v + '_', '')} {metrics[key]:.3f}" for key in keys if key in metrics)
 
 
+ABLATION_ROWS = ("Task 1 + KDE", "Task 1 + DiffKDE", "Task 1+2 + DiffKDE")
+
+
+def ablation_table(cfg: Config, results: Dict[str, Any]) -> Optional[str]:
+    """The paper's section 4.2 as a table: the Task 1 run's test tables from the hard-histogram KDE (the labels'
+    pipeline) and from DiffKDE, and the Task 1+2 reference with DiffKDE; marks: paired t-test against the Task 1 +
+    KDE row. None when the config has no ablation or its run has no results."""
+    a = cfg.ablation
+    runs = results["runs"]
+    if a is None or a.run not in runs:
+        return None
+    k = cfg.data.labels.k
+    who = cfg.eval.report.split("_")[1]
+    rows = {ABLATION_ROWS[0]: (a.run, f"hard_{who}"), ABLATION_ROWS[1]: (a.run, f"soft_{who}")}
+    if a.reference is not None and a.reference in runs:
+        rows[ABLATION_ROWS[2]] = (a.reference, f"soft_{who}")
+    variant = {row: v for row, (_, v) in rows.items()}
+    summary = ev.summarize_seeds({row: [s["test"] for s in runs[run]] for row, (run, _) in rows.items()},
+                                 baseline=ABLATION_ROWS[0], variant=variant, alpha=cfg.eval.alpha)
+    n = len(runs[a.run])
+    return ev.format_table1(summary, variant, k=k, alpha=cfg.eval.alpha, against=ABLATION_ROWS[0],
+                            title=f"Ablation (section 4.2): Task 1 ({a.run}) with KDE vs DiffKDE distributions"
+                                  + (f", Task 1+2 ({a.reference})" if ABLATION_ROWS[2] in rows else "")
+                                  + f"; {cfg.data.corpus} test partition, {who} annotators, {n} seed(s)")
+
+
 def tables(cfg: Config, results: Dict[str, Any]) -> str:
-    """Paper-style tables (Table 1 on the test partition; Table 2 for zero-shot corpora) from ``results``."""
+    """Paper-style tables (Table 1 on the test partition, the section 4.2 ablation, Table 2 for zero-shot corpora)
+    from ``results``. Table 1 leaves out the ablation's Task 1 run (printed in the ablation table)."""
+    ablated = cfg.ablation.run if cfg.ablation is not None else None
     runs = {r: v for r, v in results["runs"].items() if r in cfg.runs}
+    runs = {r: v for r, v in runs.items() if r != ablated} or runs
     k = cfg.data.labels.k
     base = cfg.baseline_run if cfg.baseline_run in runs else None
     variant = {r: _variant(cfg, r) for r in runs}
     summary = ev.summarize_seeds({r: [s["test"] for s in v] for r, v in runs.items()}, baseline=base,
                                  variant=variant, alpha=cfg.eval.alpha)
     n = min(len(v) for v in runs.values())
-    parts = [ev.format_table1(summary, variant, k=k, title=f"{cfg.data.corpus} test partition, {k}x{k}, {n} seed(s), "
-                              f"bin positions {cfg.eval.bin_positions}", alpha=cfg.eval.alpha)]
+    parts = [ev.format_table1(summary, variant, k=k, title=f"Table 1: {cfg.data.corpus} test partition, {k}x{k}, "
+                              f"{n} seed(s), bin positions {cfg.eval.bin_positions}, labels scaled by "
+                              f"{cfg.data.scaling} min-max", alpha=cfg.eval.alpha)]
+    ablation = ablation_table(cfg, results)
+    if ablation is not None:
+        parts.append(ablation)
     corpora = sorted({c for v in runs.values() for s in v for c in s.get("zero_shot", {})})
     if corpora:
         zs_variant = {r: "model" if variant[r] == "model" else variant[r].split("_")[0] + "_all" for r in runs}
         per = {c: ev.summarize_seeds({r: [s["zero_shot"][c] for s in v] for r, v in runs.items()
                                       if all(c in s.get("zero_shot", {}) for s in v)}, baseline=base,
                                      variant=zs_variant, alpha=cfg.eval.alpha) for c in corpora}
-        parts.append(ev.format_table2(per, zs_variant, k=k, title="zero-shot cross-corpus (all annotators' heads)"))
+        parts.append(ev.format_table2(per, zs_variant, k=k, title="Table 2: zero-shot cross-corpus (all annotators' "
+                                                                  "heads)"))
     return "\n\n".join(parts)
 
 
@@ -629,14 +716,18 @@ def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] =
         out = Path(out_dir)
         index = AnnotatorIndex.from_utterances([u for u, s in zip(utts, splits) if s == "train"])
         cache_dir = cfg.features.cache_dir or str(out / "features")
-        data = build_data(main_corpus, utts, splits, cfg, index, cache_dir, info.device)
+        scale = scale_of(main_corpus, cfg)
+        if log is not None:
+            log(f"labels: {scale.describe()}")
+        data = build_data(main_corpus, utts, splits, cfg, index, cache_dir, info.device, str(out), scale)
         if info.is_main:
             index.save(out / "annotator_index.json")
+            write_json(out / "label_scale.json", scale.to_dict())
         test_sets = {}
         for name, (test_corpus, us, ss, part) in tests.items():
-            ts = build_data(test_corpus, us, ss, cfg, index, cache_dir, info.device)
+            ts = build_data(test_corpus, us, ss, cfg, index, cache_dir, info.device, str(out))
             test_sets[name] = ts.subset(ts.indices(part))
-        res = train_and_evaluate(cfg, data, index, info, out, runs=runs, test_sets=test_sets)
+        res = train_and_evaluate(cfg, data, index, info, out, runs=runs, test_sets=test_sets, scale=scale)
         merged = folder.merge_results(res, "runs")
         folder.save(merged, tables(cfg, merged))
     barrier(info)
@@ -680,7 +771,7 @@ def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] 
     test_corpus, utts, splits = load_utterances(source, cfg, [partition], range_hint="--range {lo} {hi}",
                                                 hint="pick one with --partition {old}")
     data = build_data(test_corpus, utts, splits, cfg, index, cfg.features.cache_dir or str(run_dir / "features"),
-                      info.device)
+                      info.device, str(run_dir))
     dataset = AnnotatorDataset(data, data.indices(partition))
     results: Dict[str, List[Dict[str, Any]]] = {}
     for run in cfg.runs:
@@ -714,13 +805,24 @@ def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] 
 # -- prediction -------------------------------------------------------------------------------------------------
 
 
-def bin_ranges(cfg: Config, k: int) -> List[List[float]]:
-    """``[lo, hi]`` of each of the ``k`` bins per axis on the corpus' rating scale (``[-1, 1]`` when unknown)."""
-    from ..data.labels import SCALE_RANGES
-
-    lo, hi = cfg.data.rating_range or SCALE_RANGES.get(cfg.data.corpus or "", (-1.0, 1.0))
+def _bins(lo: float, hi: float, k: int) -> List[List[float]]:
     edges = np.linspace(lo, hi, k + 1)
     return [[float(edges[i]), float(edges[i + 1])] for i in range(k)]
+
+
+def bin_ranges(cfg: Config, k: int, run_dir=None, scale: Optional[Dict[str, Any]] = None
+               ) -> Dict[str, List[List[float]]]:
+    """``{"activation": [[lo, hi], ...], "valence": ...}``: each of the ``k`` bins per axis on the rating scale.
+    The ranges mapped onto [-1, 1] come from ``scale`` (a :meth:`LabelScale.to_dict`), else the run folder's
+    ``label_scale.json``, else ``data.rating_range`` or the corpus' fixed scale (``[-1, 1]`` when unknown)."""
+    from ..data.labels import SCALE_RANGES
+
+    if scale is None and run_dir is not None and (Path(run_dir) / "label_scale.json").is_file():
+        scale = json.loads((Path(run_dir) / "label_scale.json").read_text())
+    if scale is not None:
+        return {d: _bins(*scale["ranges"][d], k) for d in ("activation", "valence")}
+    lo, hi = cfg.data.rating_range or SCALE_RANGES.get(cfg.data.corpus or "", (-1.0, 1.0))
+    return {d: _bins(lo, hi, k) for d in ("activation", "valence")}
 
 
 class Predictor:
@@ -776,7 +878,7 @@ class Predictor:
                 raise ValueError(f"run {run!r} uses text features ({fs.text_model}): pass a transcript per file")
             key = json.dumps(meta["features"], sort_keys=True)
             if key not in feats:
-                feats[key] = features(utts, fs, None, self.device, progress=False)
+                feats[key] = features(utts, fs, None, self.device, progress=False, models_dir=str(self.run_dir))
             batch = {k: v.to(self.device) for k, v in feats[key].items()}
             variant = "model" if rc.model.type == "baseline" else rc.eval.report.split("_")[0] + "_all"
             dist = distributions(model, batch, rc, variant).cpu()
@@ -786,7 +888,7 @@ class Predictor:
             k = rc.data.labels.k
             for i, item in enumerate(out):
                 entry = {"run": run, "seed": seed, "variant": variant, "k": k,
-                         "bins": {"activation": bin_ranges(self.config, k), "valence": bin_ranges(self.config, k)},
+                         "bins": bin_ranges(self.config, k, self.run_dir, meta.get("label_scale")),
                          "distribution": dist[i].tolist()}
                 if heads is not None:
                     entry["annotators"] = {a: heads[i, j].tolist() for j, a in enumerate(meta["annotators"])}

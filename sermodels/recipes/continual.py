@@ -5,8 +5,10 @@ P+M+I); corpus ``c`` is read from ``data.roots[c]`` if given, else ``<data.root>
 filtered to ``data.min_duration``..``data.max_duration`` s (the paper: 3-30 s; durations from the label files or the
 audio headers, utterances of unknown duration are left out), then split by ``data.splits[c]`` (a scheme or a split
 file; default ``data.split``, null = the corpus' default scheme) into train / val / ``data.test_partition[c]``
-(default ``test``); labels are the consensus activation and valence min-max scaled from the corpus' fixed rating
-scale to [-1, 1] (``data.rating_range`` does not apply: every corpus keeps its own scale).
+(default ``test``); labels are the consensus activation and valence min-max scaled to [-1, 1] per corpus
+(``data.scaling``: ``dataset`` = each corpus' own lowest and highest consensus label after the duration filter, the
+paper's "min-max scaling on each dataset" and the default; ``scale`` = the corpus' fixed rating scale;
+``data.rating_range`` does not apply: every corpus keeps its own scale).
 
 Features (cached): wav2vec2 last layer mean-pooled (audio) and BERT CLS (text). Model:
 :class:`~sermodels.models.continual.ContinualSERNet`; loss: mean over activation and valence of ``1 - CCC``;
@@ -26,15 +28,13 @@ the most recently seen training items (fed by :class:`RingBufferTask`; under DDP
 rank); ``length`` / ``gender`` / ``speaker`` = bucketed sampling (:func:`sermodels.continual.select_memory`).
 ``eval.sampling_study`` reruns ExpeR with other strategies for Table 3.
 
-Output: Table 2 (activation CCC and UAR low/medium/high on every corpus' test partition, seen and unseen, after each
-stage, mean +- std over seeds) and Table 3 (sampling strategies relative to ExpeR with random memory); valence
-metrics are in ``results.json``.
-
-Paper protocol (real corpora): ``data.roots`` {msp-podcast: ..., msp-improv: ..., iemocap: ...}, ``features``
-{audio_model: a local wav2vec2-base, text_model: a local bert_uncased_L-4_H-512_A-8}, ``data.min_duration`` 3,
-``data.max_duration`` 30, ``seeds`` [0, 1, 2, 3, 4], ``eval.sampling_study`` [length, gender, speaker], ``model``
-{hidden: 256, text_hidden: 128}, ``train`` {epochs: 500, batch_size: 32, optimizer: sgd, lr: 1e-3, momentum: 0.9,
-early_stopping: {patience: 10, min_epochs: 1}}.
+Output: Table 1 (utterances per partition of every corpus after the duration filter), Table 2 (activation CCC and
+UAR low/medium/high on every corpus' test partition, seen and unseen, after each stage, mean +- std over seeds, std
+with ``eval.std_ddof``; ExpeR and GEM marked ``*`` / ``†`` where a paired two-sided t-test over the seeds finds them
+significantly better / worse than finetuning at ``eval.alpha``) and Table 3 (sampling strategies relative to ExpeR
+with random memory, ``↑`` / ``↓`` and the same marks from the paired t-test against ExpeR with random memory); marks
+need >= 3 seeds. Valence metrics are in ``results.json``. ``configs/continual_paper.yaml`` holds the paper's
+protocol key by key (wav2vec2-base + BERT L-4, 3-30 s, memory 261, SGD lr 1e-3, five seeds, the sampling study).
 """
 from __future__ import annotations
 
@@ -50,10 +50,11 @@ from torch.utils.data import Dataset, Subset
 
 from kdekit import ccc
 from ..config import ConfigError, DataConfig, RecipeConfig, TrainConfig, to_dict
+from ..evaluation import paired_test, seed_std, seeds_note
 from ..continual import GEMOptimizer, RingBuffer, replay_training_set, select_memory
 from ..data import corpus_name
 from ..data.features import extract_features
-from ..data.labels import bin_low_medium_high, scale_ratings
+from ..data.labels import LabelScale, bin_low_medium_high, label_scale
 from ..models.continual import ContinualSERNet
 from ..recipe_losses import ccc_loss
 from ..runs import data_fingerprint, say, write_json
@@ -81,6 +82,7 @@ class Data(DataConfig):
     test_partition: Dict[str, str] = field(default_factory=lambda: {"msp-podcast": "test1"})
     min_duration: Optional[float] = None
     max_duration: Optional[float] = None
+    scaling: Literal["dataset", "scale"] = "dataset"
 
     def check(self) -> None:
         super().check()
@@ -138,9 +140,12 @@ class Train(TrainConfig):
 
 @dataclass
 class Eval:
-    """``sampling_study``: memory strategies to rerun ExpeR with (Table 3)."""
+    """``sampling_study``: memory strategies to rerun ExpeR with (Table 3); ``alpha``: level of the paired t-tests
+    (Tables 2 and 3, >= 3 seeds); ``std_ddof``: the std over seeds (1 = the sample std, the t-test's estimator)."""
 
     sampling_study: List[Literal["random", "length", "gender", "speaker"]] = field(default_factory=list)
+    alpha: float = 0.05
+    std_ddof: int = 1
 
 
 @dataclass
@@ -214,15 +219,17 @@ class GEMTrainer(Trainer):
 
 
 class CorpusData:
-    """One corpus: its utterances per partition and a dataset per partition (items: audio, text, y, idx)."""
+    """One corpus: its utterances per partition and a dataset per partition (items: audio, text, y, idx), the
+    consensus activation and valence mapped onto [-1, 1] by ``scale``."""
 
-    def __init__(self, name: str, parts: Dict[str, list], audio: Dict[str, np.ndarray], text: Dict[str, np.ndarray]):
-        self.name, self.parts = name, parts
+    def __init__(self, name: str, parts: Dict[str, list], audio: Dict[str, np.ndarray], text: Dict[str, np.ndarray],
+                 scale: LabelScale):
+        self.name, self.parts, self.scale = name, parts, scale
         self.datasets = {}
         for part, us in parts.items():
             items = []
             for i, u in enumerate(us):
-                a, v = scale_ratings([u.consensus[0], u.consensus[1]], name)
+                a, v = scale.scale([u.consensus[0], u.consensus[1]])
                 items.append({"audio": torch.as_tensor(audio[u.utterance_id], dtype=torch.float32),
                               "text": torch.as_tensor(text[u.utterance_id], dtype=torch.float32),
                               "y": torch.tensor([a, v], dtype=torch.float32), "idx": torch.tensor(i)})
@@ -237,11 +244,12 @@ def _by_corpus(mapping: Dict[str, Any]) -> Dict[str, Any]:
     return {corpus_name(k): v for k, v in mapping.items()}
 
 
-def _partitions(name: str, root: str, cfg: Config, log) -> Dict[str, list]:
-    """``{"train", "val", "test"}`` utterances of corpus ``name`` (duration filter, split, test partition)."""
+def _partitions(name: str, root: str, cfg: Config, log):
+    """``({"train", "val", "test"} utterances, label scale)`` of corpus ``name`` (duration filter, split, test
+    partition; the scale of ``data.scaling`` over the utterances the filter keeps)."""
     d = cfg.data
-    utts = [u for u in read_corpus(name, root).utterances
-            if u.consensus is not None and np.isfinite(u.consensus[:2]).all()]
+    corpus = read_corpus(name, root)
+    utts = [u for u in corpus.utterances if u.consensus is not None and np.isfinite(u.consensus[:2]).all()]
     lo, hi = d.min_duration, d.max_duration
     if lo is not None or hi is not None:
         kept = [u for u in utts if u.duration is not None and (lo is None or u.duration >= lo)
@@ -255,13 +263,16 @@ def _partitions(name: str, root: str, cfg: Config, log) -> Dict[str, list]:
             raise ValueError(f"data.min_duration={lo} / data.max_duration={hi} s leave no utterance of {name} at "
                              f"{root} (durations {span}, {len(utts) - len(known)} unknown)")
         utts = kept
+    scale = label_scale(utts, corpus, d.scaling, source="consensus")
+    if log is not None:
+        log(f"{name}: consensus labels {scale.describe()}")
     test = _by_corpus(d.test_partition).get(name, "test")
     split = split_utterances(utts, name, _by_corpus(d.splits).get(name, d.split), d.partitions,
                              ("train", "val", test), log=log)
-    return {"train": split["train"], "val": split["val"], "test": split[test]}
+    return {"train": split["train"], "val": split["val"], "test": split[test]}, scale
 
 
-def _load(name: str, parts: Dict[str, list], cfg: Config, out_dir: str) -> CorpusData:
+def _load(name: str, parts: Dict[str, list], scale: LabelScale, cfg: Config, out_dir: str) -> CorpusData:
     fc = cfg.features
     utts = [u for us in parts.values() for u in us]
     cache = fc.cache_dir or os.path.join(out_dir, "features")
@@ -270,7 +281,7 @@ def _load(name: str, parts: Dict[str, list], cfg: Config, out_dir: str) -> Corpu
     text = extract_features(utts, encoder_path(fc.text_model, out_dir), kind="text", layer=fc.text_layer,
                             pooling="cls", cache_dir=cache, progress=False)
     parts = {p: [u for u in us if u.utterance_id in audio and u.utterance_id in text] for p, us in parts.items()}
-    return CorpusData(name, parts, audio, text)
+    return CorpusData(name, parts, audio, text, scale)
 
 
 def _evaluate(model, corpora: List[CorpusData]) -> Dict[str, Dict[str, float]]:
@@ -327,10 +338,13 @@ def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] =
     names = _names(cfg)
     roots = _by_corpus(cfg.data.roots)
     log = say if info.is_main else None
-    parts = {n: _partitions(n, roots.get(n, os.path.join(cfg.data.root, n)), cfg, log) for n in names}
-    fp = data_fingerprint({f"{n}:{p}": us for n, ps in parts.items() for p, us in ps.items()})
+    loaded = {n: _partitions(n, roots.get(n, os.path.join(cfg.data.root, n)), cfg, log) for n in names}
+    parts = {n: ps for n, (ps, _) in loaded.items()}
+    scales = {n: sc for n, (_, sc) in loaded.items()}
+    fp = data_fingerprint({f"{n}:{p}": us for n, ps in parts.items() for p, us in ps.items()},
+                          scales={n: sc.to_dict() for n, sc in scales.items()})
     with folder.claim(fp):
-        results = _run(cfg, info, out_dir, names, parts)
+        results = _run(cfg, info, out_dir, names, parts, scales)
         folder.save(results, tables(cfg, results))
     return results
 
@@ -343,8 +357,8 @@ def _names(cfg: Config) -> List[str]:
     return names
 
 
-def _run(cfg: Config, info, out_dir: str, names: List[str], parts) -> Dict[str, Any]:
-    corpora = [_load(n, parts[n], cfg, out_dir) for n in names]
+def _run(cfg: Config, info, out_dir: str, names: List[str], parts, scales) -> Dict[str, Any]:
+    corpora = [_load(n, parts[n], scales[n], cfg, out_dir) for n in names]
     mem = cfg.train.memory
     variants = [(m, mem.strategy) for m in cfg.train.methods]
     variants += [("exper", s) for s in cfg.eval.sampling_study if ("exper", s) not in variants]
@@ -378,8 +392,11 @@ def _run(cfg: Config, info, out_dir: str, names: List[str], parts) -> Dict[str, 
                 memories.append(Subset(corpora[k].datasets["train"], memory))
             per_seed.setdefault(key, []).append(stages)
             memory_sizes.setdefault(key, []).append({c.name: len(m.indices) for c, m in zip(corpora, memories)})
-    return {"summary": _summarise(per_seed), "per_seed": per_seed, "gem_steps": gem_steps,
-            "memory_sizes": memory_sizes, "stages": [_stage_name(names, k) for k in range(len(names))]}
+    sizes = {c.name: {p: len(ds) for p, ds in c.datasets.items()} for c in corpora}
+    return {"summary": _summarise(per_seed, cfg.eval.std_ddof), "per_seed": per_seed,
+            "t_tests": t_tests(cfg, per_seed, memory=mem.strategy), "gem_steps": gem_steps,
+            "memory_sizes": memory_sizes, "stages": [_stage_name(names, k) for k in range(len(names))],
+            "sizes": sizes, "label_scales": {n: sc.to_dict() for n, sc in scales.items()}}
 
 
 def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None, split: Optional[str] = None,
@@ -394,7 +411,8 @@ def _stage_name(names: List[str], k: int) -> str:
     return "+".join(letters.get(n, n) for n in names[: k + 1])
 
 
-def _summarise(per_seed):
+def _summarise(per_seed, ddof: int = 1):
+    """``summary[variant][stage][corpus][metric] = (mean, std)`` over seeds (std with ``ddof``)."""
     out = {}
     for key, runs in per_seed.items():
         out[key] = {}
@@ -402,29 +420,87 @@ def _summarise(per_seed):
             out[key][stage] = {}
             for cname in runs[0][stage]:
                 out[key][stage][cname] = {m: (float(np.mean([r[stage][cname][m] for r in runs])),
-                                              float(np.std([r[stage][cname][m] for r in runs])))
+                                              seed_std([r[stage][cname][m] for r in runs], ddof))
                                           for m in runs[0][stage][cname]}
     return out
 
 
-def tables(cfg: Config, results: Dict[str, Any]) -> str:
-    def cell(ms):
-        return f"{ms[0]:.3f}+-{ms[1]:.3f}"
+def _compare(per_seed, key: str, base: str, alpha: float, stages) -> Dict[str, Any]:
+    """Paired two-sided t-tests of variant ``key`` against ``base`` over the seeds, per stage, corpus and metric:
+    ``{stage: {corpus: {metric: {"p": p, "mark": mark}}}}`` (:func:`sermodels.evaluation.paired_test`)."""
+    out: Dict[str, Any] = {}
+    runs, ref = per_seed[key], per_seed[base]
+    for stage in stages:
+        out[stage] = {}
+        for cname, metrics in runs[0][stage].items():
+            out[stage][cname] = {}
+            for m in metrics:
+                p, mark = paired_test([r[stage][cname][m] for r in runs], [r[stage][cname][m] for r in ref],
+                                      lower_is_better=False, alpha=alpha)
+                out[stage][cname][m] = {"p": p, "mark": mark}
+    return out
 
+
+def t_tests(cfg: Config, per_seed, memory: str) -> Dict[str, Any]:
+    """The significance marks of Tables 2 and 3: ExpeR and GEM against finetuning (Table 2; the stages after the
+    first), every sampling strategy against ExpeR with random memory (Table 3). Keys: ``"<variant> vs <base>"``."""
+    out: Dict[str, Any] = {}
+    stages = list(next(iter(per_seed.values()))[0])[1:]
+    base = f"finetune:{memory}"
+    for method in ("exper", "gem"):
+        key = f"{method}:{memory}"
+        if key in per_seed and base in per_seed:
+            out[f"{key} vs {base}"] = _compare(per_seed, key, base, cfg.eval.alpha, stages)
+    if "exper:random" in per_seed:
+        for strategy in cfg.eval.sampling_study:
+            key = f"exper:{strategy}"
+            if strategy != "random" and key in per_seed:
+                out[f"{key} vs exper:random"] = _compare(per_seed, key, "exper:random", cfg.eval.alpha, stages)
+    return out
+
+
+METHOD_LABELS = {"finetune": "Finetuning", "exper": "ExpeR", "gem": "GEM"}
+
+
+def tables(cfg: Config, results: Dict[str, Any]) -> str:
+    """Tables 1, 2 and 3 of paper 003 (see the module docstring) from ``results``."""
     summary, gem_steps, names = results["summary"], results.get("gem_steps"), _names(cfg)
+    per_seed = results["per_seed"]
+    tests = results.get("t_tests") or t_tests(cfg, per_seed, cfg.train.memory.strategy)
+    n_seeds = min(len(v) for v in per_seed.values())
     strategy = cfg.train.memory.strategy
     stage_names = [_stage_name(names, k) for k in range(len(names))]
+    out = []
+    if results.get("sizes"):
+        sizes = results["sizes"]
+        rows = [[f"# {p.capitalize() if p != 'val' else 'Val.'}"] + [sizes[n].get(p, 0) for n in names]
+                for p in ("train", "val", "test")]
+        lo, hi = cfg.data.min_duration, cfg.data.max_duration
+        out.append(format_table(f"Table 1: utterances in each dataset following data processing (duration filter "
+                                f"{lo}-{hi} s)", [""] + names, rows))
+
+    def cell(ms, mark=""):
+        std = f"+-{ms[1]:.3f}" if ms[1] == ms[1] else ""
+        return f"{ms[0]:.3f}{std}{mark}"
+
+    def mark(key, base, stage, corpus, metric):
+        return tests.get(f"{key} vs {base}", {}).get(stage, {}).get(corpus, {}).get(metric, {}).get("mark", "")
+
     head = ["Seen", "Model"] + [f"{n} {m}" for n in names for m in ("CCC", "UAR")]
     rows = []
     first = next(iter(summary.values()))[stage_names[0]]
     rows.append([stage_names[0], "Initial Model"] + [cell(first[n][m]) for n in names for m in ("act_ccc", "act_uar")])
-    label = {"finetune": "Finetuning", "exper": "ExpeR", "gem": "GEM"}
+    base = f"finetune:{strategy}"
     for stage in stage_names[1:]:
         for method in cfg.train.methods:
-            r = summary[f"{method}:{strategy}"][stage]
-            rows.append([stage, label[method]] + [cell(r[n][m]) for n in names for m in ("act_ccc", "act_uar")])
-    out = [format_table(f"Table 2: activation results (mean+-std over seeds {cfg.seeds}; memory: {strategy}; "
-                        "columns of corpora not yet trained on are unseen)", head, rows)]
+            key = f"{method}:{strategy}"
+            r = summary[key][stage]
+            rows.append([stage, METHOD_LABELS[method]] + [cell(r[n][m], mark(key, base, stage, n, m))
+                                                          for n in names for m in ("act_ccc", "act_uar")])
+    note = seeds_note(n_seeds, cfg.eval.alpha, "Finetuning")
+    out.append(format_table(f"Table 2: activation results (mean+-std over seeds {cfg.seeds}, std ddof "
+                            f"{cfg.eval.std_ddof}; memory: {strategy}; columns of corpora not yet trained on are "
+                            "unseen)", head, rows, note))
     for key, sizes in results.get("memory_sizes", {}).items():
         out.append(f"memory sizes ({key}, per seed): " + "; ".join(
             ", ".join(f"{c} {n}" for c, n in per_corpus.items()) for per_corpus in sizes))
@@ -437,10 +513,17 @@ def tables(cfg: Config, results: Dict[str, Any]) -> str:
         head = ["Seen", "Sampling"] + [f"{n} {m}" for n in seen for m in ("CCC", "UAR")]
         rows = []
         for stage in stage_names[1:]:
-            base = summary["exper:random"][stage]
-            for s in study:
-                r = summary[f"exper:{s}"][stage]
-                rows.append([stage, s.capitalize()] + [f"{r[n][m][0] - base[n][m][0]:+.3f}"
-                                                       for n in seen for m in ("act_ccc", "act_uar")])
-        out.append(format_table("Table 3: activation results relative to ExpeR with random memory", head, rows))
+            ref = summary["exper:random"][stage]
+            for strat in study:
+                key = f"exper:{strat}"
+                r = summary[key][stage]
+                row = [stage, strat.capitalize()]
+                for n in seen:
+                    for m in ("act_ccc", "act_uar"):
+                        d = r[n][m][0] - ref[n][m][0]
+                        row.append(f"{abs(d):.3f}{'↑' if d >= 0 else '↓'}{mark(key, 'exper:random', stage, n, m)}")
+                rows.append(row)
+        out.append(format_table("Table 3: activation results relative to ExpeR with random memory (↑ increase, "
+                                "↓ decrease)", head, rows, seeds_note(n_seeds, cfg.eval.alpha,
+                                                                      "ExpeR with random memory")))
     return "\n\n".join(out)

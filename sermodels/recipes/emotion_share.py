@@ -1,27 +1,32 @@
 """Recipe: ComParE 2023 Emotion Share with CNN+LSTM(+attention) on SSL features (Mohapatra et al., ACM MM 2023;
 paper 004).
 
-Features: frames of one SSL layer (``features.audio_model``, ``features.layer``; the paper's best is HuBERT-large,
-last layer), each utterance at its own length; batches are zero-padded with masks (no fixed 398/199 frames).
-Models: :class:`~sermodels.models.emotion_share.EmotionShareNet`, Architecture 1 (``attention: false``) and/or 2.
-``per_emotion: true`` trains one single-output model per emotion (the authors' scripts), otherwise one 9-output
-model (``model.per_emotion``, ``model.architectures``). Loss MSE, Adam. Early stopping uses ``data.holdout`` of the
-training partition; results are reported on ``eval.partition`` (``val`` = the ComParE devel partition, as the
-paper's tables; the official test labels are blank), as the mean over ``seeds`` of each seed's Spearman rho.
+Features: frames of one layer (``features.layer``, the paper: the last) of each model of ``features.audio_model``: one
+spec or a list of them, the feature-set rows of Table 1 (hub ids or folders, ``tiny:`` random-init models, or the
+built-in ``fbank40``: the paper's 40-d mel filterbank baseline, 0-8000 Hz, 25 ms window; ``mfcc``, ``logmel``). Each
+utterance keeps its own length; batches are zero-padded with masks (no fixed 398/199 frames).
+Models: :class:`~sermodels.models.emotion_share.EmotionShareNet`, Architecture 1 (CNN+LSTM) and/or 2 (+attention,
+scaled by ``W_l`` as the paper's eq. 2b, ``model.attention_scale: sqrt_width`` = the authors' code)
+(``model.architectures``). ``model.per_emotion: true`` (the paper: "the emotion regression network is different for
+all the emotions and they are trained separately"; the paper config's setting) trains one single-output model per
+emotion; ``false`` (the small defaults) one 9-output model. Loss MSE, Adam. Early stopping uses ``data.holdout`` of the training partition; results are reported on
+``eval.partition`` (``val`` = the ComParE devel partition, as the paper's tables; the official test labels are
+blank), as the mean over ``seeds`` of each seed's Spearman rho.
 
-Paper protocol (real corpus): ``features.audio_model`` a local hubert-large-ll60k, ``features.layer`` -1,
-``model`` {per_emotion: true, architectures: [1, 2], channels: [768, 384, 192], lstm_hidden: 512, head: null,
-output_activation: relu}, ``train`` {epochs: 150, batch_size: 128, optimizer: adam, lr: 1e-4,
-early_stopping: {patience: 10, min_epochs: 10}}.
-
-Output: Table 1 (Spearman rho per emotion and the mean, one row per architecture, the ComParE baseline row quoted
-from the paper) and Table 2 (mean rho and percentage change against the baseline's 0.500).
+Output: Table 1 (Spearman rho per emotion and the mean, one row per feature set x architecture, the ComParE baseline
+row quoted from the paper), Table 2 (per feature set, the mean rho of its better architecture and the percentage
+change against the baseline's 0.500), Figure 2 (``scatter.png``: predicted vs true share per emotion on
+``eval.partition`` for the row with the highest mean rho, first seed; data in ``scatter.csv``) and Figure 3
+(``architectures.png``: mean rho of Architecture 1 vs 2 per feature set). ``configs/emotion_share_paper.yaml``
+holds the paper's protocol key by key.
 """
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,8 +39,8 @@ from ..models.emotion_share import EmotionShareNet
 from ..recipe_losses import mse_loss
 from ..runs import data_fingerprint, say
 from ..train import Trainer
-from ._common import (DictDataset, SupervisedTask, encoder_path, format_table, pad_collate, predict, print_tables,
-                      read_corpus, split_utterances, start_run)
+from ._common import (DictDataset, SupervisedTask, display_name, encoder_path, format_table, model_list, pad_collate,
+                      predict, print_tables, read_corpus, split_utterances, start_run)
 
 CURVE_METRICS = ("val_loss",)
 
@@ -53,10 +58,11 @@ class Data(DataConfig):
 
 @dataclass
 class Features:
-    """Frames of one SSL layer, cached in ``cache_dir`` (default ``<output folder>/features``); ``audio_model`` may
-    be a ``tiny:`` spec (smoke runs)."""
+    """Frames of layer ``layer`` of ``audio_model``: one model or a list of them (Table 1's feature-set rows; a hub id
+    or folder, a ``tiny:`` spec, or ``fbank40`` / ``mfcc`` / ``logmel``), cached in ``cache_dir`` (default
+    ``<output folder>/features``)."""
 
-    audio_model: str = "tiny:hubert"
+    audio_model: Union[str, List[str]] = "tiny:hubert"
     layer: int = -1
     cache_dir: Optional[str] = None
 
@@ -64,7 +70,9 @@ class Features:
 @dataclass
 class Model:
     """``architectures``: 1 = CNN+LSTM, 2 = CNN+LSTM+attention; ``per_emotion``: one single-output model per
-    emotion (the authors' setup); ``head``: null = 256-64-8 (arch 1) / 256-128-64 (arch 2)."""
+    emotion (the paper, ``configs/emotion_share_paper.yaml``), else one 9-output model (these small defaults: nine
+    times fewer models to train); ``head``: null = 256-64-8 (arch 1) / 256-128-64 (arch 2); ``attention_scale``:
+    ``width`` (divide Q K^T by W_l, the paper's eq. 2b) or ``sqrt_width`` (the authors' code)."""
 
     architectures: List[Literal[1, 2]] = field(default_factory=lambda: [1, 2])
     per_emotion: bool = False
@@ -74,6 +82,7 @@ class Model:
     lstm_layers: int = 2
     head: Optional[List[int]] = None
     output_activation: Literal["none", "relu", "sigmoid"] = "none"
+    attention_scale: Literal["width", "sqrt_width"] = "width"
 
 
 @dataclass
@@ -107,6 +116,7 @@ class Config(RecipeConfig):
         super().check()
         if not 0 < self.data.holdout < 1:
             raise ConfigError(f"data.holdout must be in (0, 1), got {self.data.holdout}")
+        model_list(self.features.audio_model)
 
 
 def run_names(cfg: Config) -> List[str]:
@@ -117,6 +127,11 @@ COMPARE_BASELINE = {"Anger": 0.428, "Boredom": 0.545, "Calmness": 0.559, "Concen
                     "Determination": 0.531, "Excitement": 0.453, "Interest": 0.431, "Sadness": 0.476,
                     "Tiredness": 0.55}
 COMPARE_BASELINE_MEAN = 0.500
+# Table 1's names of the feature sets (the paper names no checkpoint; these are the hub ports of torchaudio's
+# WAV2VEC2_BASE / WAV2VEC2_LARGE / HUBERT_BASE / HUBERT_LARGE pipelines, the authors' feature extractor).
+FEATURE_NAMES = {"facebook/wav2vec2-base": "wav2vec2.0 (Base)", "facebook/wav2vec2-large": "wav2vec2.0 (Large)",
+                 "facebook/hubert-base-ls960": "HuBERT (Base)", "facebook/hubert-large-ll60k": "HuBERT (Large)",
+                 "fbank40": "Acoustic features (40-d fbank)", "mfcc": "MFCC features", "logmel": "log-mel (80-d)"}
 
 
 def _forward(model, batch):
@@ -151,52 +166,132 @@ def run(config=None, *, corpus: Optional[str] = None, data_root: Optional[str] =
     with folder.claim(fp):
         results = _run(cfg, info, out_dir, utts, with_shares)
         folder.save(results, tables(cfg, results))
+        if info.is_main:
+            for path in figures(cfg, results, out_dir):
+                say(f"wrote {path}")
     return results
+
+
+def _row(name: str, arch: int) -> str:
+    return f"{name}, Architecture {arch}"
 
 
 def _run(cfg: Config, info, out_dir: str, utts, split) -> Dict[str, Any]:
     fc = cfg.features
-    feats = extract_features(utts, encoder_path(fc.audio_model, out_dir), kind="audio", layer=fc.layer,
-                             pooling="none", cache_dir=fc.cache_dir or os.path.join(out_dir, "features"),
-                             progress=False)
-    labelled = {s: [u for u in us if u.utterance_id in feats] for s, us in split.items()}
+    specs = model_list(fc.audio_model)
+    names = [display_name(spec, FEATURE_NAMES) for spec in specs]
     rng = np.random.default_rng(cfg.data.holdout_seed)
-    train = labelled.get("train", [])
-    order = rng.permutation(len(train))
-    n_hold = max(1, int(round(cfg.data.holdout * len(train))))
-    fit_set, stop_set = [train[i] for i in order[n_hold:]], [train[i] for i in order[:n_hold]]
-    evaluate = labelled.get(cfg.eval.partition, [])
-    if not fit_set or not evaluate:
-        raise ValueError(f"need training and {cfg.eval.partition} utterances with audio features; got {len(fit_set)} "
-                         f"and {len(evaluate)}")
-
-    def dataset(us, cols):
-        return DictDataset([{"x": torch.as_tensor(feats[u.utterance_id]),
-                             "y": torch.tensor([u.shares[EMOTIONS[c]] for c in cols], dtype=torch.float32)}
-                            for u in us], [u.utterance_id for u in us])
-
-    in_dim = int(np.asarray(next(iter(feats.values()))).shape[-1])
-    truth = np.array([[u.shares[e] for e in EMOTIONS] for u in evaluate])
+    train_all = split.get("train", [])
+    order = rng.permutation(len(train_all))
+    n_hold = max(1, int(round(cfg.data.holdout * len(train_all))))
+    hold = {train_all[i].utterance_id for i in order[:n_hold]}
     mc = {k: v for k, v in vars(cfg.model).items() if k not in ("architectures", "per_emotion")}
+    groups = [[c] for c in range(len(EMOTIONS))] if cfg.model.per_emotion else [list(range(len(EMOTIONS)))]
     per_seed: Dict[str, List[Dict[str, float]]] = {}
-    for arch in cfg.model.architectures:
-        groups = [[c] for c in range(len(EMOTIONS))] if cfg.model.per_emotion else [list(range(len(EMOTIONS)))]
-        for seed in cfg.seeds:
-            pred = np.zeros_like(truth)
-            for cols in groups:
-                torch.manual_seed(seed)
-                model = EmotionShareNet(in_dim, n_outputs=len(cols), attention=arch == 2, **mc)
-                name = f"arch{arch}" + (f"_{EMOTIONS[cols[0]]}" if len(cols) == 1 else "")
-                Trainer(cfg.train, os.path.join(out_dir, name, f"seed{seed}"), seed=seed, info=info).fit(
-                    model, SupervisedTask(_forward, mse_loss), dataset(fit_set, cols), dataset(stop_set, cols),
-                    collate_fn=pad_collate)
-                pred[:, cols] = predict(model, dataset(evaluate, cols), _forward)
-            rho = spearman_per_column(pred, truth)
-            per_seed.setdefault(f"Architecture {arch}", []).append(dict(zip(EMOTIONS, rho),
-                                                                        mean=float(np.nanmean(rho))))
-    rho = {arch: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for arch, rs in per_seed.items()}
-    return {"rho": rho, "per_seed": per_seed, "seeds": list(cfg.seeds), "n_eval": len(evaluate),
-            "eval_partition": cfg.eval.partition}
+    rows: List[Dict[str, Any]] = []
+    first_seed_pred: Dict[str, np.ndarray] = {}
+    eval_ids: Dict[str, List[str]] = {}
+    evaluate: list = []
+    for spec, name in zip(specs, names):
+        feats = extract_features(utts, encoder_path(spec, out_dir), kind="audio", layer=fc.layer, pooling="none",
+                                 cache_dir=fc.cache_dir or os.path.join(out_dir, "features"), progress=False)
+        train = [u for u in train_all if u.utterance_id in feats]
+        fit_set = [u for u in train if u.utterance_id not in hold]
+        stop_set = [u for u in train if u.utterance_id in hold]
+        evaluate = [u for u in split.get(cfg.eval.partition, []) if u.utterance_id in feats]
+        if not fit_set or not stop_set or not evaluate:
+            raise ValueError(f"{name}: need training, held-out and {cfg.eval.partition} utterances with audio "
+                             f"features; got {len(fit_set)}, {len(stop_set)} and {len(evaluate)}")
+
+        def dataset(us, cols):
+            return DictDataset([{"x": torch.as_tensor(feats[u.utterance_id]),
+                                 "y": torch.tensor([u.shares[EMOTIONS[c]] for c in cols], dtype=torch.float32)}
+                                for u in us], [u.utterance_id for u in us])
+
+        in_dim = int(np.asarray(next(iter(feats.values()))).shape[-1])
+        truth = np.array([[u.shares[e] for e in EMOTIONS] for u in evaluate])
+        folder = "" if len(specs) == 1 else f"features{specs.index(spec)}_"
+        for arch in cfg.model.architectures:
+            key = _row(name, arch)
+            rows.append({"key": key, "features": name, "model": spec, "architecture": arch})
+            for seed in cfg.seeds:
+                pred = np.zeros_like(truth)
+                for cols in groups:
+                    torch.manual_seed(seed)
+                    model = EmotionShareNet(in_dim, n_outputs=len(cols), attention=arch == 2, **mc)
+                    run = f"{folder}arch{arch}" + (f"_{EMOTIONS[cols[0]]}" if len(cols) == 1 else "")
+                    Trainer(cfg.train, os.path.join(out_dir, run, f"seed{seed}"), seed=seed, info=info).fit(
+                        model, SupervisedTask(_forward, mse_loss), dataset(fit_set, cols), dataset(stop_set, cols),
+                        collate_fn=pad_collate)
+                    pred[:, cols] = predict(model, dataset(evaluate, cols), _forward)
+                rho = spearman_per_column(pred, truth)
+                per_seed.setdefault(key, []).append(dict(zip(EMOTIONS, rho), mean=float(np.nanmean(rho))))
+                first_seed_pred.setdefault(key, pred)
+                eval_ids[key] = [u.utterance_id for u in evaluate]
+    rho = {key: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for key, rs in per_seed.items()}
+    results: Dict[str, Any] = {"rho": rho, "rows": rows, "per_seed": per_seed, "seeds": list(cfg.seeds),
+                               "n_eval": len(evaluate), "eval_partition": cfg.eval.partition}
+    best = max(rho, key=lambda k: rho[k]["mean"] if rho[k]["mean"] == rho[k]["mean"] else -np.inf)
+    if info.is_main:  # Figure 2's data: the best row's first-seed predictions on the evaluated partition
+        truth = {u.utterance_id: u for u in split.get(cfg.eval.partition, [])}
+        with open(Path(out_dir) / "scatter.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["utterance_id", "emotion", "true", "predicted"])
+            for i, uid in enumerate(eval_ids[best]):
+                for j, e in enumerate(EMOTIONS):
+                    w.writerow([uid, e, f"{truth[uid].shares[e]:.6g}", f"{first_seed_pred[best][i, j]:.6g}"])
+    results["scatter"] = {"row": best, "seed": cfg.seeds[0], "file": "scatter.csv"}
+    return results
+
+
+def figures(cfg: Config, results: Dict[str, Any], run_dir, out=None) -> List[Path]:
+    """Figure 2 (``scatter.png``: predicted vs true share per emotion, y = x line, the best row) and Figure 3
+    (``architectures.png``: mean rho of Architecture 1 vs 2 per feature set) into ``out`` (default ``run_dir``)."""
+    from ..plots import pyplot
+
+    plt = pyplot()
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir
+    written = []
+    data: Dict[str, List[List[float]]] = {e: [[], []] for e in EMOTIONS}
+    scatter = results.get("scatter")
+    if scatter and (run_dir / scatter["file"]).is_file():
+        with open(run_dir / scatter["file"], newline="") as f:
+            for row in csv.DictReader(f):
+                data[row["emotion"]][0].append(float(row["true"]))
+                data[row["emotion"]][1].append(float(row["predicted"]))
+        fig, axes = plt.subplots(3, 3, figsize=(9, 9))
+        for ax, e in zip(axes.flat, EMOTIONS):
+            t, p = data[e]
+            ax.scatter(t, p, s=6, alpha=0.6)
+            lim = [0.0, max([1.0, *t, *p])]
+            ax.plot(lim, lim, color="k", linewidth=1)
+            ax.set_title(f"{e} (rho {results['rho'][scatter['row']][e]:.2f})", fontsize=9)
+            ax.set_xlabel("true share", fontsize=8)
+            ax.set_ylabel("predicted share", fontsize=8)
+        fig.suptitle(f"Figure 2: {scatter['row']}, {results['eval_partition']}, seed {scatter['seed']}", fontsize=10)
+        fig.tight_layout()
+        written.append(out / "scatter.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    rows = results.get("rows", [])
+    sets = list(dict.fromkeys(r["features"] for r in rows))
+    archs = sorted({r["architecture"] for r in rows})
+    if sets and archs:
+        fig, ax = plt.subplots(figsize=(1.8 * len(sets) + 2, 3.5))
+        width = 0.8 / len(archs)
+        for j, arch in enumerate(archs):
+            means = [results["rho"].get(_row(name, arch), {}).get("mean", np.nan) for name in sets]
+            ax.bar(np.arange(len(sets)) + j * width, means, width, label=f"Architecture {arch}")
+        ax.set_xticks(np.arange(len(sets)) + width * (len(archs) - 1) / 2, sets, fontsize=7, rotation=15)
+        ax.set_ylabel("average Spearman rho")
+        ax.set_title("Figure 3: Architecture 1 (CNN+LSTM) vs 2 (+attention)", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "architectures.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    return written
 
 
 def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None, split: Optional[str] = None,
@@ -207,17 +302,30 @@ def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] 
 
 
 def tables(cfg: Config, results: Dict[str, Any]) -> str:
-    model_name = cfg.features.audio_model
+    """Tables 1 and 2 of paper 004 from ``results`` (see the module docstring)."""
     short = [e[:5] for e in EMOTIONS]
-    rows = [[model_name if i == 0 else "", arch] + [r[e] for e in EMOTIONS] + [r["mean"]]
-            for i, (arch, r) in enumerate(results["rho"].items())]
+    rows_meta = results.get("rows") or [{"key": k, "features": cfg.features.audio_model, "architecture": k}
+                                        for k in results["rho"]]
+    rows, previous = [], None
+    for r in rows_meta:
+        rho = results["rho"][r["key"]]
+        rows.append([r["features"] if r["features"] != previous else "", f"Architecture {r['architecture']}"]
+                    + [rho[e] for e in EMOTIONS] + [rho["mean"]])
+        previous = r["features"]
     rows.append(["Baseline [16] (paper)", ""] + [COMPARE_BASELINE[e] for e in EMOTIONS] + [COMPARE_BASELINE_MEAN])
     t1 = format_table(f"Table 1: Spearman rho per emotion on {results['eval_partition']} (n={results['n_eval']}, "
-                      f"mean over seeds {results['seeds']})",
+                      f"mean over seeds {results['seeds']}; "
+                      f"{'one model per emotion' if cfg.model.per_emotion else 'one 9-output model'})",
                       ["Features", "Regressor", *short, "mean"], rows)
     b = COMPARE_BASELINE_MEAN
-    rows = [[arch, r["mean"], b, f"{100 * (r['mean'] - b) / b:.1f}"]
-            for arch, r in results["rho"].items()]
-    t2 = format_table("Table 2: mean rho vs the ComParE baseline", ["Regressor", "mean rho (a)", "baseline (b)",
-                                                                    "change % 100(a-b)/b"], rows)
-    return t1 + "\n\n" + t2
+    rows = []
+    for name in dict.fromkeys(r["features"] for r in rows_meta):
+        mine = [r for r in rows_meta if r["features"] == name]
+        best = max(mine, key=lambda r: results["rho"][r["key"]]["mean"])
+        a = results["rho"][best["key"]]["mean"]
+        rows.append([name, f"Architecture {best['architecture']}", a, b, f"{100 * (a - b) / b:.1f}"])
+    t2 = format_table("Table 2: average rho per feature set (its better architecture) vs the ComParE baseline",
+                      ["Features", "Regressor", "Average rho (a)", "Baseline (b)", "change % 100(a-b)/b"], rows)
+    figs = f"Figure 2: {results['scatter']['file'].replace('.csv', '.png')} (row {results['scatter']['row']}); " \
+           "Figure 3: architectures.png" if results.get("scatter") else ""
+    return t1 + "\n\n" + t2 + ("\n\n" + figs if figs else "")

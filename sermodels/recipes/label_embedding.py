@@ -9,38 +9,42 @@ nouns; ``hf:minilm`` is the offline all-MiniLM-L6-v2). Model M_k is a
 :class:`~sermodels.models.label_embedding.LabelEmbeddingNet` on frames of one wav2vec2 layer (``features.layer``;
 the paper's "layer 14" of wav2vec2-large is ``hidden_states[14]``, index 0 being the CNN output) trained on S_k with
 MSE, MAE or log-cosh (``train.sets`` x ``train.losses``); the baseline (``train.baseline``) is the same network
-with 4 logits and cross-entropy. Folds: leave one session out (``data.max_folds`` of them); the other sessions are
-split at random (``data.split_seed``) 80 % train / 20 % validation. ``data.split`` (a scheme or a split file, with
-``data.partitions``) replaces them by one fold: its train / val / test partitions. Every run is trained once per
-training seed (``seeds``) on every fold.
-
-Paper protocol (real IEMOCAP): ``features.audio_model`` a local wav2vec2-large-960h-lv60-self, ``features.layer``
-14, ``data.max_folds`` null, ``train.losses`` [mse, mae, logcosh], ``model`` {channels: [96, 256, 256],
-lstm_hidden: 64, fc_hidden: 1024}, ``train`` {epochs: 100, batch_size: 32, optimizer: adam, lr: 1e-3,
-early_stopping: {patience: 10, min_epochs: 10}}.
+with 4 logits and cross-entropy, trained with ``train.baseline_lr`` (null = ``train.lr``; the paper: 2e-3 for the
+embedding models, 2e-4 for the baseline). Folds: leave one session out (``data.max_folds`` of them, null = all
+five); the other sessions are split at random (``data.split_seed``) 80 % train / 20 % validation. ``data.split`` (a
+scheme or a split file, with ``data.partitions``) replaces them by one fold: its train / val / test partitions.
+Every run is trained once per training seed (``seeds``) on every fold. The schedule is one-cycle (the paper's);
+``configs/label_embedding_paper.yaml`` holds the paper's protocol key by key (wav2vec2-large-960h-lv60-self layer 14,
+100 epochs, five folds).
 
 Evaluation on each test session, averaged over folds, then mean +- std over seeds:
 
 - Table 1: UA / WA of the label decoded by cosine nearest neighbour among the 4 label vectors (paper eq. 5 reads
   argmin of the similarity; argmax is meant), with a paired two-sided t-test against the baseline over seeds
   (``scipy.stats.ttest_rel`` through :func:`sermodels.evaluation.summarize_seeds`, at least 3 seeds; p-value and
-  ``*`` / ``+`` mark at ``eval.alpha``);
+  ``*`` / ``†`` mark at ``eval.alpha``);
+- Table 2: the paper's comparison with recent work (its quoted rows) with this run's M1 in place of the paper's;
 - Table 3: average cosine similarity between prediction and target for S1, S2, S3;
+- Table 4: the 5 nearest vocabulary words of target labels: each S1 class, and the ``eval.table4_examples`` most
+  frequent combined labels of S2 and S3 (no model involved);
 - Table 5: the 5 nearest vocabulary words to each class' mean prediction (last fold, last seed);
 - Table 6: top-10 accuracy of l1 / l2 (the most and second most frequent label of the combined label of S2 / S3)
   among the 10 nearest vocabulary words of each prediction (utterances without a second label are left out of l2).
+
+Tables 2, 3, 5 and 6 use the models trained with ``eval.analysis_loss`` (log-cosh, as the paper: "We select the LC
+... going forward, we use the same loss function"); when ``train.losses`` lacks it, they are replaced by a note.
 """
 from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..config import DataConfig, EarlyStoppingConfig, RecipeConfig, TrainConfig, to_dict
+from ..config import ConfigError, DataConfig, RecipeConfig, SchedulerConfig, TrainConfig, to_dict
 from ..data.features import extract_features
 from ..data.labels import (FOUR_CLASSES, LABEL_NOUNS, WordVectors, comment_words, label_nouns, load_word_vectors,
                            majority_category, word_label_sets)
@@ -99,12 +103,20 @@ class Model:
 
 @dataclass
 class Train(TrainConfig):
-    """``sets`` (S1 -> M1, ...) x ``losses``: the models trained; ``baseline``: also the cross-entropy baseline."""
+    """``sets`` (S1 -> M1, ...) x ``losses``: the models trained; ``baseline``: also the cross-entropy baseline,
+    trained with ``baseline_lr`` (null = ``lr``)."""
 
     epochs: int = 3
     batch_size: int = 8
     eval_batch_size: int = 64
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    scheduler: SchedulerConfig = field(default_factory=lambda: SchedulerConfig(name="onecycle"))
+    baseline_lr: Optional[float] = None
+
+    def check(self) -> None:
+        super().check()
+        if self.baseline_lr is not None and not self.baseline_lr > 0:
+            raise ConfigError(f"train.baseline_lr must be > 0 (or null = train.lr), got {self.baseline_lr}")
     amp: bool = False
     progress: bool = False
     sets: List[Literal["S1", "S2", "S3"]] = field(default_factory=lambda: ["S1", "S2", "S3"])
@@ -114,7 +126,12 @@ class Train(TrainConfig):
 
 @dataclass
 class Eval:
+    """``analysis_loss``: the loss whose models Tables 2, 3, 5 and 6 report (the paper's log-cosh);
+    ``table4_examples``: combined labels of S2 and of S3 shown in Table 4."""
+
     alpha: float = 0.05
+    analysis_loss: Literal["mse", "mae", "logcosh"] = "logcosh"
+    table4_examples: int = 2
 
 
 @dataclass
@@ -189,7 +206,7 @@ def seed_summaries(per_fold: Dict[str, List[Dict[str, Any]]], alpha: float = 0.0
     ``per_fold[tag]`` holds one dict per (seed, fold) with ``seed`` and numeric metrics. Returns ``(summary,
     seeds)``: ``summary[tag][metric]`` the mean over every seed of the fold mean, ``seeds[tag][metric]`` a
     :class:`~sermodels.evaluation.SeedSummary` (mean, std ddof 1, paired two-sided t-test against ``baseline_ce``
-    over seeds, ``*`` / ``+`` mark at ``alpha``).
+    over seeds, ``*`` / ``†`` mark at ``alpha``).
     """
     per_seed: Dict[str, List[Dict[str, float]]] = {}
     for tag, rs in per_fold.items():
@@ -256,7 +273,9 @@ def _run(cfg: Config, info, out_dir: str, utts, code_of, folds) -> Dict[str, Any
                 torch.manual_seed(seed)
                 model = LabelEmbeddingNet(in_dim, 4 if ce else vectors.dim, **mc)
                 run_dir = os.path.join(out_dir, f"fold_{fold['session']}", tag, f"seed{seed}")
-                trainer = Trainer(cfg.train, run_dir, seed=seed, info=info)
+                tc = cfg.train if not ce or cfg.train.baseline_lr is None else replace(cfg.train,
+                                                                                      lr=cfg.train.baseline_lr)
+                trainer = Trainer(tc, run_dir, seed=seed, info=info)
                 trainer.fit(model, SupervisedTask(_forward, _ce if ce else get_loss(loss_name)),
                             dataset(fold["train"], target), dataset(fold["val"], target), collate_fn=pad_collate)
                 pred = predict(model, dataset(test, target), _forward)
@@ -274,7 +293,32 @@ def _run(cfg: Config, info, out_dir: str, utts, code_of, folds) -> Dict[str, Any
     summary, by_seed = seed_summaries(per_fold, alpha=cfg.eval.alpha)
     neighbours = {tag: rs[-1].get("neighbours", {}) for tag, rs in per_fold.items()}
     return {"summary": summary, "seeds": {t: {k: asdict(v) for k, v in m.items()} for t, m in by_seed.items()},
-            "per_fold": per_fold, "neighbours_last_fold": neighbours}
+            "per_fold": per_fold, "neighbours_last_fold": neighbours,
+            "table4": target_neighbours(utts, targets, vectors, cfg.eval.table4_examples)}
+
+
+def target_neighbours(utts, targets, vectors: WordVectors, n_examples: int = 2) -> List[Dict[str, Any]]:
+    """Table 4: the 5 nearest vocabulary words of target label vectors, ``[{"set", "label", "neighbours"}]``.
+
+    S1: each class noun. S2 / S3: the ``n_examples`` most frequent combined labels (the multiset of the annotators'
+    label nouns, plus one-word comments for S3) that hold at least two different words (S3: at least one comment
+    word), ties broken alphabetically; the target is their average vector (the S2 / S3 target)."""
+    rows: List[Dict[str, Any]] = []
+    for c in ("ang", "neu", "hap", "sad"):
+        word = LABEL_NOUNS[c]
+        rows.append({"set": "S1", "label": [word], "neighbours": vectors.nearest(vectors.vector(word), k=5)})
+    for s in ("S2", "S3"):
+        counts: Counter = Counter()
+        for u in utts:
+            if u.utterance_id not in targets[s]:
+                continue
+            nouns = label_nouns(u)
+            words = nouns + (comment_words(u, vectors) if s == "S3" else [])
+            if len(set(words)) >= 2 and (s == "S2" or len(words) > len(nouns)):
+                counts[tuple(sorted(words))] += 1
+        for words, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n_examples]:
+            rows.append({"set": s, "label": list(words), "neighbours": vectors.nearest(vectors.average(words), k=5)})
+    return rows
 
 
 def evaluate(run_dir, *, corpus: Optional[str] = None, data_root: Optional[str] = None, split: Optional[str] = None,
@@ -309,11 +353,18 @@ def _embedding_metrics(pred: np.ndarray, test, true: List[int], targets, vectors
     return res
 
 
+# Paper 001, Table 2: comparison with recent work (UA %, WA %), as quoted there; "this paper" is replaced by the run.
+RECENT_WORK = (("EPATA-TDNN w/ fbank [23]", 57.60, 56.52), ("Self-attention w/ IS09 [29]", 63.80, 68.10),
+               ("Word embeddings (paper 001)", 69.68, 68.47), ("Co-attention w/ MFCC+wav2vec [30]", 71.05, 69.80),
+               ("EPATA-TDNN w/ wav2vec (FT) [23]", 77.07, 76.58))
+
+
 def tables(cfg: Config, results: Dict[str, Any]) -> str:
-    """Tables 1, 3, 5 and 6 of paper 001 from ``results`` (per-seed summaries of :func:`seed_summaries`).
+    """Tables 1 to 6 of paper 001 from ``results`` (per-seed summaries of :func:`seed_summaries`).
 
     Cells are ``mean+-std`` over seeds (fold means); Table 1 adds the paired two-sided t-test against the
-    cross-entropy baseline (:func:`sermodels.evaluation.format_seed_cell`).
+    cross-entropy baseline (:func:`sermodels.evaluation.format_seed_cell`). Tables 2, 3, 5 and 6 report the models
+    trained with ``eval.analysis_loss``.
     """
     seeds = {t: {k: SeedSummary(**v) for k, v in m.items()} for t, m in results["seeds"].items()}
     neighbours = results["neighbours_last_fold"]
@@ -330,20 +381,45 @@ def tables(cfg: Config, results: Dict[str, Any]) -> str:
         note = f"Baseline (cross-entropy): {cell('baseline_ce', 'UA')} UA, {cell('baseline_ce', 'WA')} WA\n" + note
     out.append(format_table(f"Table 1: accuracies on the 4-label set (mean+-std over {n} seed(s) of the fold "
                             f"means)", head, rows, note))
-    first = losses[0]
-    rows = [[m] + [cell(f"{m}_{first}", f"cos_{s}") for s in SETS] for m in models]
-    out.append(format_table(f"Table 3: average cosine similarity across the label sets ({first})",
+    loss = cfg.eval.analysis_loss
+    trained = [m for m in models if f"{m}_{loss}" in seeds]
+    if "M1" in trained:
+        m1 = seeds[f"M1_{loss}"]
+        rows = [[name, f"{ua:.2f}", f"{wa:.2f}"] for name, ua, wa in RECENT_WORK[:2]]
+        rows.append([f"Word embeddings (this run: M1, {loss})", f"{100 * m1['UA'].mean:.2f}",
+                     f"{100 * m1['WA'].mean:.2f}"])
+        rows += [[name, f"{ua:.2f}", f"{wa:.2f}"] for name, ua, wa in RECENT_WORK[2:]]
+        out.append(format_table("Table 2: comparison with recent work (other rows as quoted in paper 001)",
+                                ["Approach", "UA [%]", "WA [%]"], rows))
+    table4 = ""
+    if results.get("table4"):
+        rows = []
+        for r in results["table4"]:
+            label = set(r["label"])
+            rows.append([r["set"], ", ".join(r["label"])] + [f"[{w}]" if w.lower() in label else w
+                                                            for w in r["neighbours"]])
+        table4 = format_table("Table 4: top 5 nearest neighbours of target labels", ["Set", "Label", "1st", "2nd",
+                                                                                      "3rd", "4th", "5th"], rows,
+                              "[word] = a word of the target label (bold in the paper)")
+    if not trained:
+        out += [table4] if table4 else []
+        out.append(f"Tables 3, 5 and 6 report the models trained with eval.analysis_loss={loss} (the paper's choice), "
+                   f"which train.losses {losses} does not include")
+        return "\n\n".join(out)
+    rows = [[m] + [cell(f"{m}_{loss}", f"cos_{s}") for s in SETS] for m in trained]
+    out.append(format_table(f"Table 3: average cosine similarity across the label sets ({loss})",
                             ["Model", *SETS], rows))
+    out += [table4] if table4 else []
     rows = []
-    for m in models:
-        nb = neighbours.get(f"{m}_{first}", {})
+    for m in trained:
+        nb = neighbours.get(f"{m}_{loss}", {})
         for rank in range(5):
             rows.append([m if rank == 0 else ""] + [nb[w][rank] if w in nb and rank < len(nb[w]) else ""
                                                     for w in (LABEL_NOUNS[c] for c in ("ang", "neu", "hap", "sad"))])
-    out.append(format_table(f"Table 5: top 5 nearest neighbours of the mean prediction per label ({first}, last fold)",
+    out.append(format_table(f"Table 5: top 5 nearest neighbours of the mean prediction per label ({loss}, last fold)",
                             ["Model", "anger", "neutral", "happiness", "sadness"], rows))
-    rows = [[m] + [cell(f"{m}_{first}", f"top10_{s}_{k}") for s in ("S2", "S3") for k in ("l1", "l2")]
-            for m in models]
-    out.append(format_table(f"Table 6: top-10 accuracy for l1 and l2 on S2 and S3 ({first})",
+    rows = [[m] + [cell(f"{m}_{loss}", f"top10_{s}_{k}") for s in ("S2", "S3") for k in ("l1", "l2")]
+            for m in trained]
+    out.append(format_table(f"Table 6: top-10 accuracy for l1 and l2 on S2 and S3 ({loss})",
                             ["Model", "S2 l1", "S2 l2", "S3 l1", "S3 l2"], rows))
     return "\n\n".join(out)

@@ -13,3 +13,19 @@ def private_sermodels_cache(tmp_path_factory):
         del os.environ["SERMODELS_CACHE"]
     else:
         os.environ["SERMODELS_CACHE"] = before
+
+
+@pytest.fixture(scope="session")
+def paper_hub(tmp_path_factory):
+    """The papers' hub ids, offline: ``huggingface_hub`` reads a cache of tiny random-init models of the same
+    architectures (``tests/sermodels/hub.py``), so the papers' configs load their exact model ids through the real
+    ``from_pretrained``."""
+    import huggingface_hub.constants
+
+    from hub import write_hub
+
+    cache = write_hub(tmp_path_factory.mktemp("hub"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield cache

@@ -59,7 +59,7 @@ def _strip(results):
 def test_train_writes_every_run_the_table_and_the_provenance(trained):
     tmp, root, out, _ = trained
     results = json.loads((out / "results.json").read_text())
-    assert set(results["runs"]) == {"baseline", "mt", "onehot"}
+    assert set(results["runs"]) == {"baseline", "mt", "onehot", "mt_task1"}
     for run, seeds in results["runs"].items():
         assert len(seeds) == 1 and seeds[0]["epochs"] == 3
         metrics = seeds[0]["test"]
@@ -70,6 +70,14 @@ def test_train_writes_every_run_the_table_and_the_provenance(trained):
     assert "annotator_ccc_activation" not in results["runs"]["baseline"][0]["test"]
     table = (out / "table.txt").read_text()
     assert all(name in table for name in ("baseline", "mt", "onehot", "TVD", "JSD"))
+    # Table 1 holds the paper's three rows; the Task 1 run is the section 4.2 ablation's, KDE vs DiffKDE
+    table1, ablation = table.split("\n\n")[:2]
+    assert [line.split()[0] for line in table1.splitlines()[3:6]] == ["baseline", "mt", "onehot"]
+    assert "mt_task1" not in table1 and ablation.startswith("Ablation (section 4.2)")
+    rows = [line for line in ablation.splitlines() if line.startswith("Task 1")]
+    assert [r[:18].strip() for r in rows] == ["Task 1 + KDE", "Task 1 + DiffKDE", "Task 1+2 + DiffKDE"]
+    kde, diffkde = (results["runs"]["mt_task1"][0]["test"][f"{h}_own_k4_tvd"] for h in ("hard", "soft"))
+    assert f"{kde:.3f}" in rows[0] and f"{diffkde:.3f}" in rows[1] and kde != diffkde
     assert "no significance marks: 1 seed(s)" in table and "*" not in table.replace("* ", "")
     record = json.loads((out / "run.json").read_text())
     inv = record["invocations"][0]
@@ -127,7 +135,8 @@ def test_run_results_merge_across_invocations(setup, capsys):
     assert "baseline" in table and "mt" in table
     capsys.readouterr()
     assert main(["train", "annotators", "--output-dir", str(out), "--run", "nope"] + args) == 2
-    assert "--run nope: not a run of this config; runs: baseline, mt, onehot" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--run nope: not a run of this config; runs: baseline, mt, onehot, mt_task1" in err
     assert not (out / "nope").exists()
 
 
@@ -254,4 +263,4 @@ def test_version_help_and_config_show():
     shown = load_yaml(r.stdout)
     assert shown["train"]["lr"] == 1e-4 and shown["train"]["scheduler"]["name"] == "onecycle"
     assert set(shown) == {"recipe", "seeds", "device", "data", "features", "model", "train", "eval", "runs",
-                          "baseline_run"}
+                          "baseline_run", "ablation"}

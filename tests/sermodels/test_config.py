@@ -56,7 +56,7 @@ def test_unknown_key_in_a_file_names_the_file_and_nearest_key(tmp_path):
 def test_file_then_overrides_and_runs_replaced_whole(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  lr: 1e-2\n  early_stopping: {patience: 3}\nruns:\n  only: {model: {type: mt}}\n"
-                    "baseline_run: null\n")
+                    "baseline_run: null\nablation: null\n")
     cfg = load_config("annotators", str(path), ["train.epochs=4"])
     assert cfg.train.lr == 1e-2 and cfg.train.epochs == 4
     assert cfg.train.early_stopping.patience == 3 and cfg.train.early_stopping.min_epochs == 30  # merged
@@ -64,15 +64,19 @@ def test_file_then_overrides_and_runs_replaced_whole(tmp_path):
 
 
 def test_shipped_configs_load_and_round_trip():
-    from pathlib import Path
-
     from sermodels.config import dump_yaml
+    from sermodels.recipes import RECIPES, shipped_configs
 
-    folder = Path(get_recipe("annotators").__file__).parent / "configs"
-    for f in sorted(folder.glob("*.yaml")):
-        cfg = load_config("annotators", str(f))
-        again = build(AnnotatorsConfig, base=load_yaml(dump_yaml(to_dict(cfg))))
-        assert to_dict(again) == to_dict(cfg), f
+    seen = 0
+    for name in RECIPES:
+        for short, path in shipped_configs(name).items():
+            cfg = load_config(name, str(path))
+            assert load_config(name, short) == cfg, path  # --config paper names the shipped file
+            again = build(type(cfg), base=load_yaml(dump_yaml(to_dict(cfg))))
+            assert to_dict(again) == to_dict(cfg), path
+            seen += 1
+        assert "paper" in shipped_configs(name), name
+    assert seen >= len(RECIPES) + 1
 
 
 def test_run_entries_are_checked():

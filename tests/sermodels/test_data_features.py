@@ -190,3 +190,15 @@ def test_bad_arguments(corpus):
         extract_features(corpus, "logmel", layer="last", progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         extract_features(corpus, "logmel", batch_size=0, progress=False)
+
+
+def test_fbank40_is_40_log_mel_bands_up_to_8_khz(corpus):
+    """Paper 004's acoustic baseline: 40-d log mel filterbank, 0-8000 Hz, 25 ms windows."""
+    f = extract_features(corpus[:2], "fbank40", pooling="none", progress=False)
+    u = corpus[0]
+    wave = load_audio(u.audio_path, 16000)
+    np.testing.assert_allclose(f[u.utterance_id], log_mel(wave, 16000, n_mels=40, fmax=8000.0), rtol=1e-6)
+    assert f[u.utterance_id].shape[1] == 40
+    # the bands stop at 8 kHz: at 44.1 kHz the same bands would not cover the spectrum up to the Nyquist frequency
+    fb = mel_filterbank(40, 2048, 44100, 0.0, 8000.0)
+    assert fb[:, np.linspace(0, 22050, 1025) > 8000].max() == 0

@@ -23,8 +23,12 @@ def _ccc_numpy(x, y, ddof):
 
 
 def test_bin_positions_conventions():
-    torch.testing.assert_close(ev.bin_positions(4), torch.tensor([-0.75, -0.25, 0.25, 0.75], dtype=torch.float64))
-    torch.testing.assert_close(ev.bin_positions(2), torch.tensor([-0.5, 0.5], dtype=torch.float64))
+    # the default is the paper's (section 3.4): [-1, -0.5, 0.5, 1]
+    torch.testing.assert_close(ev.bin_positions(4), torch.tensor([-1, -0.5, 0.5, 1], dtype=torch.float64))
+    torch.testing.assert_close(ev.bin_positions(2), torch.tensor([-1.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(ev.bin_positions(4, "centres"),
+                               torch.tensor([-0.75, -0.25, 0.25, 0.75], dtype=torch.float64))
+    torch.testing.assert_close(ev.bin_positions(2, "centres"), torch.tensor([-0.5, 0.5], dtype=torch.float64))
     torch.testing.assert_close(ev.bin_positions(4, "linspace"),
                                torch.tensor([-1, -1 / 3, 1 / 3, 1], dtype=torch.float64))
     torch.testing.assert_close(ev.bin_positions(4, "paper"), torch.tensor([-1, -0.5, 0.5, 1], dtype=torch.float64))
@@ -35,7 +39,7 @@ def test_bin_positions_conventions():
 def test_expected_values_and_coarsen():
     g = torch.Generator().manual_seed(0)
     p = _tables(g, 6)
-    e = ev.expected_values(p)
+    e = ev.expected_values(p, "centres")
     pos = np.array([-0.75, -0.25, 0.25, 0.75])
     pn = p.numpy()
     np.testing.assert_allclose(e[:, 0].numpy(), pn.sum(2) @ pos, rtol=1e-12)
@@ -64,7 +68,7 @@ def test_distribution_metrics_equal_kdekit_and_scipy_on_the_concatenation():
         js = np.mean([jensenshannon(a.ravel(), b.ravel()) ** 2 for a, b in zip(p.numpy(), q.numpy())])
         assert out[f"k{k}_jsd"] == pytest.approx(js, rel=1e-9)
         assert out[f"k{k}_tvd"] == pytest.approx(0.5 * np.abs(p.numpy() - q.numpy()).sum((1, 2)).mean(), rel=1e-12)
-        e = ev.expected_values(p)
+        e = ev.expected_values(p, "centres")
         for j, dim in enumerate(("activation", "valence")):
             ref = kdekit.ccc(e[:, j], consensus[:, j], dim=0, unbiased=True)
             assert out[f"k{k}_ccc_{dim}"] == pytest.approx(float(ref), rel=1e-10)
@@ -101,7 +105,7 @@ def test_summarize_seeds_matches_scipy_ttest_rel_and_marks_direction():
     assert s["mt"]["soft_k4_tvd"].mean == pytest.approx(tv.mean())
     assert s["mt"]["soft_k4_tvd"].std == pytest.approx(tv.std(ddof=1))
     assert s["mt"]["soft_k4_tvd"].mark == "*"  # lower TVD: improvement
-    assert s["mt"]["soft_k4_ccc_activation"].mark == "+"  # lower CCC: decline
+    assert s["mt"]["soft_k4_ccc_activation"].mark == "†"  # lower CCC: decline
     assert s["copy"]["soft_k4_tvd"].mark == "" and math.isnan(s["copy"]["soft_k4_tvd"].p_value)
     assert math.isnan(s["baseline"]["soft_k4_tvd"].p_value)
     table = ev.format_table1(s, {"baseline": "soft", "mt": "soft", "copy": "soft"}, k=4)

@@ -128,7 +128,7 @@ def test_generic_csv_corpus_rating_range_and_split_file(tmp_path, capsys):
     fails(["labels", "--corpus", "generic", "--data-root", root, "--out", str(out)], capsys,
           "generic at", "has no fixed rating scale: pass --range LO HI")
     assert main(["labels", "--corpus", "generic", "--data-root", root, "--out", str(out), "--range", "0", "10",
-                 "--grid", "64"]) == 0
+                 "--grid", "64", "--scaling", "scale"]) == 0
     saved = torch.load(out, weights_only=True)
     corpus = load_corpus("generic", root)
     first = corpus.utterances[0]
@@ -136,6 +136,15 @@ def test_generic_csv_corpus_rating_range_and_split_file(tmp_path, capsys):
     expected = torch.tensor([[first.ratings[a][0] / 5 - 1, first.ratings[a][1] / 5 - 1] for a in row])
     torch.testing.assert_close(saved["ratings"][0, :len(row)].double(), expected.double())
     assert saved["rating_range"] == [0.0, 10.0]
+    # the default scaling maps each dimension's own lowest and highest rating of the corpus onto -1 and 1
+    assert main(["labels", "--corpus", "generic", "--data-root", root, "--out", str(out), "--range", "0", "10",
+                 "--grid", "64"]) == 0
+    saved = torch.load(out, weights_only=True)
+    for d, dim in enumerate(("activation", "valence")):
+        values = [r[d] for u in corpus.utterances for r in u.ratings.values()]
+        assert saved["label_scale"]["ranges"][dim] == [min(values), max(values)] and min(values) > 0
+        finite = saved["ratings"][..., d][~torch.isnan(saved["ratings"][..., d])]
+        assert float(finite.min()) == -1.0 and float(finite.max()) == 1.0
 
     ids = [u.utterance_id for u in corpus.utterances]
     split_file = tmp_path / "my split.csv"

@@ -137,3 +137,23 @@ def test_layer_weighted_sum_is_softmax_weighted():
     torch.testing.assert_close(lws(h), w[0] * h[0] + w[1] * h[1] + w[2] * h[2])
     with pytest.raises(ValueError, match="hidden states"):
         lws(h[:2])
+
+
+def test_emotion_share_attention_is_scaled_by_the_lstm_width_or_its_square_root():
+    """Paper 004's eq. 2b divides Q K^T by W_l; the authors' code (``attention_scale="sqrt_width"``) by sqrt(W_l). A
+    query scaled by 1/sqrt(W_l) turns the second into the first."""
+    torch.manual_seed(0)
+    width = 16
+    paper = EmotionShareNet(in_dim=6, attention=True, channels=(8, 8, 8), lstm_hidden=width, head=(8,))
+    code = EmotionShareNet(in_dim=6, attention=True, channels=(8, 8, 8), lstm_hidden=width, head=(8,),
+                           attention_scale="sqrt_width")
+    code.load_state_dict(paper.state_dict())
+    paper.eval(), code.eval()
+    x, mask = _padded([torch.randn(L, 6) * 3 for L in (12, 9, 5)])
+    with torch.no_grad():
+        assert not torch.allclose(paper(x, mask), code(x, mask), atol=1e-5)
+        code.query.weight /= width ** 0.5
+        code.query.bias /= width ** 0.5
+        torch.testing.assert_close(paper(x, mask), code(x, mask))
+    with pytest.raises(ValueError, match="attention_scale"):
+        EmotionShareNet(in_dim=6, attention=True, attention_scale="sqrt")

@@ -59,13 +59,29 @@ def test_label_embedding_recipe(corpora, tmp_path, capsys):
 
 
 def test_emotion_share_recipe(corpora, tmp_path, capsys):
-    res = get_recipe("emotion_share").run({"train": {"epochs": 2}}, corpus="compare-share",
-                                          data_root=corpora / "compare-share", out_dir=tmp_path)
+    # Table 1's feature-set rows from one command: two feature sets x the two architectures
+    cfg = {"features": {"audio_model": ["tiny:hubert", "fbank40"]}, "train": {"epochs": 2}}
+    res = get_recipe("emotion_share").run(cfg, corpus="compare-share", data_root=corpora / "compare-share",
+                                          out_dir=tmp_path)
     printed = capsys.readouterr().out
-    assert "Table 1" in printed and "Baseline [16]" in printed and "Table 2" in printed
-    assert set(res["rho"]) == {"Architecture 1", "Architecture 2"}
+    rows = {f"{f}, Architecture {a}" for f in ("tiny:hubert", "Acoustic features (40-d fbank)") for a in (1, 2)}
+    assert set(res["rho"]) == rows
     for r in res["rho"].values():
         assert len(r) == 10 and all(_finite(v) and -1 <= v <= 1 for v in r.values())
+    table1, table2 = printed[printed.index("Table 1"):].split("\n\n")[:2]
+    lines = table1.splitlines()
+    assert lines[1].split()[:3] == ["Features", "Regressor", "Anger"] and lines[1].split()[-1] == "mean"
+    body = lines[3:]
+    assert len(body) == 5 and body[-1].startswith("Baseline [16] (paper)") and "0.500" in body[-1]
+    assert table2.startswith("Table 2") and "100(a-b)/b" in table2
+    for name in ("tiny:hubert", "Acoustic features (40-d fbank)"):
+        row = next(line for line in table2.splitlines() if line.startswith(name))
+        best = max(res["rho"][f"{name}, Architecture {a}"]["mean"] for a in (1, 2))
+        assert f"{100 * (best - 0.5) / 0.5:.1f}" in row
+    # Figure 2: predicted vs true share per emotion for the best row; Figure 3: architecture 1 vs 2
+    scatter = (tmp_path / "scatter.csv").read_text().splitlines()
+    assert len(scatter) == 1 + 9 * res["n_eval"] and res["scatter"]["row"] in rows
+    assert (tmp_path / "scatter.png").stat().st_size > 0 and (tmp_path / "architectures.png").stat().st_size > 0
     _outputs_written(tmp_path)
 
 
@@ -74,7 +90,8 @@ def test_emotion_share_per_emotion_models(corpora, tmp_path, capsys):
                                            "train": {"epochs": 1}}, corpus="compare-share",
                                           data_root=corpora / "compare-share", out_dir=tmp_path)
     assert len([d for d in os.listdir(tmp_path) if d.startswith("arch1_")]) == 9  # one model per emotion
-    assert _finite(res["rho"]["Architecture 1"]["mean"])
+    assert _finite(res["rho"]["tiny:hubert, Architecture 1"]["mean"])
+    assert "one model per emotion" in (tmp_path / "table.txt").read_text()
 
 
 def test_distilled_recipe_with_layer_analysis(corpora, tmp_path, capsys):
@@ -89,16 +106,26 @@ def test_distilled_recipe_with_layer_analysis(corpora, tmp_path, capsys):
     for w in res["layer_importance"].values():
         assert len(w) == 3 and sum(w) == pytest.approx(1.0, abs=1e-6)
         assert max(w) - min(w) > 1e-4  # the softmax layer weights were trained
-    assert os.path.getsize(res["layer_plot"]) > 0
+    assert "Figure 2: normalised layer importance" in printed
+    assert (tmp_path / "layer_importance.png").stat().st_size > 0
     _outputs_written(tmp_path)
 
 
 def test_distilled_ft_then_frozen(corpora, tmp_path, capsys):
-    cfg = {"model": {"mode": "ft_frz", "modalities": ["audio+text"], "layer_analysis": False},
-           "train": {"epochs": 1}}
+    cfg = {"model": {"ft_frz": True, "layer_analysis": False}, "train": {"epochs": 1}}
     res = get_recipe("distilled").run(cfg, corpus="msp-podcast", data_root=corpora / "msp-podcast", out_dir=tmp_path)
-    assert {"audio+text_stage1_ft_audio", "audio+text_stage2_frozen_fusion"} <= set(os.listdir(tmp_path))
-    assert all(_finite(v) for v in res["rows"]["audio+text"]["seen"].values())
+    printed = capsys.readouterr().out
+    assert {"audio", "audio+text", "audio+text_ft_frz"} <= set(os.listdir(tmp_path))
+    assert all(_finite(v) for v in res["rows"]["audio+text FT=>FRZ"]["seen"].values())
+    # Figure 3: the valence gain of audio+text over audio only, FT vs FT=>FRZ, seen and unseen
+    gain = res["valence_gain"]["tiny:hubert"]
+    for fusion, key in (("FT", "audio+text"), ("FT=>FRZ", "audio+text FT=>FRZ")):
+        va, vat = res["rows"]["audio"]["seen"]["Valence"], res["rows"][key]["seen"]["Valence"]
+        assert gain[fusion]["seen"] == pytest.approx(100 * (vat - va) / abs(va)) and _finite(gain[fusion]["unseen"])
+    assert "Figure 3: relative valence CCC improvement" in printed
+    assert (tmp_path / "valence_gain.png").stat().st_size > 0
+    table1 = printed[printed.index("Table 1"):].split("\n\n")[0]
+    assert "FT=>FRZ" not in table1  # Table 1 holds the paper's Audio and Audio + Text rows only
 
 
 def test_continual_recipe_finetune_exper_gem(corpora, tmp_path, capsys):

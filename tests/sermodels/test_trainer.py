@@ -125,7 +125,7 @@ def test_early_stopping_respects_min_epochs_and_lr_schedule(tmp_path):
         def validate(self, model, loader, info):
             return {"val_loss": 1.0}
 
-    res = _trainer(tmp_path, "es2", epochs=50, lr=1e-4, **{"early_stopping.patience": 1000,
+    res = _trainer(tmp_path, "es2", epochs=50, lr=1e-4, **{"early_stopping.patience": 1000, "scheduler.name": "plateau",
                                                              "scheduler.patience": 1}).fit(_model(), Flat(), train, val)
     lrs = [r["lr"] for r in res.history[:6]]
     # ReduceLROnPlateau x0.1 after `patience` epochs without improvement
