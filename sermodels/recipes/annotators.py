@@ -29,7 +29,8 @@ mt}, train: {tasks: [task1, task2]}}``); ``--run NAME`` trains some of them, and
 reference (Task 1+2, ``mt``): its test tables built with the hard-histogram KDE and with DiffKDE are printed side by
 side, with the paired t-test of DiffKDE against KDE; Table 1 leaves that run out. Validation loss (LR schedule,
 early stopping, best checkpoint) is the sum of the run's task losses over the whole validation set (a Task 1 run also
-reports its DiffKDE tables' metrics, ``val_diffkde_ce`` and ``val_k<k>_*``, outside its loss). After training, the best checkpoint is evaluated on the ``test`` partition (and
+reports its DiffKDE tables' metrics, ``val_diffkde_ce`` and ``val_k<k>_*``, outside its loss). After training, the
+best checkpoint is evaluated on the ``test`` partition (and
 zero-shot on ``eval.test_corpora``) with :mod:`sermodels.evaluation`; for annotator models the pseudo-observations
 of a predicted table are drawn per utterance from a generator seeded with ``eval.seed``, so an utterance's table
 does not depend on its batch (``sermodels predict`` gives the same table).

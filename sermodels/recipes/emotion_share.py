@@ -9,7 +9,8 @@ Models: :class:`~sermodels.models.emotion_share.EmotionShareNet`, Architecture 1
 scaled by ``W_l`` as the paper's eq. 2b, ``model.attention_scale: sqrt_width`` = the authors' code)
 (``model.architectures``). ``model.per_emotion: true`` (the paper: "the emotion regression network is different for
 all the emotions and they are trained separately"; the paper config's setting) trains one single-output model per
-emotion; ``false`` (the small defaults) one 9-output model. Loss MSE, Adam. Early stopping uses ``data.holdout`` of the training partition; results are reported on
+emotion; ``false`` (the small defaults) one 9-output model. Loss MSE, Adam. Early stopping uses ``data.holdout`` of the
+training partition; results are reported on
 ``eval.partition`` (``val`` = the ComParE devel partition, as the paper's tables; the official test labels are
 blank), as the mean over ``seeds`` of each seed's Spearman rho.
 

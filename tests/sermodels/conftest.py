@@ -21,7 +21,6 @@ def paper_hub(tmp_path_factory):
     architectures (``tests/sermodels/hub.py``), so the papers' configs load their exact model ids through the real
     ``from_pretrained``."""
     import huggingface_hub.constants
-
     from hub import write_hub
 
     cache = write_hub(tmp_path_factory.mktemp("hub"))

@@ -2,8 +2,7 @@
 import pytest
 
 from sermodels.config import ConfigError, build, load_yaml, parse_override, to_dict
-from sermodels.recipes import get_recipe, load_config
-from sermodels.recipes.annotators import Config as AnnotatorsConfig
+from sermodels.recipes import load_config
 
 
 def test_yaml_12_numbers_and_booleans():
