@@ -3,10 +3,16 @@
 // (keys[u, o, a], a) — the annotators a stable argsort of the keys lists first. A selection instead of a sort, over
 // (key bits, index) packed in one 64-bit integer (keys >= 0: their float32 bits order as integers); O(A) a draw.
 //   forward: means (U, n, 2) in the ratings' dtype, accumulated in float64, and pivots (U, n) int64: the packed
-//            (key, index) of each draw's last chosen annotator (a draw chose a iff packed(a) <= pivot);
+//            (key, index) of each draw's last chosen annotator (a draw chose a iff packed(a) <= pivot). Keys uniform
+//            in [0, 1) (torch.rand) put the size-th smallest near p = size / M (M valid annotators), within a few
+//            sd = sqrt(p (1 - p) / M): with many annotators (M >= kBandMin) one vectorised pass sums the ratings of
+//            the keys below a band around p (all chosen) and flags the keys in it; nth_element over the band's packed
+//            values finds the pivot. With fewer annotators, or where the pivot is outside the band (~1e-4 of uniform
+//            draws; any other key distribution), a bucket selection over every key: the same subset either way.
 //   backward: d ratings[u, a, :] = sum over draws o that chose a of grad[u, o, :] / size[u, o] (from the pivots: one
-//             comparison per annotator, no second selection).
-// One item per task (a thread owns its item's rows of every output: deterministic for any number of threads).
+//             vectorised comparison per annotator and draw, no second selection).
+// One item per task (a thread owns its item's rows of every output: deterministic for any number of threads); the
+// loops are compiled for the widest vector ISA of the CPU (simd.h), the float64 sums' lane order fixed per ISA.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -17,6 +23,7 @@
 #include <vector>
 
 #include "common.h"
+#include "simd.h"
 
 namespace kdekit::cpu {
 namespace {
@@ -35,39 +42,59 @@ void check_args(const at::Tensor& ratings, const at::Tensor& keys, const at::Ten
   TORCH_CHECK(per_draw.scalar_type() == at::kLong, name, " must be int64, got ", per_draw.scalar_type());
 }
 
-// (key bits << 32) | index: ordered as (key, index) for keys in [0, 1) (or any non-negative float)
+// (key bits << 32) | index: ordered as (key, index) for keys >= 0 (-0 counts as +0, as in a float comparison)
 inline int64_t pack(float key, int64_t index) {
+  key += 0.0f;  // -0 -> +0
   uint32_t bits;
   std::memcpy(&bits, &key, sizeof bits);
   return static_cast<int64_t>((static_cast<uint64_t>(bits) << 32) | static_cast<uint64_t>(index));
 }
 
-template <typename scalar_t>
-void valid_annotators(const scalar_t* r, int64_t A, std::vector<int64_t>& valid) {
-  valid.clear();
-  for (int64_t a = 0; a < A; ++a)
-    if (std::isfinite(static_cast<double>(r[2 * a])) && std::isfinite(static_cast<double>(r[2 * a + 1])))
-      valid.push_back(a);
-}
+// One item's valid annotators (both ratings finite): their indices, and their ratings as float64 columns.
+struct Annotators {
+  std::vector<int64_t> index;
+  std::vector<double> r0, r1;
 
-// The pivot of one draw: the count-th smallest packed (key, index) among the valid annotators, by bucket selection
-// (keys uniform in [0, 1), as torch.rand draws them, spread evenly over M buckets of the key's value: one pass counts
-// them, one gathers the bucket that holds the count-th value, nth_element orders that bucket, ~1 value; other keys
-// are still selected exactly, only slower). packed[i] holds the packed value of valid[i] afterwards.
-int64_t draw_pivot(const float* k, const std::vector<int64_t>& valid, int64_t count, std::vector<int64_t>& packed,
-                   std::vector<int64_t>& bucket_of, std::vector<int64_t>& counts) {
-  const int64_t M = static_cast<int64_t>(valid.size());
-  TORCH_CHECK(count >= 1 && count <= M, "size must be in [1, ", M, "] (the item's valid annotators), got ", count);
+  template <typename scalar_t>
+  void gather(const scalar_t* r, int64_t A) {
+    index.clear();
+    r0.clear();
+    r1.clear();
+    for (int64_t a = 0; a < A; ++a) {
+      const double v0 = static_cast<double>(r[2 * a]), v1 = static_cast<double>(r[2 * a + 1]);
+      if (std::isfinite(v0) && std::isfinite(v1)) {
+        index.push_back(a);
+        r0.push_back(v0);
+        r1.push_back(v1);
+      }
+    }
+  }
+  int64_t size() const { return static_cast<int64_t>(index.size()); }
+
+  // the keys of the valid annotators, contiguous: `k` itself when every annotator is valid, else gathered into `buf`
+  const float* keys(const float* k, int64_t A, std::vector<float>& buf) const {
+    if (size() == A) return k;
+    buf.resize(index.size());
+    for (size_t j = 0; j < index.size(); ++j) buf[j] = k[index[j]];
+    return buf.data();
+  }
+};
+
+// The pivot of one draw by bucket selection over the M valid annotators' keys `k` (contiguous; exact for any key
+// distribution): keys spread over M buckets of their value; one pass counts them, one gathers the bucket that holds
+// the count-th value, nth_element orders that bucket. packed[i] holds the packed value of valid annotator i after.
+int64_t bucket_pivot(const float* k, const Annotators& valid, int64_t count, std::vector<int64_t>& packed,
+                     std::vector<int64_t>& bucket_of, std::vector<int64_t>& counts) {
+  const int64_t M = valid.size();
   packed.resize(M);
   bucket_of.resize(M);
   counts.assign(M, 0);
   bool non_negative = true;
   for (int64_t i = 0; i < M; ++i) {
-    const float key = k[valid[i]];
-    non_negative &= key >= 0.0f;
-    packed[i] = pack(key, valid[i]);
-    const int64_t bucket = static_cast<int64_t>(std::min(static_cast<double>(key) * M, M - 1.0));
-    bucket_of[i] = bucket < 0 ? 0 : bucket;  // (NaN and negative keys are refused below)
+    non_negative &= k[i] >= 0.0f;
+    packed[i] = pack(k[i], valid.index[i]);
+    // (NaN and negative keys land in bucket 0 and are refused below)
+    bucket_of[i] = std::max<int64_t>(0, static_cast<int64_t>(std::min(static_cast<double>(k[i]) * M, M - 1.0)));
     ++counts[bucket_of[i]];
   }
   TORCH_CHECK(non_negative, "keys must be >= 0 (and not NaN)");
@@ -83,6 +110,78 @@ int64_t draw_pivot(const float* k, const std::vector<int64_t>& valid, int64_t co
   return bucket_of[count - below - 1];
 }
 
+constexpr int64_t kBandMin = 384;  // fewer valid annotators: the bucket selection is faster (2-core AVX-512)
+
+// One draw's selection (per-thread scratch): the sums of the chosen annotators' ratings into s[0], s[1]; returns the
+// pivot. `k`: the M valid annotators' keys, contiguous.
+struct Draw {
+  std::vector<int64_t> candidates, packed, bucket_of, counts;
+  std::vector<uint8_t> band;  // 1 where the key is in the band, padded to whole 8-byte words
+
+  KDEKIT_INLINE int64_t select(const float* k, const Annotators& valid, int64_t count, double s[2]) {
+    const int64_t M = valid.size();
+    TORCH_CHECK(count >= 1 && count <= M, "size must be in [1, ", M, "] (the item's valid annotators), got ", count);
+    if (M < kBandMin) return exact(k, valid, count, s);
+    const double p = static_cast<double>(count) / M;
+    const double half = 4.0 * std::sqrt((p * (1.0 - p) + 1.0 / M) / M) + 1.0 / M;
+    const float lo = static_cast<float>(p - half), hi = static_cast<float>(p + half);
+    const double *r0 = valid.r0.data(), *r1 = valid.r1.data();
+    band.assign((M + 7) / 8 * 8, 0);
+    uint8_t* in = band.data();
+    int64_t below = 0, in_band = 0, bad = 0;
+    double b0 = 0.0, b1 = 0.0;
+#pragma omp simd reduction(+ : below, in_band, b0, b1) reduction(| : bad)
+    for (int64_t i = 0; i < M; ++i) {  // every key below the band is chosen
+      const float key = k[i];
+      const bool low = key < lo;
+      in[i] = !low & (key < hi);
+      below += low;
+      in_band += in[i];
+      bad |= !(key >= 0.0f);
+      b0 += low ? r0[i] : 0.0;
+      b1 += low ? r1[i] : 0.0;
+    }
+    TORCH_CHECK(!bad, "keys must be >= 0 (and not NaN)");
+    if (below < count && count <= below + in_band) {
+      candidates.resize(in_band);
+      int64_t m = 0;
+      for (int64_t w = 0; w < M; w += 8) {  // the band's indices from its flags, a word of 8 at a time
+        uint64_t word;
+        std::memcpy(&word, in + w, sizeof word);
+        for (; word != 0; word &= word - 1) candidates[m++] = w + __builtin_ctzll(word) / 8;
+      }
+      packed.resize(in_band);
+      for (int64_t j = 0; j < in_band; ++j) packed[j] = pack(k[candidates[j]], valid.index[candidates[j]]);
+      std::nth_element(packed.begin(), packed.begin() + (count - below - 1), packed.end());
+      const int64_t pivot = packed[count - below - 1];
+      for (int64_t j = 0; j < in_band; ++j) {
+        const int64_t i = candidates[j];
+        const double chosen = pack(k[i], valid.index[i]) <= pivot;
+        b0 += r0[i] * chosen;
+        b1 += r1[i] * chosen;
+      }
+      s[0] = b0;
+      s[1] = b1;
+      return pivot;
+    }
+    return exact(k, valid, count, s);  // the pivot is outside the band
+  }
+
+  // the selection by bucket_pivot over every key
+  int64_t exact(const float* k, const Annotators& valid, int64_t count, double s[2]) {
+    const int64_t pivot = bucket_pivot(k, valid, count, packed, bucket_of, counts);
+    double b0 = 0.0, b1 = 0.0;
+    for (int64_t i = 0; i < valid.size(); ++i) {  // branch-free: the mask as a 0/1 factor (the ratings are finite)
+      const double chosen = packed[i] <= pivot;
+      b0 += valid.r0[i] * chosen;
+      b1 += valid.r1[i] * chosen;
+    }
+    s[0] = b0;
+    s[1] = b1;
+    return pivot;
+  }
+};
+
 std::tuple<at::Tensor, at::Tensor> subset_means_cpu(const at::Tensor& ratings_, const at::Tensor& keys_,
                                                     const at::Tensor& size_) {
   check_args(ratings_, keys_, size_, "size");
@@ -97,33 +196,46 @@ std::tuple<at::Tensor, at::Tensor> subset_means_cpu(const at::Tensor& ratings_, 
     const int64_t* ps = size.data_ptr<int64_t>();
     int64_t* pp = pivots.data_ptr<int64_t>();
     at::parallel_for(0, U, item_grain(8.0 * n * A), [&](int64_t u0, int64_t u1) {
-      std::vector<int64_t> valid, packed, bucket_of, counts;
-      for (int64_t u = u0; u < u1; ++u) {
-        const scalar_t* ru = r + u * A * 2;
-        valid_annotators(ru, A, valid);
-        for (int64_t o = 0; o < n; ++o) {
-          const int64_t i = u * n + o;
-          if (valid.empty()) {  // no annotator: NaN, as the torch path
-            out[2 * i] = out[2 * i + 1] = static_cast<scalar_t>(NAN);
-            pp[i] = -1;
-            continue;
-          }
-          const float* k = pk + i * A;
-          const int64_t pivot = draw_pivot(k, valid, ps[i], packed, bucket_of, counts);
-          double s0 = 0, s1 = 0;
-          for (size_t j = 0; j < valid.size(); ++j)
-            if (packed[j] <= pivot) {
-              s0 += static_cast<double>(ru[2 * valid[j]]);
-              s1 += static_cast<double>(ru[2 * valid[j] + 1]);
+      Annotators valid;
+      Draw draw;
+      std::vector<float> buf;
+      run_widest_simd([&](auto) KDEKIT_INLINE_LAMBDA {
+        for (int64_t u = u0; u < u1; ++u) {
+          valid.gather(r + u * A * 2, A);
+          for (int64_t o = 0; o < n; ++o) {
+            const int64_t i = u * n + o;
+            if (valid.size() == 0) {  // no annotator: NaN, as the torch path
+              out[2 * i] = out[2 * i + 1] = static_cast<scalar_t>(NAN);
+              pp[i] = -1;
+              continue;
             }
-          out[2 * i] = static_cast<scalar_t>(s0 / ps[i]);
-          out[2 * i + 1] = static_cast<scalar_t>(s1 / ps[i]);
-          pp[i] = pivot;
+            double s[2];
+            pp[i] = draw.select(valid.keys(pk + i * A, A, buf), valid, ps[i], s);
+            out[2 * i] = static_cast<scalar_t>(s[0] / ps[i]);
+            out[2 * i + 1] = static_cast<scalar_t>(s[1] / ps[i]);
+          }
         }
-      }
+      });
     });
   });
   return {means, pivots};
+}
+
+// d[j] += g where the draw with `pivot` chose valid annotator j (keys `k` of the valid annotators, contiguous); g
+// finite (the caller adds a non-finite one to the chosen annotators only).
+KDEKIT_INLINE void add_to_chosen(const float* k, const Annotators& valid, int64_t pivot, double g0, double g1,
+                                 double* d0, double* d1) {
+  const uint32_t bits = static_cast<uint32_t>(static_cast<uint64_t>(pivot) >> 32);
+  float pk;
+  std::memcpy(&pk, &bits, sizeof bits);
+  const int64_t pi = pivot & 0xffffffff, M = valid.size();
+  const int64_t* index = valid.index.data();
+#pragma omp simd
+  for (int64_t j = 0; j < M; ++j) {
+    const bool chosen = (k[j] < pk) | ((k[j] == pk) & (index[j] <= pi));
+    d0[j] += chosen ? g0 : 0.0;
+    d1[j] += chosen ? g1 : 0.0;
+  }
 }
 
 at::Tensor subset_means_backward_cpu(const at::Tensor& grad_, const at::Tensor& ratings_, const at::Tensor& keys_,
@@ -135,30 +247,45 @@ at::Tensor subset_means_backward_cpu(const at::Tensor& grad_, const at::Tensor& 
               "grad must be (", U, ", ", n, ", 2), got ", grad_.sizes());
   auto grad = grad_.to(at::kDouble).contiguous(), ratings = ratings_.contiguous(), keys = keys_.contiguous();
   auto size = size_.contiguous(), pivots = pivots_.contiguous();
-  auto out = at::zeros({U, A, 2}, ratings.options().dtype(at::kDouble));
+  auto out = at::empty({U, A, 2}, ratings.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ratings.scalar_type(), "subset_means_backward", [&] {
     const scalar_t* r = ratings.data_ptr<scalar_t>();
     const double* g = grad.data_ptr<double>();
     double* po = out.data_ptr<double>();
     const float* pk = keys.data_ptr<float>();
     const int64_t *ps = size.data_ptr<int64_t>(), *pp = pivots.data_ptr<int64_t>();
-    at::parallel_for(0, U, item_grain(4.0 * n * A), [&](int64_t u0, int64_t u1) {
-      std::vector<int64_t> valid;
-      for (int64_t u = u0; u < u1; ++u) {
-        valid_annotators(r + u * A * 2, A, valid);
-        double* gu = po + u * A * 2;
-        for (int64_t o = 0; o < n; ++o) {
-          const int64_t i = u * n + o;
-          if (valid.empty()) continue;
-          const float* k = pk + i * A;
-          const double g0 = g[2 * i] / ps[i], g1 = g[2 * i + 1] / ps[i];
-          for (int64_t a : valid)
-            if (pack(k[a], a) <= pp[i]) {
-              gu[2 * a] += g0;
-              gu[2 * a + 1] += g1;
+    at::parallel_for(0, U, item_grain(8.0 * n * A), [&](int64_t u0, int64_t u1) {
+      Annotators valid;
+      std::vector<double> d0, d1;
+      std::vector<float> buf;
+      run_widest_simd([&](auto) KDEKIT_INLINE_LAMBDA {
+        for (int64_t u = u0; u < u1; ++u) {
+          valid.gather(r + u * A * 2, A);
+          const int64_t M = valid.size();
+          d0.assign(M, 0.0);
+          d1.assign(M, 0.0);
+          for (int64_t o = 0; o < n && M > 0; ++o) {
+            const int64_t i = u * n + o;
+            const float* k = valid.keys(pk + i * A, A, buf);
+            const double g0 = g[2 * i] / ps[i], g1 = g[2 * i + 1] / ps[i];
+            if (std::isfinite(g0) && std::isfinite(g1)) {
+              add_to_chosen(k, valid, pp[i], g0, g1, d0.data(), d1.data());
+            } else {  // a non-finite gradient reaches only the annotators the draw chose
+              for (int64_t j = 0; j < M; ++j)
+                if (pack(k[j], valid.index[j]) <= pp[i]) {
+                  d0[j] += g0;
+                  d1[j] += g1;
+                }
             }
+          }
+          double* gu = po + u * A * 2;
+          std::fill(gu, gu + 2 * A, 0.0);
+          for (int64_t j = 0; j < M; ++j) {
+            gu[2 * valid.index[j]] = d0[j];
+            gu[2 * valid.index[j] + 1] = d1[j];
+          }
         }
-      }
+      });
     });
   });
   return out.to(ratings.scalar_type());

@@ -52,6 +52,30 @@ def _stable_argsort_means(ratings, keys, size):
     return torch.einsum("una,uad->und", chosen, ratings) / size[..., None].to(ratings.dtype)
 
 
+@pytest.mark.parametrize("power", [1.0, 0.25, 8.0])  # uniform keys (the band), and skewed ones (the exact fallback)
+def test_subset_means_equal_a_stable_argsort_for_any_key_distribution(power):
+    g = torch.Generator().manual_seed(11)
+    ratings = torch.randn(3, 1500, 2, generator=g, dtype=torch.float64)
+    ratings[2, ::3] = float("nan")  # a third of the annotators missing: gathered keys
+    valid = torch.isfinite(ratings).all(-1)
+    keys = torch.rand(3, 40, 1500, generator=g) ** power
+    M = valid.sum(1)
+    size = 1 + (torch.rand(3, 40, generator=g) * M[:, None]).floor().long()
+    size[:, 0], size[:, 1], size[:, 2] = 1, M // 2, M  # the extremes and the middle
+    r = ratings.clone().requires_grad_()
+    out = torch.full((3, 40, 2), float("nan"), dtype=torch.float64)
+    means = ops.subset_means(r, keys, size)[0]
+    out.copy_(means)
+    ranked = torch.where(valid[:, None, :], keys, 2.0)  # missing annotators after every valid one
+    r0 = ratings.nan_to_num(0.0).requires_grad_()
+    want = _stable_argsort_means(r0, ranked, size)
+    torch.testing.assert_close(out, want, rtol=1e-13, atol=1e-15)
+    grad = torch.randn(3, 40, 2, generator=g, dtype=torch.float64)
+    (got_grad,) = torch.autograd.grad((means * grad).sum(), r)
+    (want_grad,) = torch.autograd.grad((want * grad).sum(), r0)
+    torch.testing.assert_close(got_grad, want_grad * valid[..., None], rtol=1e-13, atol=1e-15)
+
+
 @pytest.mark.parametrize("A", [6, 40])
 def test_ties_go_to_the_lower_index(A):
     g = torch.Generator().manual_seed(A)
