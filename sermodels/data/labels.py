@@ -278,14 +278,14 @@ def distribution_targets(utterances: Sequence[Utterance], corpus: Union[CorpusOr
 
     Per utterance, its ratings scaled to [-1, 1] in float64 (an annotator missing activation or valence is ignored)
     give 200 pseudo-observations (``kdekit.pseudo_observations``, drawn with a CPU generator seeded by
-    :func:`utterance_seed`), then ``kdekit.labels.labels_from_observations`` (hard-histogram diffusion KDE on a
+    :func:`utterance_seed`), then ``kdekit.labels_from_observations`` (hard-histogram diffusion KDE on a
     ``grid`` x ``grid`` grid, pooled to k x k) per chunk of ``chunk_size`` utterances: memory stays bounded for
     100k utterances, and an utterance's label does not depend on the chunking, on the order or on the other
     utterances. ``progress``: a tqdm bar (None: only on a terminal). Returns ``probs`` ``(U, k, k)`` float64; with
     ``return_status=True`` ``(probs, status)``, ``status`` ``(U,)`` being kdekit's per-utterance KDE status (an
     utterance it cannot estimate, e.g. without ratings, gets a defined table and a status, never an error).
     """
-    from kdekit.labels import labels_from_observations, pseudo_observations
+    from kdekit import labels_from_observations, pseudo_observations
     from tqdm.auto import tqdm
 
     if len(utterances) == 0:

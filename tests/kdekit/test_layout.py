@@ -120,28 +120,14 @@ def _private_uses(path: pathlib.Path):
     return sorted(set(found))
 
 
-# Known uses outside the public API in main's code (this branch changes only tests): listed so that any other use fails
-# the check, and checked to still exist so that the list shrinks when one is fixed. sermodels' labels take
-# labels_from_observations, which kdekit does not export (kdekit.labels is not a public module).
-KNOWN_PRIVATE_USES = {
-    "sermodels/data/labels.py: from kdekit.labels import labels_from_observations, pseudo_observations",
-}
-
-
 def test_sermodels_and_bench_use_only_kdekit_public_api():
     """``sermodels/`` and ``bench/`` import only public kdekit modules (``kdekit``, ``kdekit.nn``, ``kdekit.compat``,
     ``kdekit.metrics``) and public names: from the package, the names of ``kdekit.__all__``; from the other public
     modules, names without a leading underscore (within their ``__all__``); dunder metadata such as ``__version__``.
     An attribute of ``import kdekit`` (``kdekit.x``) follows the same rule. Dynamic imports are not seen."""
-    violations, known = [], set()
-    for path in _python_files("sermodels", "bench"):
-        for line, what in _private_uses(path):
-            if f"{path.relative_to(ROOT)}: {what}" in KNOWN_PRIVATE_USES:
-                known.add(f"{path.relative_to(ROOT)}: {what}")
-            else:
-                violations.append(f"{path.relative_to(ROOT)}:{line}: {what}")
+    violations = [f"{path.relative_to(ROOT)}:{line}: {what}"
+                  for path in _python_files("sermodels", "bench") for line, what in _private_uses(path)]
     assert not violations, f"{len(violations)} use(s) of kdekit outside its public API:\n" + "\n".join(violations)
-    assert known == KNOWN_PRIVATE_USES, f"fixed, drop from KNOWN_PRIVATE_USES: {sorted(KNOWN_PRIVATE_USES - known)}"
 
 
 def _cpp_enum(text: str, name: str):
