@@ -28,3 +28,16 @@ def paper_hub(tmp_path_factory):
         mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
         mp.setenv("HF_HUB_OFFLINE", "1")
         yield cache
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a whole test module (``pytestmark = pytest.mark.usefixtures("one_thread")``): float
+    sums then have one order, so reruns compare exactly and asserted numbers do not move; and 2 shared cores stay
+    usable."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -15,14 +15,7 @@ from sermodels.cli import main
 from sermodels.data.synthetic import write_synthetic_corpus
 from sermodels.demo import tiny_wav2vec2
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread for every run of the module: float32 sums then have one order, so reruns compare exactly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,23 +30,11 @@ import json
 
 import pytest
 import torch
+from corpora import synth
 
 from sermodels.cli import main
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: deterministic float sums (the asserted numbers do not move between runs) and a usable CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def synth(out, corpus, n, *extra):
-    assert main(["synth", "--corpus", corpus, "--out", str(out), "--utterances", str(n), "--annotators", "6",
-                 "--engine", "numpy", "--seconds", "0.8", "1.2", *extra]) == 0
-    return str(out)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def labels_and_features(tmp_path, corpus, root, capsys, split=None, features=("--audio-model", "logmel")):

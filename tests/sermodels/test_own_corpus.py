@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from corpora import synth
 
 from sermodels.cli import main
 from sermodels.data import load_corpus
@@ -27,18 +28,8 @@ QUICK = ["--run", "mt", "seeds=[0]", "model.hidden=16", "features.audio_model=lo
          "eval.ks=[4]", "train.diffkde.n_pseudo=50", "train.progress=false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def synth(out, corpus, n, *extra):
-    assert main(["synth", "--corpus", corpus, "--out", str(out), "--utterances", str(n), "--annotators", "6",
-                 "--engine", "numpy", "--seconds", "0.8", "1.2", *extra]) == 0
-    return str(out)
 
 
 def fails(argv, capsys, *messages):

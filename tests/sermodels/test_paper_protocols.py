@@ -7,6 +7,8 @@ import pytest
 
 from sermodels.recipes import load_config
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # recipe -> {dotted config key: value the paper specifies}
 PAPERS = {
     # 000, Tavernor et al. IS 2024: §3.1-3.4
@@ -117,15 +119,6 @@ def test_only_paper_000_schedules_on_plateau_and_only_paper_001_is_one_cycle():
 # ``paper_hub`` (conftest.py) serves tiny random-init models of the same architectures under the papers' exact hub
 # ids, so these runs go through the real ``from_pretrained`` code with HF_HUB_OFFLINE=1.
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_continual_paper_config_on_three_corpus_layouts_with_length_memory_and_t_test_marks(paper_hub, tmp_path,

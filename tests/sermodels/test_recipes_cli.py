@@ -14,13 +14,7 @@ import torch
 from sermodels.data.synthetic import write_synthetic_corpus
 from sermodels.recipes import get_recipe
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
