@@ -245,6 +245,7 @@ def _labels(args) -> int:
     from .data import load_corpus
     from .data.splits import make_splits, parse_split
 
+    L.check_label_grid(args.k, args.grid, "--k, --grid")
     if corpus_name(args.corpus) == "compare-share":
         raise ConfigError("compare-share (ComParE Emotion Share) holds each utterance's shares of 9 emotions, not "
                           "individual annotators' ratings: `sermodels labels` needs per-annotator ratings; train "

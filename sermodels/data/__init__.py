@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Dict
 
 from . import compare_share, generic, iemocap, msp_improv, msp_podcast, muse
@@ -41,6 +42,8 @@ def load_corpus(name: str, root, lenient: bool = True, min_annotators: int = 0, 
     if key not in READERS:
         raise ValueError(f"unknown corpus name {name!r}; expected one of {sorted(READERS)} (case and _/- do not "
                          f"matter)")
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"data root {root} does not exist (the {key} corpus' folder)")
     scale = check_rating_range(rating_range)
     if key == "generic":
         opts["rating_range"] = scale

@@ -270,6 +270,13 @@ def utterance_seed(seed: int, utterance_id: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
 
 
+def check_label_grid(k: int, grid: int, names: str = "k, grid") -> None:
+    """``ValueError`` naming ``names`` unless ``grid`` is a power of two divisible by ``k >= 2`` (the targets' k x k
+    blocks of the KDE grid): checked before any data is read."""
+    if k < 2 or grid < 2 or grid & (grid - 1) or grid % k:
+        raise ValueError(f"{names}: grid must be a power of two divisible by k >= 2, got k={k}, grid={grid}")
+
+
 def distribution_targets(utterances: Sequence[Utterance], corpus: Union[CorpusOrRange, LabelScale], k: int = 4,
                          seed: int = 0,
                          grid: int = 512, return_status: bool = False, chunk_size: int = LABEL_CHUNK,

@@ -95,9 +95,12 @@ class Data(DataConfig):
 
     def check(self) -> None:
         super().check()
-        k, grid = self.labels.k, self.labels.grid
-        if k < 2 or grid < 2 or grid & (grid - 1) or grid % k:
-            raise ConfigError(f"data.labels: grid must be a power of two divisible by k >= 2, got k={k}, grid={grid}")
+        from ..data.labels import check_label_grid
+
+        try:
+            check_label_grid(self.labels.k, self.labels.grid, "data.labels")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass

@@ -111,6 +111,20 @@ def test_msp_podcast_release_test1_as_test_and_evaluation_of_any_partition(tmp_p
     assert main(["evaluate", str(run), "--split", "official", "--partition", "test1"]) == 0
 
 
+def test_labels_refuses_a_missing_data_root_and_a_bad_grid_before_reading(tmp_path, capsys):
+    """``sermodels labels`` names what is wrong before any data work: a data root that does not exist, and k/grid
+    pairs the k x k targets cannot have (checked even where the corpus is fine)."""
+    missing = tmp_path / "nowhere"
+    fails(["labels", "--corpus", "msp_podcast", "--data-root", str(missing), "--out", str(tmp_path / "l.pt")], capsys,
+          f"data root {missing} does not exist")
+    root = synth(tmp_path / "improv", "msp-improv", 6, "--no-audio")
+    for k, grid in (("3", "64"), ("4", "48"), ("1", "64")):
+        err = fails(["labels", "--corpus", "msp-improv", "--data-root", root, "--out", str(tmp_path / "l.pt"),
+                     "--k", k, "--grid", grid], capsys, "--k, --grid: grid must be a power of two divisible by k >= 2")
+        assert f"k={k}, grid={grid}" in err
+    assert not (tmp_path / "l.pt").exists()
+
+
 def test_generic_csv_corpus_rating_range_and_split_file(tmp_path, capsys):
     """A generic CSV needs its rating range (``--range`` for labels, ``data.rating_range`` for training) and gets
     its partitions from a user's split file, renamed to the recipe's names."""
