@@ -221,8 +221,8 @@ std::tuple<at::Tensor, at::Tensor> subset_means_cpu(const at::Tensor& ratings_, 
   return {means, pivots};
 }
 
-// d[j] += g where the draw with `pivot` chose valid annotator j (keys `k` of the valid annotators, contiguous); g
-// finite (the caller adds a non-finite one to the chosen annotators only).
+// d[j] += g where the draw with `pivot` chose valid annotator j (keys `k` of the valid annotators, contiguous); a
+// select, not a product: a non-finite g reaches only the annotators the draw chose.
 KDEKIT_INLINE void add_to_chosen(const float* k, const Annotators& valid, int64_t pivot, double g0, double g1,
                                  double* d0, double* d1) {
   const uint32_t bits = static_cast<uint32_t>(static_cast<uint64_t>(pivot) >> 32);
@@ -266,17 +266,8 @@ at::Tensor subset_means_backward_cpu(const at::Tensor& grad_, const at::Tensor& 
           d1.assign(M, 0.0);
           for (int64_t o = 0; o < n && M > 0; ++o) {
             const int64_t i = u * n + o;
-            const float* k = valid.keys(pk + i * A, A, buf);
-            const double g0 = g[2 * i] / ps[i], g1 = g[2 * i + 1] / ps[i];
-            if (std::isfinite(g0) && std::isfinite(g1)) {
-              add_to_chosen(k, valid, pp[i], g0, g1, d0.data(), d1.data());
-            } else {  // a non-finite gradient reaches only the annotators the draw chose
-              for (int64_t j = 0; j < M; ++j)
-                if (pack(k[j], valid.index[j]) <= pp[i]) {
-                  d0[j] += g0;
-                  d1[j] += g1;
-                }
-            }
+            add_to_chosen(valid.keys(pk + i * A, A, buf), valid, pp[i], g[2 * i] / ps[i], g[2 * i + 1] / ps[i],
+                          d0.data(), d1.data());
           }
           double* gu = po + u * A * 2;
           std::fill(gu, gu + 2 * A, 0.0);

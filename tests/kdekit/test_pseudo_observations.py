@@ -76,6 +76,22 @@ def test_subset_means_equal_a_stable_argsort_for_any_key_distribution(power):
     torch.testing.assert_close(got_grad, want_grad * valid[..., None], rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("A", [30, 1000])
+def test_a_non_finite_gradient_reaches_only_the_annotators_its_draw_chose(A):
+    g = torch.Generator().manual_seed(5)
+    ratings = torch.randn(2, A, 2, generator=g, dtype=torch.float64)
+    keys = torch.rand(2, 6, A, generator=g)
+    size = torch.full((2, 6), A // 3)
+    grad = torch.randn(2, 6, 2, generator=g, dtype=torch.float64)
+    grad[0, 2, 0] = float("inf")
+    _, pivots = ops.subset_means(ratings, keys, size)
+    out = ops.subset_means_backward(grad, ratings, keys, size, pivots)
+    chosen = torch.zeros(A, dtype=torch.bool)
+    chosen[keys[0, 2].argsort(stable=True)[: A // 3]] = True  # the annotators draw (0, 2) chose
+    assert torch.isinf(out[0, chosen, 0]).all()
+    assert torch.isfinite(out[0, ~chosen]).all() and torch.isfinite(out[0, :, 1]).all() and torch.isfinite(out[1]).all()
+
+
 @pytest.mark.parametrize("A", [6, 40])
 def test_ties_go_to_the_lower_index(A):
     g = torch.Generator().manual_seed(A)
