@@ -126,7 +126,8 @@ struct Draw {
     const double half = 4.0 * std::sqrt((p * (1.0 - p) + 1.0 / M) / M) + 1.0 / M;
     const float lo = static_cast<float>(p - half), hi = static_cast<float>(p + half);
     const double *r0 = valid.r0.data(), *r1 = valid.r1.data();
-    band.assign((M + 7) / 8 * 8, 0);
+    band.resize((M + 7) / 8 * 8);
+    std::fill(band.begin() + M, band.end(), 0);  // the padding; the loop writes every flag below M
     uint8_t* in = band.data();
     int64_t below = 0, in_band = 0, bad = 0;
     double b0 = 0.0, b1 = 0.0;
