@@ -39,20 +39,26 @@ TORCH_LIBRARY(kdekit, m) {
   // The training loss's KDE fused (soft histogram of float32/float64 points -> DCT -> kde2d_solve's fixed point ->
   // smoothing -> (B, pool, pool) block sums / total, in x's dtype; clip > -inf: of the density raised to clip on
   // the grid); also times (B, 3) float64 (t*, tx1, tx2), status (B,) int32 as kde2d_solve (items with status != 0 have
-  // NaN blocks), and the halved spectrum (B, grid, grid) float64 the backward reuses. `implicit` is the backward's
-  // rule for t* (implicit function theorem, or constant).
+  // NaN blocks), and what the backward reuses: the halved spectrum (B, grid, grid) float64 and clipped (B,) bool
+  // (the clip raised a cell of the item's density). `implicit` is the backward's rule for t* (implicit function
+  // theorem, or constant).
   m.def("soft_kde2d_pooled(Tensor x, Tensor y, Tensor weights, Tensor range_x, Tensor range_y, Tensor count, "
         "int grid, int pool, float sharpness, float clip, float t_max, float xtol, float rtol, int maxiter, "
-        "bool implicit) -> (Tensor, Tensor, Tensor, Tensor)");
+        "bool implicit) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // d/d(x, y, weights) of soft_kde2d_pooled's blocks and times (zero for items with status != 0).
   m.def("soft_kde2d_pooled_backward(Tensor grad_blocks, Tensor grad_times, Tensor x, Tensor y, Tensor weights, "
-        "Tensor range_x, Tensor range_y, Tensor count, Tensor spectrum, Tensor times, Tensor status, int pool, "
+        "Tensor range_x, Tensor range_y, Tensor count, Tensor spectrum, Tensor clipped, Tensor times, "
+        "Tensor status, int pool, "
         "float sharpness, float clip, bool implicit) -> (Tensor, Tensor, Tensor)");
-  // Means (U, n, 2) of random annotator subsets: draw o of item u averages ratings[u, a, :] over the size[u, o] valid
-  // annotators (both ratings finite) with the smallest (keys[u, o, a], a) (float32 keys >= 0; what a stable argsort
-  // lists first); also pivots (U, n) int64, the packed (key, index) of each draw's last chosen annotator.
-  m.def("subset_means(Tensor ratings, Tensor keys, Tensor size) -> (Tensor, Tensor)");
-  m.def("subset_means_backward(Tensor grad, Tensor ratings, Tensor keys, Tensor size, Tensor pivots) -> Tensor");
+  // The seed's pseudo-observations (U, n, 2) from ratings (U, A, 2): draw o of item u averages ratings[u, a, :] over
+  // the size[u, o] valid annotators (both ratings finite) with the smallest (keys[u, o, a], a) (float32 keys >= 0;
+  // what a stable argsort lists first); with noise (U, n, 2) float32 u ~ U[0, 1), the mean + (2u - 1) h clamped to
+  // [-1, 1] (h = 0.5 sd + 1e-12: the item's unbiased std per dimension), without it the subset means alone. Items
+  // without a valid annotator give NaN. Also pivots (U, n) int64, the packed (key, index) of each draw's last chosen
+  // annotator (the backward's selection).
+  m.def("pseudo_observations(Tensor ratings, Tensor keys, Tensor size, Tensor? noise) -> (Tensor, Tensor)");
+  m.def("pseudo_observations_backward(Tensor grad, Tensor ratings, Tensor keys, Tensor size, Tensor? noise, "
+        "Tensor pivots) -> Tensor");
   // Concordance correlation coefficient over the last dim of (B, N): population (ddof 0) or unbiased moments.
   m.def("ccc(Tensor x, Tensor y, bool unbiased) -> Tensor");
   m.def("ccc_backward(Tensor grad, Tensor x, Tensor y, bool unbiased) -> (Tensor, Tensor)");

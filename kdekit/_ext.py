@@ -68,19 +68,20 @@ def _register() -> None:
     def _(x, y, weights, range_x, range_y, count, grid, pool, sharpness, clip, t_max, xtol, rtol, maxiter, implicit):
         b = x.shape[0]
         return (x.new_empty((b, pool, pool)), x.new_empty((b, 3), dtype=torch.float64),
-                x.new_empty((b,), dtype=torch.int32), x.new_empty((b, grid, grid), dtype=torch.float64))
+                x.new_empty((b,), dtype=torch.int32), x.new_empty((b, grid, grid), dtype=torch.float64),
+                x.new_empty((b,), dtype=torch.bool))
 
     @reg("kdekit::soft_kde2d_pooled_backward")
-    def _(grad_blocks, grad_times, x, y, weights, range_x, range_y, count, spectrum, times, status, pool, sharpness,
-          clip, implicit):
+    def _(grad_blocks, grad_times, x, y, weights, range_x, range_y, count, spectrum, clipped, times, status, pool,
+          sharpness, clip, implicit):
         return torch.empty_like(x), torch.empty_like(y), torch.empty_like(weights)
 
-    @reg("kdekit::subset_means")
-    def _(ratings, keys, size):
+    @reg("kdekit::pseudo_observations")
+    def _(ratings, keys, size, noise):
         return ratings.new_empty((ratings.shape[0], keys.shape[1], 2)), torch.empty_like(size)
 
-    @reg("kdekit::subset_means_backward")
-    def _(grad, ratings, keys, size, pivots):
+    @reg("kdekit::pseudo_observations_backward")
+    def _(grad, ratings, keys, size, noise, pivots):
         return torch.empty_like(ratings)
 
     @reg("kdekit::ccc")
@@ -106,7 +107,7 @@ def _register() -> None:
     register_backward_op("kdekit::ccc", ops.ccc_backward, differentiable=(0, 1))
     register_backward_op("kdekit::divergence", ops.divergence_backward, differentiable=(0, 1))
     _register_soft_kde2d_autograd()
-    _register_subset_means_autograd()
+    _register_pseudo_observations_autograd()
 
 
 def _register_soft_kde2d_autograd() -> None:
@@ -114,36 +115,39 @@ def _register_soft_kde2d_autograd() -> None:
 
     def setup_context(ctx, inputs, output):
         x, y, weights, range_x, range_y, count, _grid, pool, sharpness, clip, *_solver, implicit = inputs
-        _blocks, times, status, spectrum = output
-        ctx.save_for_backward(x, y, weights, range_x, range_y, count, spectrum, times, status)
+        _blocks, times, status, spectrum, clipped = output
+        ctx.save_for_backward(x, y, weights, range_x, range_y, count, spectrum, clipped, times, status)
         ctx.params = (pool, sharpness, clip, implicit)
-        ctx.mark_non_differentiable(status, spectrum)
+        ctx.mark_non_differentiable(status, spectrum, clipped)
 
-    def backward(ctx, grad_blocks, grad_times, _status, _spectrum):
-        x, y, weights, range_x, range_y, count, spectrum, times, status = ctx.saved_tensors
+    def backward(ctx, grad_blocks, grad_times, _status, _spectrum, _clipped):
+        x, y, weights, range_x, range_y, count, spectrum, clipped, times, status = ctx.saved_tensors
         pool = ctx.params[0]
         grad_blocks = x.new_zeros((x.shape[0], pool, pool)) if grad_blocks is None else grad_blocks
         grad_times = torch.zeros_like(times) if grad_times is None else grad_times
         gx, gy, gw = torch.ops.kdekit.soft_kde2d_pooled_backward(grad_blocks, grad_times, x, y, weights, range_x,
-                                                                 range_y, count, spectrum, times, status, *ctx.params)
+                                                                 range_y, count, spectrum, clipped, times, status,
+                                                                 *ctx.params)
         return (gx, gy, gw) + (None,) * 12
 
     torch.library.register_autograd("kdekit::soft_kde2d_pooled", backward, setup_context=setup_context)
 
 
-def _register_subset_means_autograd() -> None:
-    """subset_means: the gradient of the means to the ratings, from the pivots it returns (no second selection)."""
+def _register_pseudo_observations_autograd() -> None:
+    """pseudo_observations: the gradient of the observations to the ratings, from the pivots it returns (no second
+    selection)."""
 
     def setup_context(ctx, inputs, output):
-        ratings, keys, size = inputs
-        ctx.save_for_backward(ratings, keys, size, output[1])
+        ratings, keys, size, noise = inputs
+        ctx.save_for_backward(ratings, keys, size, noise, output[1])
         ctx.mark_non_differentiable(output[1])
 
-    def backward(ctx, grad_means, _grad_pivots):
-        ratings, keys, size, pivots = ctx.saved_tensors
-        return torch.ops.kdekit.subset_means_backward(grad_means, ratings, keys, size, pivots), None, None
+    def backward(ctx, grad_obs, _grad_pivots):
+        ratings, keys, size, noise, pivots = ctx.saved_tensors
+        grad = torch.ops.kdekit.pseudo_observations_backward(grad_obs, ratings, keys, size, noise, pivots)
+        return grad, None, None, None
 
-    torch.library.register_autograd("kdekit::subset_means", backward, setup_context=setup_context)
+    torch.library.register_autograd("kdekit::pseudo_observations", backward, setup_context=setup_context)
 
 
 if LOADED:

@@ -65,8 +65,8 @@ def pseudo_observations(
     (on the ratings' device), in this order: ``torch.rand(U, n)`` for the subset sizes (``1 + floor(u M)``),
     ``torch.rand(U, n, A)`` keys (a draw's subset is its ``size`` valid annotators with the smallest keys, ties to
     the lower index), ``torch.rand(U, n, 2)`` for the noise. The same generator state gives
-    the same observations on every backend (the ``cpp`` kernel selects the subset by partial selection, O(A) a draw,
-    the torch path by a stable argsort).
+    the same observations on every backend (the ``cpp`` kernel ``kdekit::pseudo_observations`` selects the subset by
+    partial selection, O(A) a draw, and adds the noise in one op; the torch path sorts the keys stably).
     """
     _check_ratings(ratings)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -76,30 +76,28 @@ def pseudo_observations(
     dtype = ratings.dtype
     valid = torch.isfinite(ratings).all(-1)  # (U, A)
     M = valid.sum(1)  # (U,)
-    r = torch.where(valid[..., None], ratings, torch.zeros((), dtype=dtype, device=dev))
     # subset size uniform in 1..M, then the size smallest of random keys among valid annotators
     size = 1 + (torch.rand(U, n, generator=generator, device=dev) * M.clamp(min=1)[:, None]).floor().long()
     size = torch.minimum(size, M.clamp(min=1)[:, None])
     keys = torch.rand(U, n, A, generator=generator, device=dev)
+    u = torch.rand(U, n, 2, generator=generator, device=dev)
+    if select(ratings, ("torch", "cpp")) == "cpp":
+        return torch.ops.kdekit.pseudo_observations(ratings, keys, size, u)[0]
     means = _subset_means(ratings, valid, keys, size)
+    r = torch.where(valid[..., None], ratings, torch.zeros((), dtype=dtype, device=dev))
     mean_all = r.sum(1) / M.clamp(min=1)[:, None].to(dtype)
     var = ((r - mean_all[:, None]) ** 2 * valid[..., None]).sum(1) / (M - 1).clamp(min=1)[:, None].to(dtype)
     # sd 0 (one annotator, or all agree): gradient 0 there, not sqrt's infinite slope (which would give NaN)
     sd = torch.where(var > 0, torch.sqrt(torch.where(var > 0, var, 1.0)), 0.0)
     half_width = 0.5 * sd + NOISE_EPS  # (U, 2)
-    u = torch.rand(U, n, 2, generator=generator, device=dev).to(dtype)
-    obs = (means + (2 * u - 1) * half_width[:, None, :]).clamp(-1, 1)
+    obs = (means + (2 * u.to(dtype) - 1) * half_width[:, None, :]).clamp(-1, 1)
     return torch.where((M > 0)[:, None, None], obs, torch.full_like(obs, float("nan")))
 
 
 def _subset_means(ratings: torch.Tensor, valid: torch.Tensor, keys: torch.Tensor,
                   size: torch.Tensor) -> torch.Tensor:
     """(U, n, 2) means of ``ratings`` (U, A, 2) over the ``size`` (U, n) ``valid`` annotators with the smallest keys
-    (U, n, A) (ties: the lower index first, as a stable argsort), differentiable in the ratings.
-    ``kdekit::subset_means`` (a partial selection, O(A) per draw) under the ``cpp`` backend; else one stable argsort
-    and a scatter."""
-    if select(ratings, ("torch", "cpp")) == "cpp":
-        return torch.ops.kdekit.subset_means(ratings, keys, size)[0]
+    (U, n, A) (ties: the lower index first): one stable argsort and a scatter, differentiable in the ratings."""
     keys = torch.where(valid[:, None, :], keys, 2.0)  # invalid annotators after every valid one
     r = torch.where(valid[..., None], ratings, 0.0)
     order = keys.argsort(dim=-1, stable=True)  # annotator order[j] has rank j: chosen where j < size

@@ -2,6 +2,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -18,6 +19,12 @@ using common::hard_bin;
 inline int64_t item_grain(double work_per_item) {
   const double grain = 67108864.0 / (work_per_item > 1.0 ? work_per_item : 1.0);
   return grain < 1.0 ? 1 : (grain > 1e15 ? int64_t(1e15) : static_cast<int64_t>(grain));
+}
+
+// Grain that gives each thread one chunk of the B items (calls whose per-item work dwarfs the hand-off).
+inline int64_t grain_per_thread(int64_t B) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  return std::max<int64_t>(1, (B + threads - 1) / threads);
 }
 
 inline void check_points(const at::Tensor& t, const char* name, int64_t B, int64_t N, at::ScalarType dtype) {

@@ -10,10 +10,11 @@
 //   fx[k] = exp(-pi^2 k^2 tx2 / 2), fy[l] = exp(-pi^2 l^2 tx1 / 2), S = A o fx fy^T,
 //   blocks = Q S Q^T (Q: pooled cosines), or with clip the blocks of max(density of S, clip);  out = blocks / sum.
 // Backward (G = dL/dout, g = dL/d(t*, tx1, tx2)):
-//   M = dL/dS (Smoother::adjoint);  dL/dA = (fx fy^T) o M;  dL/dtx2 = sum_kl M S (-pi^2 k^2 / 2) + g[2], dL/dtx1
-//   likewise + g[1];  c = dL/dpsi2 through axis_times; implicit: lambda = -(c . dpsi2/dt + g[0]) / f_t with
-//   dpsi2/dt and f_t from forward-mode tangents of the psi recursion (the torch path's five-point difference agrees
-//   to ~1e-12), c += lambda df/dpsi2; the reverse pass of the recursion at t* (PsiTape) gives dL/dA2 for c;
+//   M = dL/dS (Smoother::adjoint; Q^T G Q for items the clip did not touch);  dL/dA = (fx fy^T) o M;
+//   dL/dtx2 = sum_kl M S (-pi^2 k^2 / 2) + g[2], dL/dtx1 likewise + g[1];  c = dL/dpsi2 through axis_times;
+//   implicit: lambda = -(c . dpsi2/dt + g[0]) / f_t with dpsi2/dt and f_t from forward-mode tangents of the psi
+//   recursion (the torch path's five-point difference agrees to ~1e-12), c += lambda df/dpsi2; the reverse pass of
+//   the recursion at t* (PsiTape) gives dL/dA2 for c;
 //   dL/dA += 2 A o dL/dA2;  dL/da = h h^T o dL/dA;  dL/dH = C^T dL/da C / N;  then the soft histogram's backward.
 #include <ATen/Parallel.h>
 #include <ATen/ops/matmul.h>
@@ -146,12 +147,6 @@ std::vector<double> k2_powers(int64_t n) {
   return k2pow;
 }
 
-// Threads: one chunk of items each (the per-item work, a fixed point on an n x n spectrum, dwarfs the hand-off).
-int64_t grain_per_thread(int64_t B) {
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  return std::max<int64_t>(1, (B + threads - 1) / threads);
-}
-
 void check_args(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx,
                 const at::Tensor& ry, const at::Tensor& count) {
   check_float_or_double(x, "x");
@@ -197,6 +192,7 @@ struct Smoother {
   std::vector<double> fx, fy, D, Gb, T;
   int64_t Kx = 0, Ky = 0;
   double total = 1.0;  // the item's block sum before normalisation
+  bool clipped = false;  // the clip raised a cell of the item's density
 
   // blocks (pool x pool) = probabilities of the item with spectrum A and times (t*, tx1, tx2)
   void forward(const double* A, const double* times, double scale, double* blocks) {
@@ -206,6 +202,8 @@ struct Smoother {
     if (clip > -kInf) {
       D.resize(n * n);  // kept for the adjoint's mask
       synth.run(s, fx, Kx, fy, Ky, nullptr, D.data());
+      clipped = false;
+      for (int64_t i = 0; i < n * n; ++i) clipped |= scale * D[i] < clip;
       std::fill(blocks, blocks + pool * pool, 0.0);
       for (int64_t m = 0; m < n; ++m)
         add_clipped_row(n, pool, scale, clip, &D[m * n], blocks + (m / (n / pool)) * pool);
@@ -252,7 +250,7 @@ double area_scale(const double* rx, const double* ry, int64_t b) {
   return 1.0 / ((rx[2 * b + 1] - rx[2 * b]) * (ry[2 * b + 1] - ry[2 * b]));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_cpu(
     const at::Tensor& x_, const at::Tensor& y_, const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_,
     const at::Tensor& count_, int64_t grid, int64_t pool, double sharpness, double clip, double t_max, double xtol,
     double rtol, int64_t maxiter, bool /*implicit: the backward's*/) {
@@ -271,6 +269,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_cpu
   auto blocks = at::empty({B, pool, pool}, spectrum.options());
   auto times = at::empty({B, 3}, spectrum.options());
   auto status = at::empty({B}, spectrum.options().dtype(at::kInt));
+  auto clipped = at::zeros({B}, spectrum.options().dtype(at::kBool));
+  bool* pk = clipped.data_ptr<bool>();
   double *pa = spectrum.data_ptr<double>(), *po = blocks.data_ptr<double>(), *pt = times.data_ptr<double>();
   const double *pc = count.data_ptr<double>(), *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
   int32_t* ps = status.data_ptr<int32_t>();
@@ -288,13 +288,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_cpu
       s.dense(n, A);
       ps[b] = solve(s, pc[b], opts, pt + 3 * b);
       double* ob = po + b * pool * pool;
-      if (ps[b] == kOk)
+      if (ps[b] == kOk) {
         smoother.forward(A, pt + 3 * b, area_scale(prx, pry, b), ob);
-      else
+        pk[b] = smoother.clipped;
+      } else {
         std::fill(ob, ob + pool * pool, kNaN);
+      }
     }
   });
-  return {blocks.to(x.scalar_type()), times, status, spectrum};
+  return {blocks.to(x.scalar_type()), times, status, spectrum, clipped};
 }
 
 // dA += the bandwidth's part of dL/dA (the rule of kdekit/ops/diffusion_kde/implicit.py on the tape of the psi
@@ -331,9 +333,11 @@ void add_bandwidth_term(const double* A, int64_t n, double N, double t0, double 
   for (int64_t i = 0; i < n * n; ++i) dA[i] += 2.0 * A[i] * dA2[i];
 }
 
-// dL/da (B, n, n) float64 of the items solved, given dL/dblocks and dL/dtimes.
+// dL/da (B, n, n) float64 of the items solved, given dL/dblocks and dL/dtimes. Items the clip did not touch (clipped
+// false) take the pooled path: the same map there, without the n x n density.
 void spectrum_gradient(const at::Tensor& grad_blocks, const at::Tensor& grad_times, const at::Tensor& count,
-                       const at::Tensor& spectrum, const at::Tensor& times, const at::Tensor& status,
+                       const at::Tensor& spectrum, const at::Tensor& clipped, const at::Tensor& times,
+                       const at::Tensor& status,
                        const at::Tensor& rx, const at::Tensor& ry, int64_t pool, double clip, bool implicit,
                        at::Tensor& da) {
   const int64_t B = spectrum.size(0), n = spectrum.size(1);
@@ -341,12 +345,13 @@ void spectrum_gradient(const at::Tensor& grad_blocks, const at::Tensor& grad_tim
   const double *pA = spectrum.data_ptr<double>(), *pt = times.data_ptr<double>(), *pc = count.data_ptr<double>();
   const double *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
   const int32_t* ps = status.data_ptr<int32_t>();
+  const bool* pk = clipped.data_ptr<bool>();
   double* pda = da.data_ptr<double>();
   auto table = cosine_table(n);
   const PooledCosines pooled(*table, pool);
   const std::vector<double> k2pow = k2_powers(n);
   at::parallel_for(0, B, grain_per_thread(B), [&](int64_t b0, int64_t b1) {
-    Smoother smoother{n, pool, clip, table.get(), &pooled};
+    Smoother with_clip{n, pool, clip, table.get(), &pooled}, without_clip{n, pool, -kInf, table.get(), &pooled};
     std::vector<double> blocks(pool * pool), M(n * n);
     for (int64_t b = b0; b < b1; ++b) {
       double* dA = pda + b * n * n;
@@ -355,6 +360,7 @@ void spectrum_gradient(const at::Tensor& grad_blocks, const at::Tensor& grad_tim
       const double* A = pA + b * n * n;
       const double* tb = pt + 3 * b;
       const double scale = area_scale(prx, pry, b);
+      Smoother& smoother = pk[b] ? with_clip : without_clip;
       smoother.forward(A, tb, scale, blocks.data());
       smoother.adjoint(pG + b * pool * pool, blocks.data(), scale, M.data());
       // S = A o fx fy^T: dL/dA at fixed times, and dL/dtx2, dL/dtx1 through fx, fy
@@ -380,12 +386,13 @@ void spectrum_gradient(const at::Tensor& grad_blocks, const at::Tensor& grad_tim
 std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_backward_cpu(
     const at::Tensor& grad_blocks, const at::Tensor& grad_times, const at::Tensor& x_, const at::Tensor& y_,
     const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_, const at::Tensor& count_,
-    const at::Tensor& spectrum_, const at::Tensor& times_, const at::Tensor& status_, int64_t pool, double sharpness,
-    double clip, bool implicit) {
+    const at::Tensor& spectrum_, const at::Tensor& clipped_, const at::Tensor& times_, const at::Tensor& status_,
+    int64_t pool, double sharpness, double clip, bool implicit) {
   check_args(x_, y_, w_, rx_, ry_, count_);
   const int64_t B = x_.size(0), n = spectrum_.size(1);
   TORCH_CHECK(spectrum_.dim() == 3 && spectrum_.size(0) == B && spectrum_.size(2) == n, "spectrum must be (", B,
               ", n, n), got ", spectrum_.sizes());
+  TORCH_CHECK(clipped_.dim() == 1 && clipped_.size(0) == B, "clipped must be (", B, ",), got ", clipped_.sizes());
   check_pool(n, pool);
   TORCH_CHECK(grad_blocks.dim() == 3 && grad_blocks.size(0) == B && grad_blocks.size(1) == pool &&
                   grad_blocks.size(2) == pool,
@@ -394,7 +401,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_backward_cpu(
   auto count = count_.to(at::kDouble).contiguous();
   auto da = at::empty({B, n, n}, spectrum_.options().dtype(at::kDouble));
   spectrum_gradient(grad_blocks.to(at::kDouble).contiguous(), grad_times.to(at::kDouble).contiguous(), count,
-                    spectrum_.to(at::kDouble).contiguous(), times_.to(at::kDouble).contiguous(),
+                    spectrum_.to(at::kDouble).contiguous(), clipped_.to(at::kBool).contiguous(),
+                    times_.to(at::kDouble).contiguous(),
                     status_.to(at::kInt).contiguous(), rx, ry, pool, clip, implicit, da);
   // a = C H C^T / N  ->  dL/dH = C^T dL/da C / N
   auto C = dct_matrix(n, x.scalar_type());

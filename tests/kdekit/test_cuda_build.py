@@ -18,8 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CUDA_DIR = ROOT / "csrc" / "cuda"
 # CPU only: on CUDA tensors labels and the training loss run the torch path around the CUDA/Triton histogram and
 # kde2d_solve kernels, and pseudo_observations its stable argsort
-NO_CUDA_OPS = {"kde2d_points", "soft_kde2d_pooled", "soft_kde2d_pooled_backward", "subset_means",
-               "subset_means_backward"}
+NO_CUDA_OPS = {"kde2d_points", "soft_kde2d_pooled", "soft_kde2d_pooled_backward",
+               "pseudo_observations", "pseudo_observations_backward"}
 
 
 def test_every_differentiable_op_has_a_cuda_registration():

@@ -1,4 +1,4 @@
-"""kdekit.pseudo_observations (the seed's upsampling) on every backend: the cpp kernel ``kdekit::subset_means``
+"""kdekit.pseudo_observations (the seed's upsampling) on every backend: the cpp kernel ``kdekit::pseudo_observations``
 (partial selection) chooses the same annotator subsets as the torch path's stable argsort for the same generator
 state, with the same gradients; ties go to the lower annotator index; gradients stay finite where the ratings'
 spread is 0 (one annotator, or all agree)."""
@@ -32,7 +32,7 @@ def _observations(backend, ratings, n, seed, grad):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
-@pytest.mark.parametrize("A", [1, 2, 8, 24, 25, 300])  # rank counting up to 24 annotators, nth_element beyond
+@pytest.mark.parametrize("A", [1, 2, 8, 24, 25, 300])
 def test_cpp_equals_torch_for_the_same_generator_state(dtype, A):
     ratings = _ratings(6, A, dtype, seed=A)
     grad = torch.randn(6, 50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
@@ -64,7 +64,7 @@ def test_subset_means_equal_a_stable_argsort_for_any_key_distribution(power):
     size[:, 0], size[:, 1], size[:, 2] = 1, M // 2, M  # the extremes and the middle
     r = ratings.clone().requires_grad_()
     out = torch.full((3, 40, 2), float("nan"), dtype=torch.float64)
-    means = ops.subset_means(r, keys, size)[0]
+    means = ops.pseudo_observations(r, keys, size, None)[0]
     out.copy_(means)
     ranked = torch.where(valid[:, None, :], keys, 2.0)  # missing annotators after every valid one
     r0 = ratings.nan_to_num(0.0).requires_grad_()
@@ -84,8 +84,8 @@ def test_a_non_finite_gradient_reaches_only_the_annotators_its_draw_chose(A):
     size = torch.full((2, 6), A // 3)
     grad = torch.randn(2, 6, 2, generator=g, dtype=torch.float64)
     grad[0, 2, 0] = float("inf")
-    _, pivots = ops.subset_means(ratings, keys, size)
-    out = ops.subset_means_backward(grad, ratings, keys, size, pivots)
+    _, pivots = ops.pseudo_observations(ratings, keys, size, None)
+    out = ops.pseudo_observations_backward(grad, ratings, keys, size, None, pivots)
     chosen = torch.zeros(A, dtype=torch.bool)
     chosen[keys[0, 2].argsort(stable=True)[: A // 3]] = True  # the annotators draw (0, 2) chose
     assert torch.isinf(out[0, chosen, 0]).all()
@@ -99,16 +99,22 @@ def test_ties_go_to_the_lower_index(A):
     keys = (torch.randint(0, 3, (3, 20, A), generator=g) / 4.0).float()  # many equal keys
     size = torch.randint(1, A + 1, (3, 20), generator=g)
     out = torch.full((3, 20, 2), float("nan"), dtype=torch.float64)
-    out.copy_(ops.subset_means(ratings, keys, size)[0])
+    out.copy_(ops.pseudo_observations(ratings, keys, size, None)[0])
     torch.testing.assert_close(out, _stable_argsort_means(ratings, keys, size), rtol=1e-13, atol=1e-15)
 
 
-def test_gradcheck_subset_means():
+@pytest.mark.parametrize("with_noise", [False, True])
+def test_gradcheck_pseudo_observations(with_noise):
+    """Subset means alone, and with the noise (its scale from the ratings' spread) and the clamp to [-1, 1]."""
     g = torch.Generator().manual_seed(3)
-    ratings = torch.randn(2, 30, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    ratings = torch.randn(2, 30, 2, generator=g, dtype=torch.float64).requires_grad_()
     keys = torch.rand(2, 7, 30, generator=g)
-    size = torch.randint(1, 31, (2, 7), generator=g)
-    assert torch.autograd.gradcheck(lambda r: ops.subset_means(r, keys, size)[0], (ratings,))
+    size = torch.randint(1, 4 if with_noise else 31, (2, 7), generator=g)  # small subsets: means beyond [-1, 1]
+    noise = torch.rand(2, 7, 2, generator=g) if with_noise else None
+    obs = ops.pseudo_observations(ratings, keys, size, noise)[0]
+    if with_noise:
+        assert (obs.abs() == 1).any() and (obs.abs() < 1).any()  # both sides of the clamp are checked
+    assert torch.autograd.gradcheck(lambda r: ops.pseudo_observations(r, keys, size, noise)[0], (ratings,))
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
@@ -131,10 +137,14 @@ def test_bad_arguments_name_the_argument():
     keys = torch.rand(2, 4, 5)
     size = torch.ones(2, 4, dtype=torch.long)
     with pytest.raises(RuntimeError, match="keys must be float32"):
-        ops.subset_means(r, keys.double(), size)
+        ops.pseudo_observations(r, keys.double(), size, None)
     with pytest.raises(RuntimeError, match="size must be in"):
-        ops.subset_means(r, keys, size * 6)
+        ops.pseudo_observations(r, keys, size * 6, None)
     with pytest.raises(RuntimeError, match="ratings must be"):
-        ops.subset_means(r[..., :1], keys, size)
+        ops.pseudo_observations(r[..., :1], keys, size, None)
     with pytest.raises(RuntimeError, match="keys must be >= 0"):
-        ops.subset_means(r, -keys, size)
+        ops.pseudo_observations(r, -keys, size, None)
+    with pytest.raises(RuntimeError, match="noise must be"):
+        ops.pseudo_observations(r, keys, size, torch.rand(2, 4, 3))
+    with pytest.raises(RuntimeError, match="noise must be float32"):
+        ops.pseudo_observations(r, keys, size, torch.rand(2, 4, 2, dtype=torch.float64))

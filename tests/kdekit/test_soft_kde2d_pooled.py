@@ -69,6 +69,27 @@ def test_values_and_gradients_equal_the_torch_path(dtype, clip_negative, implici
     assert (gx[3, 20:] == 0).all() and (gx[1] == 0).all()
 
 
+def test_gradients_equal_the_torch_path_where_the_clip_binds_and_where_it_does_not():
+    """Clustered predictions: the clip raises cells of some items' densities (their backward maps through the
+    density) and of others not (the pooled map, without the density)."""
+    g = torch.Generator().manual_seed(0)
+    centre = 0.5 * torch.randn(12, 1, generator=g, dtype=torch.float64)
+    x = torch.tanh(centre + 0.1 * torch.randn(12, 40, generator=g, dtype=torch.float64)).float()
+    y = torch.tanh(centre.flip(0) + 0.1 * torch.randn(12, 40, generator=g, dtype=torch.float64)).float()
+    w = torch.ones_like(x)
+    r = torch.tensor([[-1.0, 1.0]], dtype=torch.float64).expand(12, 2).contiguous()
+    clipped = ops.soft_kde2d_pooled(x, y, w, r, r, w.sum(1).double(), 64, 4, 8.0, float(torch.finfo(x.dtype).eps),
+                                    0.1, 2e-12, 4 * float(np.finfo(float).eps), 100, True)[4]
+    assert clipped.any() and not clipped.all()
+    G = torch.randn(12, 4, 4, generator=g).float()
+    gb = torch.randn(12, 2, generator=g).float()
+    mask = torch.ones_like(x, dtype=torch.bool)
+    ref, rgx, rgy = _run("torch", x, y, mask, G, gb, clip_negative=True, grid=64)
+    res, gx, gy = _run("cpp", x, y, mask, G, gb, clip_negative=True, grid=64)
+    for got, want in ((res.density, ref.density), (gx, rgx), (gy, rgy)):
+        torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+
 def test_the_fused_kernel_serves_the_training_loss():
     """points_to_distribution (pooled soft histogram) on CPU under cpp runs the fused op and its backward op."""
     x, y, _ = _points(4, 30, torch.float32, seed=3, hard_items=False)
@@ -101,7 +122,7 @@ def test_unsolved_items_come_back_nan_and_solved_ones_finite():
     w = mask.double()
     r = torch.tensor([[-1.0, 1.0]], dtype=torch.float64).expand(6, 2).contiguous()
     count = torch.where(torch.arange(6) == 1, 0.0, w.sum(1))  # count 0: skipped
-    blocks, times, status, spectrum = ops.soft_kde2d_pooled(
+    blocks, times, status, spectrum, clipped = ops.soft_kde2d_pooled(
         torch.where(mask, x, 0.0), torch.where(mask, y, 0.0), w, r, r, count, 32, 4, 8.0, -math.inf, 0.1, 2e-12,
         4 * float(np.finfo(float).eps), 100, True)
     bad = status != 0
@@ -110,6 +131,7 @@ def test_unsolved_items_come_back_nan_and_solved_ones_finite():
     assert torch.isfinite(blocks[~bad]).all() and torch.isfinite(times[~bad]).all()
     torch.testing.assert_close(blocks[~bad].sum((1, 2)), torch.ones(int((~bad).sum()), dtype=torch.float64))
     assert spectrum.shape == (6, 32, 32) and spectrum.dtype == torch.float64
+    assert not clipped.any()  # clip -inf
 
 
 def test_bad_arguments_name_the_argument():
@@ -140,6 +162,22 @@ def test_results_do_not_depend_on_the_number_of_threads():
         torch.set_num_threads(old)
     assert torch.equal(one[0].density, two[0].density)
     assert torch.equal(one[1], two[1]) and torch.equal(one[2], two[2])
+
+
+def test_gradcheck_of_the_op_with_a_clip_floor_that_binds():
+    """A clip floor of 0.05 raises many cells of both items' densities: the backward maps through the density."""
+    g = torch.Generator().manual_seed(9)
+    x, y = ((0.2 * torch.randn(2, 30, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(2))
+    w = torch.ones(2, 30, dtype=torch.float64)
+    r = torch.tensor([[-1.0, 1.0]], dtype=torch.float64).expand(2, 2).contiguous()
+    count = torch.full((2,), 30.0, dtype=torch.float64)
+
+    def blocks(x, y):
+        return ops.soft_kde2d_pooled(x, y, w, r, r, count, 16, 4, 8.0, 0.05, 0.1, 2e-12,
+                                     4 * float(np.finfo(float).eps), 100, True)
+
+    assert blocks(x, y)[4].all()
+    assert torch.autograd.gradcheck(lambda x, y: blocks(x, y)[0], (x, y), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("clip", [-math.inf, 1e-3])

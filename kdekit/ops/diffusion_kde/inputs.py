@@ -2,6 +2,7 @@
 masks (the ops' one mask/range parser), chunking, and the small records the 1-D and 2-D paths pass around."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple, Optional, Sequence, Tuple
 
@@ -67,6 +68,13 @@ def axis_limits(name: str, spec, values: torch.Tensor, valid: torch.Tensor, marg
             lo_s, hi_s = spec
         else:
             raise ValueError(f"{name} must be None, a number c (meaning (-c, c)) or a pair (lo, hi), got {spec!r}")
+        if lo_s is not None and hi_s is not None:  # fixed limits: checked as numbers, no pass over the data
+            lo_f, hi_f = float(lo_s), float(hi_s)
+            if not (math.isfinite(lo_f) and math.isfinite(hi_f)):
+                raise ValueError(f"{name} must be finite")
+            if lo_f >= hi_f:
+                raise ValueError(f"{name} needs lo < hi, got lo={lo_f} hi={hi_f} (item 0)")
+            return torch.tensor([lo_f, hi_f], dtype=torch.float64, device=dev).expand(B, 2)
         v = values.detach().to(torch.float64)
         big = torch.tensor(torch.inf, dtype=torch.float64, device=dev)
         vmin = torch.where(valid, v, big).amin(1)

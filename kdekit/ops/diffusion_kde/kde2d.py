@@ -319,8 +319,7 @@ def _kde2d_points_cpp(points: Points, opts: Options) -> KDE2dResult:
         limits[:, 0].contiguous(), limits[:, 1].contiguous(), count, opts.grid, opts.pool or 0,
         _clip_floor(opts, compute_dtype(x.dtype)), BRACKET[1], BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER,
     )
-    width = limits[..., 1] - limits[..., 0]
-    bandwidth = torch.stack([times[:, 2].sqrt() * width[:, 0], times[:, 1].sqrt() * width[:, 1]], 1)
+    bandwidth = times[:, [2, 1]].sqrt() * (limits[..., 1] - limits[..., 0])  # x smoothed with tx2, y with tx1
     t = times[:, 0]
     solved = kstatus == int(KernelStatus.OK)
     status = torch.where(solved & ~finite_items(density), int(KDEStatus.NON_FINITE_DENSITY),
@@ -365,15 +364,14 @@ def _kde2d_soft_pooled_cpp(points: Points, opts: Options, sharpness: float) -> K
     weights = valid.to(cdtype)
     parts = []
     for s, e in chunks(x.shape[0], opts.grid, 2, opts.chunk_size):
-        blocks, times, kstatus, _ = torch.ops.kdekit.soft_kde2d_pooled(
+        blocks, times, kstatus, _, _ = torch.ops.kdekit.soft_kde2d_pooled(
             xq[s:e].contiguous(), yq[s:e].contiguous(), weights[s:e], limits[s:e, 0].contiguous(),
             limits[s:e, 1].contiguous(), count[s:e], opts.grid, opts.pool, float(sharpness), _clip_floor(opts, cdtype),
             BRACKET[1], BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER, opts.implicit_grad,
         )
         parts.append((blocks, times, kstatus))
     blocks, times, kstatus = (concat(p) for p in zip(*parts))
-    width = limits[..., 1] - limits[..., 0]
-    bandwidth = torch.stack([times[:, 2].sqrt() * width[:, 0], times[:, 1].sqrt() * width[:, 1]], 1)
+    bandwidth = times[:, [2, 1]].sqrt() * (limits[..., 1] - limits[..., 0])  # x smoothed with tx2, y with tx1
     t = times[:, 0] if opts.implicit_grad else times[:, 0].detach()
     status = torch.full_like(kstatus, int(KDEStatus.BRENTQ), dtype=torch.int64)
     done = (kstatus == int(KernelStatus.OK)) & finite_items(blocks)
