@@ -203,10 +203,9 @@ struct Smoother {
       D.resize(n * n);  // kept for the adjoint's mask
       synth.run(s, fx, Kx, fy, Ky, nullptr, D.data());
       clipped = false;
-      for (int64_t i = 0; i < n * n; ++i) clipped |= scale * D[i] < clip;
       std::fill(blocks, blocks + pool * pool, 0.0);
       for (int64_t m = 0; m < n; ++m)
-        add_clipped_row(n, pool, scale, clip, &D[m * n], blocks + (m / (n / pool)) * pool);
+        clipped |= add_clipped_row(n, pool, scale, clip, &D[m * n], blocks + (m / (n / pool)) * pool);
     } else {
       synth.run(s, fx, Kx, fy, Ky, pooled, blocks);
     }
@@ -270,7 +269,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2
   auto times = at::empty({B, 3}, spectrum.options());
   auto status = at::empty({B}, spectrum.options().dtype(at::kInt));
   auto clipped = at::zeros({B}, spectrum.options().dtype(at::kBool));
-  bool* pk = clipped.data_ptr<bool>();
+  bool* pclip = clipped.data_ptr<bool>();
   double *pa = spectrum.data_ptr<double>(), *po = blocks.data_ptr<double>(), *pt = times.data_ptr<double>();
   const double *pc = count.data_ptr<double>(), *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
   int32_t* ps = status.data_ptr<int32_t>();
@@ -290,7 +289,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2
       double* ob = po + b * pool * pool;
       if (ps[b] == kOk) {
         smoother.forward(A, pt + 3 * b, area_scale(prx, pry, b), ob);
-        pk[b] = smoother.clipped;
+        pclip[b] = smoother.clipped;
       } else {
         std::fill(ob, ob + pool * pool, kNaN);
       }
@@ -345,7 +344,7 @@ void spectrum_gradient(const at::Tensor& grad_blocks, const at::Tensor& grad_tim
   const double *pA = spectrum.data_ptr<double>(), *pt = times.data_ptr<double>(), *pc = count.data_ptr<double>();
   const double *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
   const int32_t* ps = status.data_ptr<int32_t>();
-  const bool* pk = clipped.data_ptr<bool>();
+  const bool* pclip = clipped.data_ptr<bool>();
   double* pda = da.data_ptr<double>();
   auto table = cosine_table(n);
   const PooledCosines pooled(*table, pool);
@@ -360,7 +359,7 @@ void spectrum_gradient(const at::Tensor& grad_blocks, const at::Tensor& grad_tim
       const double* A = pA + b * n * n;
       const double* tb = pt + 3 * b;
       const double scale = area_scale(prx, pry, b);
-      Smoother& smoother = pk[b] ? with_clip : without_clip;
+      Smoother& smoother = pclip[b] ? with_clip : without_clip;
       smoother.forward(A, tb, scale, blocks.data());
       smoother.adjoint(pG + b * pool * pool, blocks.data(), scale, M.data());
       // S = A o fx fy^T: dL/dA at fixed times, and dL/dtx2, dL/dtx1 through fx, fy

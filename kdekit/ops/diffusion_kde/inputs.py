@@ -69,12 +69,8 @@ def axis_limits(name: str, spec, values: torch.Tensor, valid: torch.Tensor, marg
         else:
             raise ValueError(f"{name} must be None, a number c (meaning (-c, c)) or a pair (lo, hi), got {spec!r}")
         if lo_s is not None and hi_s is not None:  # fixed limits: checked as numbers, no pass over the data
-            lo_f, hi_f = float(lo_s), float(hi_s)
-            if not (math.isfinite(lo_f) and math.isfinite(hi_f)):
-                raise ValueError(f"{name} must be finite")
-            if lo_f >= hi_f:
-                raise ValueError(f"{name} needs lo < hi, got lo={lo_f} hi={hi_f} (item 0)")
-            return torch.tensor([lo_f, hi_f], dtype=torch.float64, device=dev).expand(B, 2)
+            check_limit_pair(name, float(lo_s), float(hi_s), 0)
+            return torch.tensor([float(lo_s), float(hi_s)], dtype=torch.float64, device=dev).expand(B, 2)
         v = values.detach().to(torch.float64)
         big = torch.tensor(torch.inf, dtype=torch.float64, device=dev)
         vmin = torch.where(valid, v, big).amin(1)
@@ -90,12 +86,19 @@ def axis_limits(name: str, spec, values: torch.Tensor, valid: torch.Tensor, marg
             lo = torch.where(flat, vmin - 0.5, lo)
         if hi_s is None:
             hi = torch.where(flat, vmax + 0.5, hi)
-    if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
-        raise ValueError(f"{name} must be finite")
-    if bool((lo >= hi).any()):
-        bad = int((lo >= hi).nonzero()[0, 0])
-        raise ValueError(f"{name} needs lo < hi, got lo={float(lo[bad])} hi={float(hi[bad])} (item {bad})")
+    bad = ~(torch.isfinite(lo) & torch.isfinite(hi) & (lo < hi))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        check_limit_pair(name, float(lo[i]), float(hi[i]), i)
     return torch.stack([lo, hi], 1)
+
+
+def check_limit_pair(name: str, lo: float, hi: float, item: int) -> None:
+    """Raise unless ``lo < hi``, both finite (``item``: the batch item they belong to, for the message)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} must be finite")
+    if lo >= hi:
+        raise ValueError(f"{name} needs lo < hi, got lo={lo} hi={hi} (item {item})")
 
 
 def split_limits_2d(limits):
