@@ -21,6 +21,21 @@ std::shared_ptr<const CosineTable> cosine_table(int64_t n) {
   return entry;
 }
 
+std::shared_ptr<const std::vector<double>> k2_powers(int64_t n) {
+  static std::mutex lock;
+  static std::map<int64_t, std::shared_ptr<const std::vector<double>>> cache;
+  std::lock_guard<std::mutex> guard(lock);
+  auto& entry = cache[n];
+  if (!entry) {
+    auto powers = std::make_shared<std::vector<double>>(6 * n);
+    for (int p = 0; p < 6; ++p)
+      for (int64_t k = 0; k < n; ++k)
+        (*powers)[p * n + k] = std::pow(static_cast<double>(k) * static_cast<double>(k), p);
+    entry = powers;
+  }
+  return entry;
+}
+
 // AVX2 clone of the hot loops, chosen at load time where the CPU has it, and a portable default clone. Both add the
 // same products in the same order (no FMA contraction), so results do not depend on the clone.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)

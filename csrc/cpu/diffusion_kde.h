@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -56,6 +57,19 @@ struct CosineTable {
 
 // The table for grid n (built once, shared by all threads).
 std::shared_ptr<const CosineTable> cosine_table(int64_t n);
+
+// (6, n) powers (k^2)^p, p = 0..5, k < n, for grid n (built once, shared by all threads).
+std::shared_ptr<const std::vector<double>> k2_powers(int64_t n);
+
+// The sign and scale (-1)^L pi^(2L) of the level-L psi forms, L = 0..5.
+inline double psi_scale(int L) {
+  static const auto table = [] {
+    std::array<double, 6> t{};
+    for (int l = 0; l < 6; ++l) t[l] = ((l % 2) ? -1.0 : 1.0) * std::pow(kPi, 2.0 * l);
+    return t;
+  }();
+  return table[L];
+}
 
 // out[r * ldo + w] = sum over j = j0, j0 + js, ... < j1 of A[r * lda + j] * B[j * ldb + w] (r < rows, w < cols),
 // each sum accumulated from 0 in increasing j whatever the tiling (4 x 8 register tiles, scalar edges).
@@ -158,13 +172,7 @@ struct Spectrum {
 
 class Solver {
  public:
-  Solver(Spectrum& s, double count) : s_(s), N_(count), k2pow_(6 * s.n) {
-    for (int p = 0; p < 6; ++p)
-      for (int64_t k = 0; k < s.n; ++k) {
-        const double k2 = static_cast<double>(k) * static_cast<double>(k);
-        k2pow_[p * s.n + k] = std::pow(k2, p);
-      }
-  }
+  Solver(Spectrum& s, double count) : s_(s), N_(count), k2pow_(k2_powers(s.n)) {}
 
   // psi(i, j, t) of kde_diffusion (x frequency weighted by k^{2j}, y by l^{2i}); kde_diffusion's recursion with
   // memoisation: 18 quadratic forms per call of sigma().
@@ -181,8 +189,7 @@ class Solver {
     if (i + j <= 4) {
       t = common::psi_time(i, j, N_, std::fabs(psi(i + 1, j) + psi(i, j + 1)));
     }
-    const double sign = ((i + j) % 2) ? -1.0 : 1.0;
-    slot = sign * std::pow(kPi, 2.0 * (i + j)) * form(j, i, t);
+    slot = psi_scale(i + j) * form(j, i, t);
     return slot;
   }
 
@@ -194,35 +201,39 @@ class Solver {
 
   // sum_{k,l} k^{2 px} e_k a2[k, l] l^{2 py} e_l over the leading block that makes the rest negligible.
   double form(int px, int py, double t) {
-    e_.resize(s_.n);
-    const int64_t n = common::diffusion_weights(t, s_.n, e_.data());  // weights beyond n are exactly 0
+    if (t != weights_t_) {  // the forms of one level share their time
+      e_.resize(s_.n);
+      nz_ = common::diffusion_weights(t, s_.n, e_.data());  // weights beyond nz_ are exactly 0
+      weights_t_ = t;
+    }
+    const int64_t n = nz_;
     r_.resize(n);
     c_.resize(n);
-    const double *kx = &k2pow_[px * s_.n], *ky = &k2pow_[py * s_.n];
+    const double *kx = &(*k2pow_)[px * s_.n], *ky = &(*k2pow_)[py * s_.n];
+    double R = 0.0, Cs = 0.0;
     for (int64_t k = 0; k < n; ++k) {
       r_[k] = e_[k] * kx[k];
       c_[k] = e_[k] * ky[k];
+      R += r_[k];
+      Cs += c_[k];
     }
-    // suffix sums of the 1-D weights
-    rt_.assign(n + 1, 0.0);
-    ct_.assign(n + 1, 0.0);
-    for (int64_t k = n - 1; k >= 0; --k) {
-      rt_[k] = rt_[k + 1] + r_[k];
-      ct_[k] = ct_[k + 1] + c_[k];
-    }
-    const double R = rt_[0], Cs = ct_[0];
-    auto tail = [&](int64_t K) { return s_.amax2 * (rt_[K] * Cs + R * ct_[K]); };
-    auto first_k = [&](double bound) {  // smallest K with tail(K) <= bound
-      int64_t K = 1;
-      while (K < n && tail(K) > bound) ++K;
-      return K;
+    // smallest K with tail(K) = amax2 (sum_{k >= K} r_k Cs + R sum_{l >= K} c_l) <= bound: the tail only grows as K
+    // falls, so walk down from the last non-zero weight (the tail sums accumulate from the end)
+    auto first_k = [&](double bound) {
+      double rt = 0.0, ct = 0.0;
+      for (int64_t K = n - 1; K >= 1; --K) {
+        rt += r_[K];
+        ct += c_[K];
+        if (s_.amax2 * (rt * Cs + R * ct) > bound) return K + 1;
+      }
+      return int64_t(1);
     };
     int64_t K = first_k(1e-20 * s_.amax2 * R * Cs);
     if (s_.R > 0 && s_.R * (s_.R + 1) * n < K * K) return factored_sum(n);
     double sum = block_sum(K);
-    if (K < n && tail(K) > kTailEps * sum) {
-      K = first_k(kTailEps * sum);
-      sum = block_sum(K);
+    if (K < n) {
+      const int64_t K2 = first_k(kTailEps * sum);
+      if (K2 > K) sum = block_sum(K2);
     }
     return sum;
   }
@@ -263,8 +274,10 @@ class Solver {
   double N_;
   double memo_t_ = 0;
   double memo_[36];
-  std::vector<double> k2pow_;  // (k^2)^p, p = 0..5
-  std::vector<double> e_, r_, c_, rt_, ct_, v_, g_;
+  std::shared_ptr<const std::vector<double>> k2pow_;  // (k^2)^p, p = 0..5
+  double weights_t_ = kNaN;  // the time of e_
+  int64_t nz_ = 0;
+  std::vector<double> e_, r_, c_, v_, g_;
 };
 
 

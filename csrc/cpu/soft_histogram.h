@@ -106,14 +106,15 @@ struct Kernel {
   const double *rx, *ry;
   int64_t N, bins, ld;
   T s;
-  std::vector<T> ex, ey, cdf, dcdf, ax, ay, dax, day;
+  std::vector<T> ex, ey, cdf, dcdf, ax, ay, dax, day, u, v;
 
   KDEKIT_INLINE Kernel(const T* x_, const T* y_, const T* w_, const double* rx_, const double* ry_, int64_t N_,
                        int64_t bins_, T s_, bool backward)
       : x(x_), y(y_), w(w_), rx(rx_), ry(ry_), N(N_), bins(bins_),
         ld((bins_ + kCols * L - 1) / (kCols * L) * (kCols * L)), s(s_),
         ex(ld + L), ey(ld + L), cdf(ld + L), dcdf(backward ? ld + L : 0), ax(kTile * ld, T(0)),
-        ay(kTile * ld, T(0)), dax(backward ? kTile * ld : 0, T(0)), day(backward ? kTile * ld : 0, T(0)) {}
+        ay(kTile * ld, T(0)), dax(backward ? kTile * ld : 0, T(0)), day(backward ? kTile * ld : 0, T(0)),
+        u(backward ? kTile * ld : 0), v(backward ? kTile * ld : 0) {}
 
   KDEKIT_INLINE void set_edges(std::vector<T>& e, const double* range) const {
     const T lo = static_cast<T>(range[0]), hi = static_cast<T>(range[1]), step = (hi - lo) / static_cast<T>(bins);
@@ -156,59 +157,72 @@ struct Kernel {
     }
   }
 
+  // H (ld x ld; rows and columns past bins are 0) = the soft histogram of item b.
+  KDEKIT_INLINE void histogram(int64_t b, T* H) {
+    set_edges(ex, rx + 2 * b);
+    set_edges(ey, ry + 2 * b);
+    std::fill(H, H + ld * ld, T(0));
+    for (int64_t n0 = 0; n0 < N; n0 += kTile) {
+      const int64_t nt = std::min(kTile, N - n0);
+      for (int64_t n = 0; n < nt; ++n) {
+        const int64_t bn = b * N + n0 + n;
+        point(x[bn], T(1), ex, &ax[n * ld], nullptr);
+        point(y[bn], w[bn], ey, &ay[n * ld], nullptr);
+      }
+      for (int64_t i0 = 0; i0 < bins; i0 += kRows)  // H[i, :] += sum_n A_x[n, i] (w A_y)[n, :]
+        gemm_rows(&ax[i0], 1, ld, ay.data(), nt, ld, &H[i0 * ld], true);
+    }
+  }
+
+  // out (B, bins, bins) for items b0 <= b < b1.
   KDEKIT_INLINE void forward(T* out, int64_t b0, int64_t b1) {
     std::vector<T> H(ld * ld);
     for (int64_t b = b0; b < b1; ++b) {
-      set_edges(ex, rx + 2 * b);
-      set_edges(ey, ry + 2 * b);
-      std::fill(H.begin(), H.end(), T(0));
-      for (int64_t n0 = 0; n0 < N; n0 += kTile) {
-        const int64_t nt = std::min(kTile, N - n0);
-        for (int64_t n = 0; n < nt; ++n) {
-          const int64_t bn = b * N + n0 + n;
-          point(x[bn], T(1), ex, &ax[n * ld], nullptr);
-          point(y[bn], w[bn], ey, &ay[n * ld], nullptr);
-        }
-        for (int64_t i0 = 0; i0 < bins; i0 += kRows)  // H[i, :] += sum_n A_x[n, i] (w A_y)[n, :]
-          gemm_rows(&ax[i0], 1, ld, ay.data(), nt, ld, &H[i0 * ld], true);
-      }
+      histogram(b, H.data());
       for (int64_t i = 0; i < bins; ++i) std::copy_n(&H[i * ld], bins, out + (b * bins + i) * bins);
     }
   }
 
+  // d/d(x, y, w) of item b's points (written to gx, gy, gw at the item's offset) from G = dL/dH and GT = G^T (both
+  // ld x ld, zero past bins).
+  KDEKIT_INLINE void gradient(int64_t b, const T* G, const T* GT, T* gx, T* gy, T* gw) {
+    set_edges(ex, rx + 2 * b);
+    set_edges(ey, ry + 2 * b);
+    for (int64_t n0 = 0; n0 < N; n0 += kTile) {
+      const int64_t nt = std::min(kTile, N - n0);
+      for (int64_t n = 0; n < nt; ++n) {
+        point(x[b * N + n0 + n], T(1), ex, &ax[n * ld], &dax[n * ld]);
+        point(y[b * N + n0 + n], T(1), ey, &ay[n * ld], &day[n * ld]);
+      }
+      for (int64_t r0 = 0; r0 < nt; r0 += kRows) {  // rows past nt are stale and never written out
+        gemm_rows(&ay[r0 * ld], ld, 1, GT, bins, ld, &v[r0 * ld], false);  // v[n, i] = sum_j G[i, j] A_y[n, j]
+        gemm_rows(&ax[r0 * ld], ld, 1, G, bins, ld, &u[r0 * ld], false);   // u[n, j] = sum_i A_x[n, i] G[i, j]
+      }
+      for (int64_t n = 0; n < nt; ++n) {
+        V sw{}, sx{}, sy{};
+        for (int64_t i = n * ld; i < (n + 1) * ld; i += L) {
+          const V vi = load<V>(&v[i]);
+          sw += load<V>(&ax[i]) * vi;
+          sx += load<V>(&dax[i]) * vi;
+          sy += load<V>(&day[i]) * load<V>(&u[i]);
+        }
+        T tw = 0, tx = 0, ty = 0;
+        for (int l = 0; l < L; ++l) tw += sw[l], tx += sx[l], ty += sy[l];
+        const int64_t bn = b * N + n0 + n;
+        gw[bn] = tw;
+        gx[bn] = w[bn] * tx;
+        gy[bn] = w[bn] * ty;
+      }
+    }
+  }
+
+  // gx, gy, gw of items b0 <= b < b1 from grad = dL/dH (B, bins, bins).
   KDEKIT_INLINE void backward(const T* grad, T* gx, T* gy, T* gw, int64_t b0, int64_t b1) {
-    std::vector<T> G(ld * ld, T(0)), GT(ld * ld, T(0)), u(kTile * ld), v(kTile * ld);
+    std::vector<T> G(ld * ld, T(0)), GT(ld * ld, T(0));
     for (int64_t b = b0; b < b1; ++b) {
-      set_edges(ex, rx + 2 * b);
-      set_edges(ey, ry + 2 * b);
       for (int64_t i = 0; i < bins; ++i)
         for (int64_t j = 0; j < bins; ++j) G[i * ld + j] = GT[j * ld + i] = grad[(b * bins + i) * bins + j];
-      for (int64_t n0 = 0; n0 < N; n0 += kTile) {
-        const int64_t nt = std::min(kTile, N - n0);
-        for (int64_t n = 0; n < nt; ++n) {
-          point(x[b * N + n0 + n], T(1), ex, &ax[n * ld], &dax[n * ld]);
-          point(y[b * N + n0 + n], T(1), ey, &ay[n * ld], &day[n * ld]);
-        }
-        for (int64_t r0 = 0; r0 < nt; r0 += kRows) {  // rows past nt are stale and never written out
-          gemm_rows(&ay[r0 * ld], ld, 1, GT.data(), bins, ld, &v[r0 * ld], false);  // v[n, i] = sum_j G[i, j] A_y[n, j]
-          gemm_rows(&ax[r0 * ld], ld, 1, G.data(), bins, ld, &u[r0 * ld], false);   // u[n, j] = sum_i A_x[n, i] G[i, j]
-        }
-        for (int64_t n = 0; n < nt; ++n) {
-          V sw{}, sx{}, sy{};
-          for (int64_t i = n * ld; i < (n + 1) * ld; i += L) {
-            const V vi = load<V>(&v[i]);
-            sw += load<V>(&ax[i]) * vi;
-            sx += load<V>(&dax[i]) * vi;
-            sy += load<V>(&day[i]) * load<V>(&u[i]);
-          }
-          T tw = 0, tx = 0, ty = 0;
-          for (int l = 0; l < L; ++l) tw += sw[l], tx += sx[l], ty += sy[l];
-          const int64_t bn = b * N + n0 + n;
-          gw[bn] = tw;
-          gx[bn] = w[bn] * tx;
-          gy[bn] = w[bn] * ty;
-        }
-      }
+      gradient(b, G.data(), GT.data(), gx, gy, gw);
     }
   }
 };

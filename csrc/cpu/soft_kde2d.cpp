@@ -32,21 +32,51 @@ namespace {
 
 constexpr double kDifferentiableSum = 1e-100;  // the torch path's DIFFERENTIABLE_SUM
 
-// (n, n) DCT-II matrix C[k, i] = 2 cos(pi k (2i + 1) / 2n) in `dtype` (cached).
-at::Tensor dct_matrix(int64_t n, at::ScalarType dtype) {
-  static std::mutex lock;
-  static std::map<std::pair<int64_t, int>, at::Tensor> cache;
-  std::lock_guard<std::mutex> guard(lock);
-  auto& entry = cache[{n, static_cast<int>(dtype)}];
-  if (!entry.defined()) {
-    auto table = cosine_table(n);
-    auto C = at::empty({n, n}, at::kDouble);
-    double* pc = C.data_ptr<double>();
-    for (int64_t i = 0; i < n * n; ++i) pc[i] = 2.0 * table->by_k[i];
-    entry = C.to(dtype);
+// The spectrum of one item's soft histogram, a = C H C^T / N with C[k, i] = 2 cos(pi k (2i + 1) / 2n), and its
+// adjoint dL/dH = C^T (dL/da) C / N, in the kernel's dtype (as the torch path's dct2) with its register-blocked
+// products, on per-thread ld x ld buffers (zero past n).
+template <typename Kernel>
+struct HistogramSpectrum {
+  using T = typename Kernel::Scalar;
+  Kernel& kernel;
+  int64_t n, ld;
+  std::vector<T> C, CT, H, Z, a, GT;
+
+  HistogramSpectrum(Kernel& k, const CosineTable& table)
+      : kernel(k), n(k.bins), ld(k.ld), C(ld * ld, T(0)), CT(ld * ld, T(0)), H(ld * ld), Z(ld * ld, T(0)),
+        a(ld * ld), GT(ld * ld, T(0)) {
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t i = 0; i < n; ++i) C[k * ld + i] = CT[i * ld + k] = static_cast<T>(2.0 * table.by_k[k * n + i]);
   }
-  return entry;
-}
+
+  // out (ld x ld) = L R (both ld x ld, zero past n)
+  KDEKIT_INLINE void product(const T* L, const T* R, T* out) {
+    for (int64_t r0 = 0; r0 < n; r0 += Kernel::kRows) Kernel::gemm_rows(L + r0 * ld, ld, 1, R, n, ld, out + r0 * ld, false);
+  }
+
+  // A (n x n, float64) = the halved spectrum of item b (row and column 0 times 1/2), N_safe = its count (>0).
+  KDEKIT_INLINE void forward(int64_t b, double N_safe, double* A) {
+    kernel.histogram(b, H.data());
+    product(H.data(), CT.data(), Z.data());
+    product(C.data(), Z.data(), a.data());
+    const T count = static_cast<T>(N_safe);
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t l = 0; l < n; ++l)
+        A[k * n + l] = static_cast<double>(a[k * ld + l] / count) * (k == 0 ? 0.5 : 1.0) * (l == 0 ? 0.5 : 1.0);
+  }
+
+  // gx, gy, gw of item b from da = dL/da (n x n, float64; the unhalved spectrum).
+  KDEKIT_INLINE void backward(int64_t b, double N_safe, const double* da, T* gx, T* gy, T* gw) {
+    const T count = static_cast<T>(N_safe);
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t l = 0; l < n; ++l) a[k * ld + l] = static_cast<T>(da[k * n + l]) / count;
+    product(CT.data(), a.data(), Z.data());  // C^T (da / N)
+    product(Z.data(), C.data(), H.data());   // ... C = dL/dH
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) GT[j * ld + i] = H[i * ld + j];
+    kernel.gradient(b, H.data(), GT.data(), gx, gy, gw);
+  }
+};
 
 // The psi recursion at one time t with its tape and its tangent in t (forward mode): psi(i, j) for 2 <= i + j <= 5,
 // the time of each, the sums the lower levels divide by, and d psi / d t; forms over the K leading frequencies whose
@@ -58,8 +88,6 @@ struct PsiTape {
   const std::vector<double>& k2pow;  // (6, n): (k^2)^p
   double psi[6][6], dpsi[6][6], time[6][6], sum[6][6], dform[6][6];
   std::vector<double> e, r, c, v, vk;
-
-  static double scale(int L) { return ((L % 2) ? -1.0 : 1.0) * std::pow(kPi, 2.0 * L); }
 
   // weights of form(px, py, t) into r (rows, k^(2 px)) and c (columns, l^(2 py)); returns K
   int64_t weights(int px, int py, double t) {
@@ -107,8 +135,8 @@ struct PsiTape {
           dti = -ti / ((2.0 + L) * s) * ds;  // t_ij = (const / |s|)^(1 / (2 + L))
         }
         time[i][j] = ti;
-        psi[i][j] = scale(L) * form(j, i, ti, &dform[i][j]);
-        dpsi[i][j] = scale(L) * dform[i][j] * dti;
+        psi[i][j] = psi_scale(L) * form(j, i, ti, &dform[i][j]);
+        dpsi[i][j] = psi_scale(L) * dform[i][j] * dti;
         ok = ok && std::isfinite(psi[i][j]) && std::isfinite(dpsi[i][j]);
       }
     return ok;
@@ -123,7 +151,7 @@ struct PsiTape {
     for (int L = 2; L <= 5; ++L)
       for (int i = 0; i <= L; ++i) {
         const int j = L - i;
-        const double g = adj[i][j] * scale(L);  // cotangent of the form
+        const double g = adj[i][j] * psi_scale(L);  // cotangent of the form
         if (g == 0.0) continue;
         const int64_t K = weights(j, i, time[i][j]);
         for (int64_t k = 0; k < K; ++k) {  // d form / d a2[k, l] = r[k] c[l]
@@ -140,13 +168,6 @@ struct PsiTape {
   }
 };
 
-std::vector<double> k2_powers(int64_t n) {
-  std::vector<double> k2pow(6 * n);
-  for (int p = 0; p < 6; ++p)
-    for (int64_t k = 0; k < n; ++k) k2pow[p * n + k] = std::pow(static_cast<double>(k) * static_cast<double>(k), p);
-  return k2pow;
-}
-
 void check_args(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx,
                 const at::Tensor& ry, const at::Tensor& count) {
   check_float_or_double(x, "x");
@@ -159,23 +180,25 @@ void check_args(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, c
   TORCH_CHECK(count.dim() == 1 && count.size(0) == B, "count must have shape (", B, ",), got ", count.sizes());
 }
 
-// (B, n, n) soft histograms of x's dtype, one chunk of items per thread.
-at::Tensor soft_histograms(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx,
-                           const at::Tensor& ry, int64_t n, double sharpness) {
+// Runs body(spectra, b0, b1) on each thread's chunk of the B items, spectra a HistogramSpectrum for x's dtype and this
+// CPU's widest vectors (body must be KDEKIT_INLINE_LAMBDA).
+template <typename Body>
+void for_item_chunks(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx,
+                     const at::Tensor& ry, int64_t n, double sharpness, bool backward, const Body& body) {
   const int64_t B = x.size(0), N = x.size(1);
-  auto H = at::empty({B, n, n}, x.options());
+  auto table = cosine_table(n);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "soft_kde2d_pooled", [&] {
     at::parallel_for(0, B, grain_per_thread(B), [&](int64_t b0, int64_t b1) {
       run_widest_simd([&](auto width) KDEKIT_INLINE_LAMBDA {
         Kernel<scalar_t, decltype(width)::value> k(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
                                                    w.data_ptr<scalar_t>(), rx.data_ptr<double>(),
                                                    ry.data_ptr<double>(), N, n, static_cast<scalar_t>(sharpness),
-                                                   false);
-        k.forward(H.data_ptr<scalar_t>(), b0, b1);
+                                                   backward);
+        HistogramSpectrum<decltype(k)> spectra(k, *table);
+        body(spectra, b0, b1);
       });
     });
   });
-  return H;
 }
 
 // One item's smoothing and pooling (per-thread scratch): the halved spectrum A, its times -> the (pool x pool)
@@ -260,11 +283,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2
   auto x = x_.contiguous(), y = y_.contiguous(), w = w_.contiguous(), rx = rx_.contiguous(), ry = ry_.contiguous();
   auto count = count_.to(at::kDouble).contiguous();
   const int64_t B = x.size(0), n = grid;
-  // spectrum a = C H C^T / N in the compute dtype (as the torch path), then halved (row and column 0) in float64
-  auto C = dct_matrix(n, x.scalar_type());
-  auto a = at::matmul(at::matmul(C, soft_histograms(x, y, w, rx, ry, n, sharpness)), C.t());
-  auto N_safe = at::where(count > 0, count, at::ones_like(count)).to(x.scalar_type());
-  auto spectrum = (a / N_safe.view({B, 1, 1})).to(at::kDouble).contiguous();
+  auto spectrum = at::empty({B, n, n}, x.options().dtype(at::kDouble));
   auto blocks = at::empty({B, pool, pool}, spectrum.options());
   auto times = at::empty({B, 3}, spectrum.options());
   auto status = at::empty({B}, spectrum.options().dtype(at::kInt));
@@ -275,15 +294,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2
   int32_t* ps = status.data_ptr<int32_t>();
   auto table = cosine_table(n);
   const PooledCosines pooled(*table, pool);
-  at::parallel_for(0, B, grain_per_thread(B), [&](int64_t b0, int64_t b1) {
+  for_item_chunks(x, y, w, rx, ry, n, sharpness, false, [&](auto& spectra, int64_t b0, int64_t b1)
+                                                            KDEKIT_INLINE_LAMBDA {
     Spectrum s;
     Smoother smoother{n, pool, clip, table.get(), &pooled};
     for (int64_t b = b0; b < b1; ++b) {
       double* A = pa + b * n * n;
-      for (int64_t k = 0; k < n; ++k) {
-        A[k] *= 0.5;  // row 0
-        A[k * n] *= 0.5;  // column 0
-      }
+      spectra.forward(b, pc[b] > 0 ? pc[b] : 1.0, A);
       s.dense(n, A);
       ps[b] = solve(s, pc[b], opts, pt + 3 * b);
       double* ob = po + b * pool * pool;
@@ -332,94 +349,87 @@ void add_bandwidth_term(const double* A, int64_t n, double N, double t0, double 
   for (int64_t i = 0; i < n * n; ++i) dA[i] += 2.0 * A[i] * dA2[i];
 }
 
-// dL/da (B, n, n) float64 of the items solved, given dL/dblocks and dL/dtimes. Items the clip did not touch (clipped
-// false) take the pooled path: the same map there, without the n x n density.
-void spectrum_gradient(const at::Tensor& grad_blocks, const at::Tensor& grad_times, const at::Tensor& count,
-                       const at::Tensor& spectrum, const at::Tensor& clipped, const at::Tensor& times,
-                       const at::Tensor& status,
-                       const at::Tensor& rx, const at::Tensor& ry, int64_t pool, double clip, bool implicit,
-                       at::Tensor& da) {
-  const int64_t B = spectrum.size(0), n = spectrum.size(1);
+// dL/da (n x n, float64) of one solved item, given dL/dblocks and dL/dtimes (per-thread scratch). Items the clip
+// did not touch (clipped false) take the pooled path: the same map there, without the n x n density.
+struct SpectrumGradient {
+  int64_t n, pool;
+  double clip;
+  bool implicit;
+  const CosineTable* table;
+  const PooledCosines* pooled;
+  const std::vector<double>& k2pow;
+  Smoother with_clip{n, pool, clip, table, pooled}, without_clip{n, pool, -kInf, table, pooled};
+  std::vector<double> blocks = std::vector<double>(pool * pool), M = std::vector<double>(n * n);
+
+  // A: the item's halved spectrum, times (t*, tx1, tx2), G = dL/dblocks, g = dL/dtimes, N its count, scale 1 / area
+  void item(const double* A, const double* times, const double* G, const double* g, double N, double scale,
+            bool clipped, double* dA) {
+    std::fill(dA, dA + n * n, 0.0);
+    Smoother& smoother = clipped ? with_clip : without_clip;
+    smoother.forward(A, times, scale, blocks.data());
+    smoother.adjoint(G, blocks.data(), scale, M.data());
+    // S = A o fx fy^T: dL/dA at fixed times, and dL/dtx2, dL/dtx1 through fx, fy
+    const std::vector<double>&fx = smoother.fx, &fy = smoother.fy;
+    double dtx2 = g[2], dtx1 = g[1];
+    for (int64_t k = 0; k < smoother.Kx; ++k)
+      for (int64_t l = 0; l < smoother.Ky; ++l) {
+        const double m = M[k * n + l], v = m * A[k * n + l] * fx[k] * fy[l];  // dL/dS o S
+        dA[k * n + l] = m * fx[k] * fy[l];
+        dtx2 += v * (-(kPi * kPi) * k2pow[n + k] / 2);
+        dtx1 += v * (-(kPi * kPi) * k2pow[n + l] / 2);
+      }
+    add_bandwidth_term(A, n, N, times[0], times[1], times[2], dtx1, dtx2, g[0], implicit, k2pow, dA);
+    // A = h h^T o a: back to the unhalved spectrum
+    for (int64_t i = 0; i < n; ++i) {
+      dA[i] *= 0.5;
+      dA[i * n] *= 0.5;
+    }
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_backward_cpu(
+    const at::Tensor& grad_blocks_, const at::Tensor& grad_times_, const at::Tensor& x_, const at::Tensor& y_,
+    const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_, const at::Tensor& count_,
+    const at::Tensor& spectrum_, const at::Tensor& clipped_, const at::Tensor& times_, const at::Tensor& status_,
+    int64_t pool, double sharpness, double clip, bool implicit) {
+  check_args(x_, y_, w_, rx_, ry_, count_);
+  const int64_t B = x_.size(0), Np = x_.size(1), n = spectrum_.size(1);
+  TORCH_CHECK(spectrum_.dim() == 3 && spectrum_.size(0) == B && spectrum_.size(2) == n, "spectrum must be (", B,
+              ", n, n), got ", spectrum_.sizes());
+  TORCH_CHECK(clipped_.dim() == 1 && clipped_.size(0) == B, "clipped must be (", B, ",), got ", clipped_.sizes());
+  check_pool(n, pool);
+  TORCH_CHECK(grad_blocks_.dim() == 3 && grad_blocks_.size(0) == B && grad_blocks_.size(1) == pool &&
+                  grad_blocks_.size(2) == pool,
+              "grad_blocks must have shape (", B, ", ", pool, ", ", pool, "), got ", grad_blocks_.sizes());
+  auto x = x_.contiguous(), y = y_.contiguous(), w = w_.contiguous(), rx = rx_.contiguous(), ry = ry_.contiguous();
+  auto count = count_.to(at::kDouble).contiguous(), grad_blocks = grad_blocks_.to(at::kDouble).contiguous();
+  auto grad_times = grad_times_.to(at::kDouble).contiguous(), spectrum = spectrum_.to(at::kDouble).contiguous();
+  auto clipped = clipped_.to(at::kBool).contiguous(), times = times_.to(at::kDouble).contiguous();
+  auto status = status_.to(at::kInt).contiguous();
   const double *pG = grad_blocks.data_ptr<double>(), *pg = grad_times.data_ptr<double>();
   const double *pA = spectrum.data_ptr<double>(), *pt = times.data_ptr<double>(), *pc = count.data_ptr<double>();
   const double *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
   const int32_t* ps = status.data_ptr<int32_t>();
   const bool* pclip = clipped.data_ptr<bool>();
-  double* pda = da.data_ptr<double>();
   auto table = cosine_table(n);
   const PooledCosines pooled(*table, pool);
-  const std::vector<double> k2pow = k2_powers(n);
-  at::parallel_for(0, B, grain_per_thread(B), [&](int64_t b0, int64_t b1) {
-    Smoother with_clip{n, pool, clip, table.get(), &pooled}, without_clip{n, pool, -kInf, table.get(), &pooled};
-    std::vector<double> blocks(pool * pool), M(n * n);
-    for (int64_t b = b0; b < b1; ++b) {
-      double* dA = pda + b * n * n;
-      std::fill(dA, dA + n * n, 0.0);
-      if (ps[b] != kOk) continue;
-      const double* A = pA + b * n * n;
-      const double* tb = pt + 3 * b;
-      const double scale = area_scale(prx, pry, b);
-      Smoother& smoother = pclip[b] ? with_clip : without_clip;
-      smoother.forward(A, tb, scale, blocks.data());
-      smoother.adjoint(pG + b * pool * pool, blocks.data(), scale, M.data());
-      // S = A o fx fy^T: dL/dA at fixed times, and dL/dtx2, dL/dtx1 through fx, fy
-      const std::vector<double>&fx = smoother.fx, &fy = smoother.fy;
-      double dtx2 = pg[3 * b + 2], dtx1 = pg[3 * b + 1];
-      for (int64_t k = 0; k < smoother.Kx; ++k)
-        for (int64_t l = 0; l < smoother.Ky; ++l) {
-          const double m = M[k * n + l], v = m * A[k * n + l] * fx[k] * fy[l];  // dL/dS o S
-          dA[k * n + l] = m * fx[k] * fy[l];
-          dtx2 += v * (-(kPi * kPi) * k2pow[n + k] / 2);
-          dtx1 += v * (-(kPi * kPi) * k2pow[n + l] / 2);
-        }
-      add_bandwidth_term(A, n, pc[b], tb[0], tb[1], tb[2], dtx1, dtx2, pg[3 * b], implicit, k2pow, dA);
-      // A = h h^T o a: back to the unhalved spectrum
-      for (int64_t i = 0; i < n; ++i) {
-        dA[i] *= 0.5;
-        dA[i * n] *= 0.5;
-      }
-    }
-  });
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_backward_cpu(
-    const at::Tensor& grad_blocks, const at::Tensor& grad_times, const at::Tensor& x_, const at::Tensor& y_,
-    const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_, const at::Tensor& count_,
-    const at::Tensor& spectrum_, const at::Tensor& clipped_, const at::Tensor& times_, const at::Tensor& status_,
-    int64_t pool, double sharpness, double clip, bool implicit) {
-  check_args(x_, y_, w_, rx_, ry_, count_);
-  const int64_t B = x_.size(0), n = spectrum_.size(1);
-  TORCH_CHECK(spectrum_.dim() == 3 && spectrum_.size(0) == B && spectrum_.size(2) == n, "spectrum must be (", B,
-              ", n, n), got ", spectrum_.sizes());
-  TORCH_CHECK(clipped_.dim() == 1 && clipped_.size(0) == B, "clipped must be (", B, ",), got ", clipped_.sizes());
-  check_pool(n, pool);
-  TORCH_CHECK(grad_blocks.dim() == 3 && grad_blocks.size(0) == B && grad_blocks.size(1) == pool &&
-                  grad_blocks.size(2) == pool,
-              "grad_blocks must have shape (", B, ", ", pool, ", ", pool, "), got ", grad_blocks.sizes());
-  auto x = x_.contiguous(), y = y_.contiguous(), w = w_.contiguous(), rx = rx_.contiguous(), ry = ry_.contiguous();
-  auto count = count_.to(at::kDouble).contiguous();
-  auto da = at::empty({B, n, n}, spectrum_.options().dtype(at::kDouble));
-  spectrum_gradient(grad_blocks.to(at::kDouble).contiguous(), grad_times.to(at::kDouble).contiguous(), count,
-                    spectrum_.to(at::kDouble).contiguous(), clipped_.to(at::kBool).contiguous(),
-                    times_.to(at::kDouble).contiguous(),
-                    status_.to(at::kInt).contiguous(), rx, ry, pool, clip, implicit, da);
-  // a = C H C^T / N  ->  dL/dH = C^T dL/da C / N
-  auto C = dct_matrix(n, x.scalar_type());
-  auto N_safe = at::where(count > 0, count, at::ones_like(count)).to(x.scalar_type());
-  auto dH = at::matmul(at::matmul(C.t(), (da.to(x.scalar_type()) / N_safe.view({B, 1, 1}))), C).contiguous();
+  const auto k2pow = k2_powers(n);
   auto gx = at::empty_like(x), gy = at::empty_like(x), gw = at::empty_like(x);
-  const int64_t Np = x.size(1);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "soft_kde2d_pooled_backward", [&] {
-    at::parallel_for(0, B, grain_per_thread(B), [&](int64_t b0, int64_t b1) {
-      run_widest_simd([&](auto width) KDEKIT_INLINE_LAMBDA {
-        Kernel<scalar_t, decltype(width)::value> k(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-                                                   w.data_ptr<scalar_t>(), rx.data_ptr<double>(),
-                                                   ry.data_ptr<double>(), Np, n, static_cast<scalar_t>(sharpness),
-                                                   true);
-        k.backward(dH.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(),
-                   gw.data_ptr<scalar_t>(), b0, b1);
-      });
-    });
+  for_item_chunks(x, y, w, rx, ry, n, sharpness, true, [&](auto& spectra, int64_t b0, int64_t b1)
+                                                           KDEKIT_INLINE_LAMBDA {
+    using T = typename std::decay_t<decltype(spectra)>::T;
+    T *px = gx.data_ptr<T>(), *py = gy.data_ptr<T>(), *pw = gw.data_ptr<T>();
+    SpectrumGradient gradient{n, pool, clip, implicit, table.get(), &pooled, *k2pow};
+    std::vector<double> da(n * n);
+    for (int64_t b = b0; b < b1; ++b) {
+      if (ps[b] != kOk) {  // not solved here: no gradient
+        for (T* g : {px, py, pw}) std::fill(g + b * Np, g + (b + 1) * Np, T(0));
+        continue;
+      }
+      gradient.item(pA + b * n * n, pt + 3 * b, pG + b * pool * pool, pg + 3 * b, pc[b],
+                    area_scale(prx, pry, b), pclip[b], da.data());
+      spectra.backward(b, pc[b] > 0 ? pc[b] : 1.0, da.data(), px, py, pw);  // dL/dH = C^T (dL/da) C / N
+    }
   });
   return {gx, gy, gw};
 }
