@@ -119,6 +119,7 @@ def _register_soft_kde2d_autograd() -> None:
         ctx.save_for_backward(x, y, weights, range_x, range_y, count, spectrum, clipped, times, status)
         ctx.params = (pool, sharpness, clip, implicit)
         ctx.mark_non_differentiable(status, spectrum, clipped)
+        ctx.set_materialize_grads(False)  # no (B, n, n) zeros for the spectrum's missing gradient
 
     def backward(ctx, grad_blocks, grad_times, _status, _spectrum, _clipped):
         x, y, weights, range_x, range_y, count, spectrum, clipped, times, status = ctx.saved_tensors
@@ -141,8 +142,11 @@ def _register_pseudo_observations_autograd() -> None:
         ratings, keys, size, noise = inputs
         ctx.save_for_backward(ratings, keys, size, noise, output[1])
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
 
     def backward(ctx, grad_obs, _grad_pivots):
+        if grad_obs is None:
+            return None, None, None, None
         ratings, keys, size, noise, pivots = ctx.saved_tensors
         grad = torch.ops.kdekit.pseudo_observations_backward(grad_obs, ratings, keys, size, noise, pivots)
         return grad, None, None, None

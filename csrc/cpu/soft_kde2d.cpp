@@ -1,8 +1,10 @@
 // The training loss's KDE in one op on CPU: kdekit::soft_kde2d_pooled (points -> soft histogram -> DCT -> Botev's
 // fixed point -> smoothing -> k x k block masses / total) and its backward (soft histogram, smoothing and the
 // bandwidth's gradient rule), with the maths of the torch path (kdekit/ops/diffusion_kde) for the items brentq
-// solves. Per item on one thread; the two DCTs of the batch are batched matmuls. Items the solver does not solve get
-// status != 0 and NaN outputs (the caller re-solves them with the fallback rules) and zero gradients here.
+// solves. Each item runs whole on one thread (histogram, its DCT in the kernel's dtype, solve, smoothing; backward
+// likewise in reverse) on per-thread buffers: no (B, n, n) temporaries beside the saved spectrum. Items the solver
+// does not solve get status != 0 and NaN outputs (the caller re-solves them with the fallback rules) and zero
+// gradients here.
 //
 // Forward, item b (N = count, a = C H C^T / N with C[k, i] = 2 cos(pi k (2i + 1) / 2n), A[k, l] = h_k h_l a[k, l]
 // with h_0 = 1/2, else 1, A2 = A o A):
@@ -17,11 +19,8 @@
 //   the recursion at t* (PsiTape) gives dL/dA2 for c;
 //   dL/dA += 2 A o dL/dA2;  dL/da = h h^T o dL/dA;  dL/dH = C^T dL/da C / N;  then the soft histogram's backward.
 #include <ATen/Parallel.h>
-#include <ATen/ops/matmul.h>
 #include <torch/library.h>
 
-#include <map>
-#include <mutex>
 #include <tuple>
 
 #include "diffusion_kde.h"
@@ -51,7 +50,8 @@ struct HistogramSpectrum {
 
   // out (ld x ld) = L R (both ld x ld, zero past n)
   KDEKIT_INLINE void product(const T* L, const T* R, T* out) {
-    for (int64_t r0 = 0; r0 < n; r0 += Kernel::kRows) Kernel::gemm_rows(L + r0 * ld, ld, 1, R, n, ld, out + r0 * ld, false);
+    for (int64_t r0 = 0; r0 < n; r0 += Kernel::kRows)
+      Kernel::gemm_rows(L + r0 * ld, ld, 1, R, n, ld, out + r0 * ld, false);
   }
 
   // A (n x n, float64) = the halved spectrum of item b (row and column 0 times 1/2), N_safe = its count (>0).

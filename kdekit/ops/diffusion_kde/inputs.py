@@ -8,7 +8,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from .._checks import check_float_tensor, check_points, check_same, compute_dtype, resolve_mask
+from .._checks import check_float_tensor, check_points, check_same, compute_dtype, is_finite, resolve_mask
 from .status import initial_status
 
 
@@ -130,9 +130,9 @@ def prepare_points(names, arrays, mask, lengths):
     valid = resolve_mask(arrays[0], mask, lengths)
     if valid is None:
         valid = torch.ones(arrays[0].shape, dtype=torch.bool, device=arrays[0].device)
-    finite = torch.ones_like(valid)
-    for a in arrays:
-        finite &= torch.isfinite(a.detach())
+    finite = is_finite(arrays[0].detach())
+    for a in arrays[1:]:
+        finite &= is_finite(a.detach())
     bad_input = (valid & ~finite).any(1)
     return arrays, valid & finite, bad_input
 

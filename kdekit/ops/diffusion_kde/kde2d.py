@@ -359,13 +359,15 @@ def _kde2d_soft_pooled_cpp(points: Points, opts: Options, sharpness: float) -> K
     limits = points.limits.detach()
     N = valid.sum(1).to(torch.float64)
     count = torch.where(_points_status(points, N) == int(KDEStatus.BRENTQ), N, 0.0)  # count 0: skipped
-    xq = torch.where(valid, x.to(cdtype), 0.0)
-    yq = torch.where(valid, y.to(cdtype), 0.0)
+    if bool(valid.all()):  # (the kernel makes strided views contiguous itself, outside the autograd graph)
+        xq, yq = x.to(cdtype), y.to(cdtype)
+    else:
+        xq, yq = torch.where(valid, x.to(cdtype), 0.0), torch.where(valid, y.to(cdtype), 0.0)
     weights = valid.to(cdtype)
     parts = []
     for s, e in chunks(x.shape[0], opts.grid, 2, opts.chunk_size):
         blocks, times, kstatus, _, _ = torch.ops.kdekit.soft_kde2d_pooled(
-            xq[s:e].contiguous(), yq[s:e].contiguous(), weights[s:e], limits[s:e, 0].contiguous(),
+            xq[s:e], yq[s:e], weights[s:e], limits[s:e, 0].contiguous(),
             limits[s:e, 1].contiguous(), count[s:e], opts.grid, opts.pool, float(sharpness), _clip_floor(opts, cdtype),
             BRACKET[1], BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER, opts.implicit_grad,
         )
