@@ -33,47 +33,89 @@ constexpr double kDifferentiableSum = 1e-100;  // the torch path's DIFFERENTIABL
 
 // The spectrum of one item's soft histogram, a = C H C^T / N with C[k, i] = 2 cos(pi k (2i + 1) / 2n), and its
 // adjoint dL/dH = C^T (dL/da) C / N, in the kernel's dtype (as the torch path's dct2) with its register-blocked
-// products, on per-thread ld x ld buffers (zero past n).
+// products, on per-thread ld x ld buffers (zero past n). Each transform runs along rows (the column transform as the
+// row transform of the transpose) and halves its products by C[k, n-1-i] = (-1)^k C[k, i]: the even rows of C X come
+// from Ce (X[i] + X[n-1-i]), the odd ones from Co (X[i] - X[n-1-i]), i < n/2 (Ce, Co: even/odd rows of C, left half).
 template <typename Kernel>
 struct HistogramSpectrum {
   using T = typename Kernel::Scalar;
   Kernel& kernel;
-  int64_t n, ld;
-  std::vector<T> C, CT, H, Z, a, GT;
+  int64_t n, h, ld;
+  std::vector<T> Ce, Co, CeT, CoT, H, S, D, E, O, Z, GT;
 
   HistogramSpectrum(Kernel& k, const CosineTable& table)
-      : kernel(k), n(k.bins), ld(k.ld), C(ld * ld, T(0)), CT(ld * ld, T(0)), H(ld * ld), Z(ld * ld, T(0)),
-        a(ld * ld), GT(ld * ld, T(0)) {
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t i = 0; i < n; ++i) C[k * ld + i] = CT[i * ld + k] = static_cast<T>(2.0 * table.by_k[k * n + i]);
+      : kernel(k), n(k.bins), h(k.bins / 2), ld(k.ld), Ce(ld * ld, T(0)), Co(ld * ld, T(0)), CeT(ld * ld, T(0)),
+        CoT(ld * ld, T(0)), H(ld * ld, T(0)), S(ld * ld, T(0)), D(ld * ld, T(0)), E(ld * ld, T(0)),
+        O(ld * ld, T(0)), Z(ld * ld, T(0)), GT(ld * ld, T(0)) {
+    for (int64_t m = 0; m < h; ++m)
+      for (int64_t i = 0; i < h; ++i) {
+        Ce[m * ld + i] = CeT[i * ld + m] = static_cast<T>(2.0 * table.by_k[2 * m * n + i]);
+        Co[m * ld + i] = CoT[i * ld + m] = static_cast<T>(2.0 * table.by_k[(2 * m + 1) * n + i]);
+      }
   }
 
-  // out (ld x ld) = L R (both ld x ld, zero past n)
+  // out (h x ld) = L (h x h) R (h x ld)
   KDEKIT_INLINE void product(const T* L, const T* R, T* out) {
-    for (int64_t r0 = 0; r0 < n; r0 += Kernel::kRows)
-      Kernel::gemm_rows(L + r0 * ld, ld, 1, R, n, ld, out + r0 * ld, false);
+    for (int64_t r0 = 0; r0 < h; r0 += Kernel::kRows)
+      Kernel::gemm_rows(L + r0 * ld, ld, 1, R, h, ld, out + r0 * ld, false);
+  }
+
+  // E[m] = (C X)[2m], O[m] = (C X)[2m + 1] for X (n x ld)
+  KDEKIT_INLINE void rows_forward(const T* X) {
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t c = 0; c < ld; ++c) {
+        const T top = X[i * ld + c], bottom = X[(n - 1 - i) * ld + c];
+        S[i * ld + c] = top + bottom;
+        D[i * ld + c] = top - bottom;
+      }
+    product(Ce.data(), S.data(), E.data());
+    product(Co.data(), D.data(), O.data());
+  }
+
+  // out (n x ld) = C^T X for X with even rows Xe and odd rows Xo (h x ld each)
+  KDEKIT_INLINE void rows_inverse(const T* Xe, const T* Xo, T* out) {
+    product(CeT.data(), Xe, E.data());
+    product(CoT.data(), Xo, O.data());
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t c = 0; c < ld; ++c) {
+        const T even = E[i * ld + c], odd = O[i * ld + c];
+        out[i * ld + c] = even + odd;
+        out[(n - 1 - i) * ld + c] = even - odd;
+      }
   }
 
   // A (n x n, float64) = the halved spectrum of item b (row and column 0 times 1/2), N_safe = its count (>0).
   KDEKIT_INLINE void forward(int64_t b, double N_safe, double* A) {
     kernel.histogram(b, H.data());
-    product(H.data(), CT.data(), Z.data());
-    product(C.data(), Z.data(), a.data());
+    rows_forward(H.data());  // C H
+    for (int64_t j = 0; j < n; ++j)  // Z = (C H)^T
+      for (int64_t k = 0; k < n; ++k) Z[j * ld + k] = ((k & 1) ? O : E)[(k >> 1) * ld + j];
+    rows_forward(Z.data());  // C H^T C^T = a^T
     const T count = static_cast<T>(N_safe);
     for (int64_t k = 0; k < n; ++k)
-      for (int64_t l = 0; l < n; ++l)
-        A[k * n + l] = static_cast<double>(a[k * ld + l] / count) * (k == 0 ? 0.5 : 1.0) * (l == 0 ? 0.5 : 1.0);
+      for (int64_t l = 0; l < n; ++l) {
+        const T a = ((l & 1) ? O : E)[(l >> 1) * ld + k];
+        A[k * n + l] = static_cast<double>(a / count) * (k == 0 ? 0.5 : 1.0) * (l == 0 ? 0.5 : 1.0);
+      }
   }
 
   // gx, gy, gw of item b from da = dL/da (n x n, float64; the unhalved spectrum).
   KDEKIT_INLINE void backward(int64_t b, double N_safe, const double* da, T* gx, T* gy, T* gw) {
     const T count = static_cast<T>(N_safe);
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t l = 0; l < n; ++l) a[k * ld + l] = static_cast<T>(da[k * n + l]) / count;
-    product(CT.data(), a.data(), Z.data());  // C^T (da / N)
-    product(Z.data(), C.data(), H.data());   // ... C = dL/dH
+    for (int64_t m = 0; m < h; ++m)
+      for (int64_t l = 0; l < n; ++l) {
+        S[m * ld + l] = static_cast<T>(da[2 * m * n + l]) / count;
+        D[m * ld + l] = static_cast<T>(da[(2 * m + 1) * n + l]) / count;
+      }
+    rows_inverse(S.data(), D.data(), Z.data());  // U = C^T (da / N)
+    for (int64_t m = 0; m < h; ++m)  // the even and odd rows of U^T
+      for (int64_t i = 0; i < n; ++i) {
+        S[m * ld + i] = Z[i * ld + 2 * m];
+        D[m * ld + i] = Z[i * ld + 2 * m + 1];
+      }
+    rows_inverse(S.data(), D.data(), GT.data());  // C^T U^T = (dL/dH)^T
     for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) GT[j * ld + i] = H[i * ld + j];
+      for (int64_t j = 0; j < n; ++j) H[i * ld + j] = GT[j * ld + i];
     kernel.gradient(b, H.data(), GT.data(), gx, gy, gw);
   }
 };
@@ -87,7 +129,7 @@ struct PsiTape {
   const double* a2;  // (n, n), row = x frequency
   const std::vector<double>& k2pow;  // (6, n): (k^2)^p
   double psi[6][6], dpsi[6][6], time[6][6], sum[6][6], dform[6][6];
-  std::vector<double> e, r, c, v, vk;
+  std::vector<double> e, r, c, v, vk, U, V;
 
   // weights of form(px, py, t) into r (rows, k^(2 px)) and c (columns, l^(2 py)); returns K
   int64_t weights(int px, int py, double t) {
@@ -142,8 +184,13 @@ struct PsiTape {
     return ok;
   }
 
-  // dA2 += d(cot . (psi02, psi11, psi20)) / dA2 at fixed t (after run()).
+  // dA2 (n x n, zero on entry) = d(cot . (psi02, psi11, psi20)) / dA2 at fixed t (after run()): the forms'
+  // rank-one terms g r c^T gathered as U V^T and added in one product, in the forms' order.
   void vjp(const double cot[3], double* dA2) {
+    constexpr int64_t kForms = 18;  // levels 2..5
+    U.assign(n * kForms, 0.0);
+    V.assign(kForms * n, 0.0);
+    int64_t F = 0, Kmax = 0;
     double adj[6][6] = {};
     adj[0][2] = cot[0];
     adj[1][1] = cot[1];
@@ -155,16 +202,18 @@ struct PsiTape {
         if (g == 0.0) continue;
         const int64_t K = weights(j, i, time[i][j]);
         for (int64_t k = 0; k < K; ++k) {  // d form / d a2[k, l] = r[k] c[l]
-          const double gr = g * r[k];
-          double* row = dA2 + k * n;
-          for (int64_t l = 0; l < K; ++l) row[l] += gr * c[l];
+          U[k * kForms + F] = g * r[k];
+          V[F * n + k] = c[k];
         }
+        Kmax = std::max(Kmax, K);
+        ++F;
         if (L == 5) continue;  // the top level's time is the given t (held fixed here)
         // through t_ij = (const / |sum|)^(1 / (2 + L)): d t / d sum = -t / ((2 + L) sum)
         const double dsum = g * dform[i][j] * (-time[i][j] / ((2.0 + L) * sum[i][j]));
         adj[i + 1][j] += dsum;
         adj[i][j + 1] += dsum;
       }
+    gemm_strided(Kmax, Kmax, 0, F, 1, U.data(), kForms, V.data(), n, dA2, n);
   }
 };
 
@@ -322,7 +371,7 @@ void add_bandwidth_term(const double* A, int64_t n, double N, double t0, double 
                         double dtx2, double grad_t, bool implicit, const std::vector<double>& k2pow, double* dA) {
   std::vector<double> A2(n * n), dA2(n * n, 0.0);
   for (int64_t i = 0; i < n * n; ++i) A2[i] = A[i] * A[i];
-  PsiTape tape{n, N, A2.data(), k2pow, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  PsiTape tape{n, N, A2.data(), k2pow, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
   bool ok = tape.run(t0);
   const double p02 = tape.psi[0][2], p11 = tape.psi[1][1], p20 = tape.psi[2][0];
   const double p_t[3] = {tape.dpsi[0][2], tape.dpsi[1][1], tape.dpsi[2][0]};  // d psi / d t at fixed data
