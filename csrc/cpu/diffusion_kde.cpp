@@ -36,71 +36,108 @@ std::shared_ptr<const std::vector<double>> k2_powers(int64_t n) {
   return entry;
 }
 
-// AVX2 clone of the hot loops, chosen at load time where the CPU has it, and a portable default clone. Both add the
-// same products in the same order (no FMA contraction), so results do not depend on the clone.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define KDEKIT_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define KDEKIT_VECTOR_CLONES
-#endif
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")  // fused multiply-adds where the ISA has them (-std=c++20 turns them off)
 
-typedef double v4d __attribute__((vector_size(32)));  // 4 doubles: one AVX2 register, two SSE2 ones
+namespace {
 
-// out[r * ldo + w] = sum over j = j0, j0 + js, ... < j1 of A[r * lda + j] * B[j * ldb + w] (r < rows, w < cols),
-// each sum accumulated from 0 in increasing j whatever the tiling (4 x 8 register tiles, scalar edges).
-KDEKIT_VECTOR_CLONES
+// out[i * ldo + c * L + v] = sum over j = j0, j0 + js, ... < j1 of A[i * lda + j] B[j * ldb + c * L + v] for i < RR,
+// c < CC, v < L (L doubles a vector): one register tile.
+template <int Bytes, int RR, int CC>
+KDEKIT_INLINE void gemm_tile(int64_t j0, int64_t j1, int64_t js, const double* A, int64_t lda, const double* B,
+                             int64_t ldb, double* out, int64_t ldo) {
+  using V = typename Simd<double, Bytes>::V;
+  constexpr int L = Simd<double, Bytes>::kLanes;
+  V acc[RR][CC] = {};
+  for (int64_t j = j0; j < j1; j += js) {
+    V b[CC];
+#pragma GCC unroll 8
+    for (int c = 0; c < CC; ++c) b[c] = load<V>(B + j * ldb + c * L);
+#pragma GCC unroll 8
+    for (int i = 0; i < RR; ++i) {
+      const double a = A[i * lda + j];
+#pragma GCC unroll 8
+      for (int c = 0; c < CC; ++c) acc[i][c] += a * b[c];
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < RR; ++i)
+#pragma GCC unroll 8
+    for (int c = 0; c < CC; ++c) store(out + i * ldo + c * L, acc[i][c]);
+}
+
+// gemm_strided for the CPU's vectors: tiles of RR rows x CC vectors, then single vectors; the last cols % L columns
+// from a zero-padded copy of B's (one vector per j), written out lane by lane.
+template <int Bytes, int RR, int CC>
+KDEKIT_INLINE void gemm_rows(int64_t r0, int64_t r1, int64_t cols, int64_t j0, int64_t j1, int64_t js,
+                             const double* A, int64_t lda, const double* B, int64_t ldb, const double* edge,
+                             double* out, int64_t ldo) {
+  constexpr int L = Simd<double, Bytes>::kLanes;
+  const int64_t full = cols / L * L;
+  for (int64_t r = r0; r + RR <= r1; r += RR) {
+    const double* Ar = A + r * lda;
+    double* o = out + r * ldo;
+    int64_t w = 0;
+    for (; w + CC * L <= full; w += CC * L) gemm_tile<Bytes, RR, CC>(j0, j1, js, Ar, lda, B + w, ldb, o + w, ldo);
+    for (; w < full; w += L) gemm_tile<Bytes, RR, 1>(j0, j1, js, Ar, lda, B + w, ldb, o + w, ldo);
+    if (full < cols) {
+      double tile[RR * L];
+      gemm_tile<Bytes, RR, 1>(j0, j1, js, Ar, lda, edge, L, tile, L);
+      for (int i = 0; i < RR; ++i)
+        for (int64_t v = 0; v < cols - full; ++v) o[i * ldo + full + v] = tile[i * L + v];
+    }
+  }
+}
+
+}  // namespace
+
+// Compiled for the CPU's widest vectors (run_widest_simd) with fused multiply-adds where it has them: every element
+// is the same chain of (fused) multiply-adds whatever the tiling, so results depend on the ISA only, in the last bits.
 void gemm_strided(int64_t rows, int64_t cols, int64_t j0, int64_t j1, int64_t js, const double* A, int64_t lda,
                   const double* B, int64_t ldb, double* out, int64_t ldo) {
-  constexpr int R = 4, W = 8;
-  auto edge = [&](int64_t r, int64_t w) {
-    double acc = 0.0;
-    for (int64_t j = j0; j < j1; j += js) acc += A[r * lda + j] * B[j * ldb + w];
-    out[r * ldo + w] = acc;
-  };
-  int64_t r = 0;
-  for (; r + R <= rows; r += R) {
-    int64_t w = 0;
-    for (; w + W <= cols; w += W) {
-      v4d acc[R][2] = {};
-      for (int64_t j = j0; j < j1; j += js) {
-        v4d b0, b1;
-        std::memcpy(&b0, B + j * ldb + w, sizeof b0);
-        std::memcpy(&b1, B + j * ldb + w + 4, sizeof b1);
-        for (int i = 0; i < R; ++i) {
-          const double a = A[(r + i) * lda + j];
-          const v4d av = {a, a, a, a};
-          acc[i][0] += av * b0;
-          acc[i][1] += av * b1;
-        }
-      }
-      for (int i = 0; i < R; ++i) {
-        std::memcpy(out + (r + i) * ldo + w, &acc[i][0], sizeof(v4d));
-        std::memcpy(out + (r + i) * ldo + w + 4, &acc[i][1], sizeof(v4d));
-      }
+  run_widest_simd([&](auto width) KDEKIT_INLINE_LAMBDA {
+    constexpr int Bytes = decltype(width)::value, L = Simd<double, Bytes>::kLanes;
+    const int64_t full = cols / L * L;
+    std::vector<double> edge;
+    if (full < cols) {
+      edge.assign(j1 * L, 0.0);
+      for (int64_t j = j0; j < j1; j += js)
+        for (int64_t v = 0; v < cols - full; ++v) edge[j * L + v] = B[j * ldb + full + v];
     }
-    for (; w < cols; ++w)
-      for (int i = 0; i < R; ++i) edge(r + i, w);
-  }
-  for (; r < rows; ++r)
-    for (int64_t w = 0; w < cols; ++w) edge(r, w);
+    const int64_t main = rows / 4 * 4;
+    gemm_rows<Bytes, 4, 2>(0, main, cols, j0, j1, js, A, lda, B, ldb, edge.data(), out, ldo);
+    gemm_rows<Bytes, 1, 4>(main, rows, cols, j0, j1, js, A, lda, B, ldb, edge.data(), out, ldo);
+  });
 }
 
-// v[l] = sum_{k < K} r[k] a2[k * n + l] for l < K (rows in increasing k, four at a time).
-KDEKIT_VECTOR_CLONES
+// The psi forms' hot loop: K is at most n, so whole vectors of a2's rows are in bounds (n a multiple of the vector),
+// and v[l] for l < K is gemm_strided's chain without its edge copy, in tiles of up to 8 vectors (independent chains
+// that keep both FMA pipes busy).
 void weighted_row_sum(int64_t K, int64_t n, const double* r, const double* a2, double* v) {
-  for (int64_t l = 0; l < K; ++l) v[l] = 0.0;
-  int64_t k = 0;
-  for (; k + 4 <= K; k += 4) {
-    const double r0 = r[k], r1 = r[k + 1], r2 = r[k + 2], r3 = r[k + 3];
-    const double *a0 = a2 + k * n, *a1 = a0 + n, *a2r = a1 + n, *a3 = a2r + n;
-    for (int64_t l = 0; l < K; ++l) v[l] += (r0 * a0[l] + r1 * a1[l]) + (r2 * a2r[l] + r3 * a3[l]);
-  }
-  for (; k < K; ++k) {
-    const double rk = r[k];
-    const double* row = a2 + k * n;
-    for (int64_t l = 0; l < K; ++l) v[l] += rk * row[l];
-  }
+  run_widest_simd([&](auto width) KDEKIT_INLINE_LAMBDA {
+    constexpr int Bytes = decltype(width)::value, L = Simd<double, Bytes>::kLanes;
+    if (n % L != 0) return gemm_strided(1, K, 0, K, 1, r, K, a2, n, v, K);
+    double tile[8 * L];
+    for (int64_t w = 0; w < K;) {
+      const int64_t left = K - w;
+      int64_t done;
+      if (left > 4 * L && w + 8 * L <= n) {
+        gemm_tile<Bytes, 1, 8>(0, K, 1, r, K, a2 + w, n, tile, 8 * L);
+        done = std::min<int64_t>(left, 8 * L);
+      } else if (left > L && w + 4 * L <= n) {
+        gemm_tile<Bytes, 1, 4>(0, K, 1, r, K, a2 + w, n, tile, 4 * L);
+        done = std::min<int64_t>(left, 4 * L);
+      } else {
+        gemm_tile<Bytes, 1, 1>(0, K, 1, r, K, a2 + w, n, tile, L);
+        done = std::min<int64_t>(left, L);
+      }
+      std::copy(tile, tile + done, v + w);
+      w += done;
+    }
+  });
 }
+
+#pragma GCC pop_options
 
 void check_solve_options(const SolveOptions& o) {
   TORCH_CHECK(o.t_max > 0 && std::isfinite(o.t_max), "t_max must be positive and finite, got ", o.t_max);

@@ -24,6 +24,7 @@
 #include "../common/brentq.h"
 #include "../common/fixed_point.h"
 #include "common.h"
+#include "simd.h"
 
 namespace kdekit::cpu {
 
@@ -72,11 +73,11 @@ inline double psi_scale(int L) {
 }
 
 // out[r * ldo + w] = sum over j = j0, j0 + js, ... < j1 of A[r * lda + j] * B[j * ldb + w] (r < rows, w < cols),
-// each sum accumulated from 0 in increasing j whatever the tiling (4 x 8 register tiles, scalar edges).
+// each sum accumulated from 0 in increasing j whatever the tiling (register tiles of the CPU's widest vectors).
 void gemm_strided(int64_t rows, int64_t cols, int64_t j0, int64_t j1, int64_t js, const double* A, int64_t lda,
                   const double* B, int64_t ldb, double* out, int64_t ldo);
 
-// v[l] = sum_{k < K} r[k] a2[k * n + l] for l < K (rows in increasing k, four at a time).
+// v[l] = sum_{k < K} r[k] a2[k * n + l] for l < K (gemm_strided's one-row case: increasing k).
 void weighted_row_sum(int64_t K, int64_t n, const double* r, const double* a2, double* v);
 
 // Halved DCT spectrum a and a^2 (n x n, row = x frequency); entries valid for k, l < known.

@@ -10,7 +10,8 @@
 //            sd = sqrt(p (1 - p) / M): with many annotators (M >= kBandMin) one vectorised pass sums the ratings of
 //            the keys below a band around p (all chosen) and flags the keys in it; nth_element over the band's packed
 //            values finds the pivot. With fewer annotators, or where the pivot is outside the band (~1e-4 of uniform
-//            draws; any other key distribution), a bucket selection over every key: the same subset either way.
+//            draws; any other key distribution), a bucket selection over every key; with at most 32, the pivot by
+//            ranks (M^2 vectorised comparisons): the same subset every way.
 //   backward: d ratings[u, a, :] = sum over draws o that chose a of g[u, o, :] / size[u, o] (from the pivots: one
 //             vectorised comparison per annotator and draw, no second selection), g = the incoming gradient where the
 //             clamp passed it; with noise, plus the spread's term dL/dh (r[a] - mean) / ((M - 1) sd) per dimension.
@@ -141,6 +142,7 @@ int64_t bucket_pivot(const float* k, const Annotators& valid, int64_t count, std
 }
 
 constexpr int64_t kBandMin = 384;  // fewer valid annotators: the bucket selection is faster (2-core AVX-512)
+constexpr int64_t kRankMax = 32;   // up to this many valid annotators: the selection by ranks (M^2 compares) is faster
 
 // One draw's selection (per-thread scratch): the sums of the chosen annotators' ratings into s[0], s[1]; returns the
 // pivot. `k`: the M valid annotators' keys, contiguous.
@@ -151,6 +153,7 @@ struct Draw {
   KDEKIT_INLINE int64_t select(const float* k, const Annotators& valid, int64_t count, double s[2]) {
     const int64_t M = valid.size();
     TORCH_CHECK(count >= 1 && count <= M, "size must be in [1, ", M, "] (the item's valid annotators), got ", count);
+    if (M <= kRankMax) return ranked(k, valid, count, s);
     if (M < kBandMin) return exact(k, valid, count, s);
     const double p = static_cast<double>(count) / M;
     const double half = 4.0 * std::sqrt((p * (1.0 - p) + 1.0 / M) / M) + 1.0 / M;
@@ -201,15 +204,41 @@ struct Draw {
   // the selection by bucket_pivot over every key
   int64_t exact(const float* k, const Annotators& valid, int64_t count, double s[2]) {
     const int64_t pivot = bucket_pivot(k, valid, count, packed, bucket_of, counts);
+    packed_sums(packed.data(), valid, pivot, s);
+    return pivot;
+  }
+
+  // few annotators (M <= kRankMax): the pivot is the packed value with count - 1 smaller ones (they are distinct)
+  KDEKIT_INLINE int64_t ranked(const float* k, const Annotators& valid, int64_t count, double s[2]) {
+    const int64_t M = valid.size();
+    int64_t p[kRankMax];
+    bool bad = false;
+    for (int64_t i = 0; i < M; ++i) {
+      bad |= !(k[i] >= 0.0f);
+      p[i] = pack(k[i], valid.index[i]);
+    }
+    TORCH_CHECK(!bad, "keys must be >= 0 (and not NaN)");
+    int64_t pivot = 0;
+    for (int64_t i = 0; i < M; ++i) {
+      int64_t rank = 0;
+      for (int64_t j = 0; j < M; ++j) rank += p[j] < p[i];
+      pivot = rank == count - 1 ? p[i] : pivot;
+    }
+    packed_sums(p, valid, pivot, s);
+    return pivot;
+  }
+
+  // s = the rating sums of the annotators with packed value <= pivot; branch-free: the mask as a 0/1 factor (the
+  // ratings are finite)
+  static KDEKIT_INLINE void packed_sums(const int64_t* packed, const Annotators& valid, int64_t pivot, double s[2]) {
     double b0 = 0.0, b1 = 0.0;
-    for (int64_t i = 0; i < valid.size(); ++i) {  // branch-free: the mask as a 0/1 factor (the ratings are finite)
+    for (int64_t i = 0; i < valid.size(); ++i) {
       const double chosen = packed[i] <= pivot;
       b0 += valid.r0[i] * chosen;
       b1 += valid.r1[i] * chosen;
     }
     s[0] = b0;
     s[1] = b1;
-    return pivot;
   }
 };
 

@@ -32,44 +32,6 @@ namespace kdekit::cpu {
 
 constexpr int64_t kTile = 32;  // points per tile
 
-// Vectors of `Bytes` bytes (64: AVX-512, 32: AVX2, 16: SSE2) and the exp constants per scalar type.
-template <typename T, int Bytes>
-struct Simd;
-
-template <int Bytes>
-struct Simd<float, Bytes> {
-  typedef float V __attribute__((vector_size(Bytes)));
-  typedef int32_t I __attribute__((vector_size(Bytes)));
-  static constexpr int kLanes = Bytes / 4, kMantissa = 23, kBias = 127, kDegree = 7;
-  static constexpr float kMaxArg = 87.0f;       // exp(+-87) is a normal float
-  static constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  static constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693145751953125f,
-                         kLn2Lo = 1.42860682030941723212e-6f;
-};
-
-template <int Bytes>
-struct Simd<double, Bytes> {
-  typedef double V __attribute__((vector_size(Bytes)));
-  typedef int64_t I __attribute__((vector_size(Bytes)));
-  static constexpr int kLanes = Bytes / 8, kMantissa = 52, kBias = 1023, kDegree = 13;
-  static constexpr double kMaxArg = 708.0;
-  static constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52
-  static constexpr double kLog2e = 1.4426950408889634, kLn2Hi = 6.93147180369123816490e-01,
-                          kLn2Lo = 1.90821492927058770002e-10;
-};
-
-template <typename V, typename T>
-KDEKIT_INLINE V load(const T* p) {
-  V v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename V, typename T>
-KDEKIT_INLINE void store(T* p, V v) {
-  __builtin_memcpy(p, &v, sizeof(v));
-}
-
 // exp(t) per lane: t = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial, 2^k through the exponent bits.
 // |t| is clamped to kMaxArg (exp(-kMaxArg) stands for 0 in a sigmoid); NaN stays NaN.
 template <typename S>

@@ -32,7 +32,7 @@ def _observations(backend, ratings, n, seed, grad):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
-@pytest.mark.parametrize("A", [1, 2, 8, 24, 25, 300])
+@pytest.mark.parametrize("A", [1, 2, 8, 24, 25, 32, 33, 300])  # ranks up to 32, buckets above
 def test_cpp_equals_torch_for_the_same_generator_state(dtype, A):
     ratings = _ratings(6, A, dtype, seed=A)
     grad = torch.randn(6, 50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
