@@ -38,17 +38,18 @@ TORCH_LIBRARY(kdekit, m) {
         "int pool, float clip, float t_max, float xtol, float rtol, int maxiter) -> (Tensor, Tensor, Tensor)");
   // The training loss's KDE fused (soft histogram of float32/float64 points -> DCT -> kde2d_solve's fixed point ->
   // smoothing -> (B, pool, pool) block sums / total, in x's dtype; clip > -inf: of the density raised to clip on
-  // the grid); also times (B, 3) float64 (t*, tx1, tx2), status (B,) int32 as kde2d_solve (items with status != 0 have
-  // NaN blocks), and what the backward reuses: the halved spectrum (B, grid, grid) float64 and clipped (B,) bool
-  // (the clip raised a cell of the item's density). `implicit` is the backward's rule for t* (implicit function
-  // theorem, or constant).
+  // the grid); also times (B, 3) float64 (t*, tx1, tx2), status (B,) int32 as kde2d_solve (3 also where the blocks
+  // are not finite; items with status != 0 have NaN blocks), and what the backward reuses: the halved spectrum
+  // (B, grid, grid) float64, raised (B, grid, grid) bool (the cells the clip raised; (B, 0, 0) without a clip) and
+  // the block sums before normalisation (B, pool, pool) float64. `implicit` is the backward's rule for t* (implicit
+  // function theorem, or constant).
   m.def("soft_kde2d_pooled(Tensor x, Tensor y, Tensor weights, Tensor range_x, Tensor range_y, Tensor count, "
         "int grid, int pool, float sharpness, float clip, float t_max, float xtol, float rtol, int maxiter, "
-        "bool implicit) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "bool implicit) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // d/d(x, y, weights) of soft_kde2d_pooled's blocks and times (zero for items with status != 0).
   m.def("soft_kde2d_pooled_backward(Tensor grad_blocks, Tensor grad_times, Tensor x, Tensor y, Tensor weights, "
-        "Tensor range_x, Tensor range_y, Tensor count, Tensor spectrum, Tensor clipped, Tensor times, "
-        "Tensor status, int pool, "
+        "Tensor range_x, Tensor range_y, Tensor count, Tensor spectrum, Tensor raised, Tensor sums, "
+        "Tensor times, Tensor status, int pool, "
         "float sharpness, float clip, bool implicit) -> (Tensor, Tensor, Tensor)");
   // The seed's pseudo-observations (U, n, 2) from ratings (U, A, 2): draw o of item u averages ratings[u, a, :] over
   // the size[u, o] valid annotators (both ratings finite) with the smallest (keys[u, o, a], a) (float32 keys >= 0;

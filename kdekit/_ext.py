@@ -8,6 +8,7 @@ have no autograd formula (root solve / label generation): call them on detached 
 from __future__ import annotations
 
 import importlib.util
+import math
 from typing import Optional
 
 import torch
@@ -66,14 +67,14 @@ def _register() -> None:
 
     @reg("kdekit::soft_kde2d_pooled")
     def _(x, y, weights, range_x, range_y, count, grid, pool, sharpness, clip, t_max, xtol, rtol, maxiter, implicit):
-        b = x.shape[0]
+        b, side = x.shape[0], grid if clip > -math.inf else 0
         return (x.new_empty((b, pool, pool)), x.new_empty((b, 3), dtype=torch.float64),
                 x.new_empty((b,), dtype=torch.int32), x.new_empty((b, grid, grid), dtype=torch.float64),
-                x.new_empty((b,), dtype=torch.bool))
+                x.new_empty((b, side, side), dtype=torch.bool), x.new_empty((b, pool, pool), dtype=torch.float64))
 
     @reg("kdekit::soft_kde2d_pooled_backward")
-    def _(grad_blocks, grad_times, x, y, weights, range_x, range_y, count, spectrum, clipped, times, status, pool,
-          sharpness, clip, implicit):
+    def _(grad_blocks, grad_times, x, y, weights, range_x, range_y, count, spectrum, raised, sums, times, status,
+          pool, sharpness, clip, implicit):
         return torch.empty_like(x), torch.empty_like(y), torch.empty_like(weights)
 
     @reg("kdekit::pseudo_observations")
@@ -115,20 +116,20 @@ def _register_soft_kde2d_autograd() -> None:
 
     def setup_context(ctx, inputs, output):
         x, y, weights, range_x, range_y, count, _grid, pool, sharpness, clip, *_solver, implicit = inputs
-        _blocks, times, status, spectrum, clipped = output
-        ctx.save_for_backward(x, y, weights, range_x, range_y, count, spectrum, clipped, times, status)
+        _blocks, times, status, spectrum, raised, sums = output
+        ctx.save_for_backward(x, y, weights, range_x, range_y, count, spectrum, raised, sums, times, status)
         ctx.params = (pool, sharpness, clip, implicit)
-        ctx.mark_non_differentiable(status, spectrum, clipped)
+        ctx.mark_non_differentiable(status, spectrum, raised, sums)
         ctx.set_materialize_grads(False)  # no (B, n, n) zeros for the spectrum's missing gradient
 
-    def backward(ctx, grad_blocks, grad_times, _status, _spectrum, _clipped):
-        x, y, weights, range_x, range_y, count, spectrum, clipped, times, status = ctx.saved_tensors
+    def backward(ctx, grad_blocks, grad_times, _status, _spectrum, _raised, _sums):
+        x, y, weights, range_x, range_y, count, spectrum, raised, sums, times, status = ctx.saved_tensors
         pool = ctx.params[0]
         grad_blocks = x.new_zeros((x.shape[0], pool, pool)) if grad_blocks is None else grad_blocks
         grad_times = torch.zeros_like(times) if grad_times is None else grad_times
         gx, gy, gw = torch.ops.kdekit.soft_kde2d_pooled_backward(grad_blocks, grad_times, x, y, weights, range_x,
-                                                                 range_y, count, spectrum, clipped, times, status,
-                                                                 *ctx.params)
+                                                                 range_y, count, spectrum, raised, sums, times,
+                                                                 status, *ctx.params)
         return (gx, gy, gw) + (None,) * 12
 
     torch.library.register_autograd("kdekit::soft_kde2d_pooled", backward, setup_context=setup_context)

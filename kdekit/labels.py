@@ -76,16 +76,17 @@ def pseudo_observations(
     dtype = ratings.dtype
     valid = torch.isfinite(ratings).all(-1)  # (U, A)
     M = valid.sum(1)  # (U,)
-    # subset size uniform in 1..M, then the size smallest of random keys among valid annotators
-    size = 1 + (torch.rand(U, n, generator=generator, device=dev) * M.clamp(min=1)[:, None]).floor().long()
-    size = torch.minimum(size, M.clamp(min=1)[:, None])
+    at_least_one = M.clamp(min=1)[:, None]
+    # subset size uniform in 1..M (floor of a non-negative product: the integer cast), then the size smallest of
+    # random keys among valid annotators
+    size = torch.minimum(1 + (torch.rand(U, n, generator=generator, device=dev) * at_least_one).long(), at_least_one)
     keys = torch.rand(U, n, A, generator=generator, device=dev)
     u = torch.rand(U, n, 2, generator=generator, device=dev)
     if select(ratings, ("torch", "cpp")) == "cpp":
         return torch.ops.kdekit.pseudo_observations(ratings, keys, size, u)[0]
     means = _subset_means(ratings, valid, keys, size)
     r = torch.where(valid[..., None], ratings, torch.zeros((), dtype=dtype, device=dev))
-    mean_all = r.sum(1) / M.clamp(min=1)[:, None].to(dtype)
+    mean_all = r.sum(1) / at_least_one.to(dtype)
     var = ((r - mean_all[:, None]) ** 2 * valid[..., None]).sum(1) / (M - 1).clamp(min=1)[:, None].to(dtype)
     # sd 0 (one annotator, or all agree): gradient 0 there, not sqrt's infinite slope (which would give NaN)
     sd = torch.where(var > 0, torch.sqrt(torch.where(var > 0, var, 1.0)), 0.0)

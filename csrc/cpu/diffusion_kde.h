@@ -310,26 +310,21 @@ struct PooledCosines {
 };
 
 // blocks[q / (n / pool)] += the sum of max(scale * row[q], clip) over each block of one density row (n values);
-// returns whether the clip raised a cell of the row.
-inline bool add_clipped_row(int64_t n, int64_t pool, double scale, double clip, const double* row, double* blocks) {
+// with `raised`, flags the cells of the row the clip raised (scale * row[q] < clip).
+inline void add_clipped_row(int64_t n, int64_t pool, double scale, double clip, const double* row, double* blocks,
+                            bool* raised = nullptr) {
+  if (raised)
+    for (int64_t q = 0; q < n; ++q) raised[q] = scale * row[q] < clip;
   const int64_t side = n / pool;
-  bool raised = false;
   for (int64_t qb = 0; qb < pool; ++qb) {
     double acc[4] = {0.0, 0.0, 0.0, 0.0};  // four partial sums: the loop vectorises
     const double* cell = row + qb * side;
     int64_t q = 0;
     for (; q + 4 <= side; q += 4)
-      for (int64_t v = 0; v < 4; ++v) {
-        raised |= scale * cell[q + v] < clip;
-        acc[v] += std::max(scale * cell[q + v], clip);
-      }
-    for (; q < side; ++q) {
-      raised |= scale * cell[q] < clip;
-      acc[0] += std::max(scale * cell[q], clip);
-    }
+      for (int64_t v = 0; v < 4; ++v) acc[v] += std::max(scale * cell[q + v], clip);
+    for (; q < side; ++q) acc[0] += std::max(scale * cell[q], clip);
     blocks[qb] += (acc[0] + acc[1]) + (acc[2] + acc[3]);
   }
-  return raised;
 }
 
 // blocks /= their sum (left as they are when the sum is 0); returns the sum.

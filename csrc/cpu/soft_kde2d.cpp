@@ -3,8 +3,8 @@
 // bandwidth's gradient rule), with the maths of the torch path (kdekit/ops/diffusion_kde) for the items brentq
 // solves. Each item runs whole on one thread (histogram, its DCT in the kernel's dtype, solve, smoothing; backward
 // likewise in reverse) on per-thread buffers: no (B, n, n) temporaries beside the saved spectrum. Items the solver
-// does not solve get status != 0 and NaN outputs (the caller re-solves them with the fallback rules) and zero
-// gradients here.
+// does not solve, and items whose blocks are not finite, get status != 0 and NaN outputs (the caller re-solves them
+// with the fallback rules) and zero gradients here.
 //
 // Forward, item b (N = count, a = C H C^T / N with C[k, i] = 2 cos(pi k (2i + 1) / 2n), A[k, l] = h_k h_l a[k, l]
 // with h_0 = 1/2, else 1, A2 = A o A):
@@ -12,7 +12,8 @@
 //   fx[k] = exp(-pi^2 k^2 tx2 / 2), fy[l] = exp(-pi^2 l^2 tx1 / 2), S = A o fx fy^T,
 //   blocks = Q S Q^T (Q: pooled cosines), or with clip the blocks of max(density of S, clip);  out = blocks / sum.
 // Backward (G = dL/dout, g = dL/d(t*, tx1, tx2)):
-//   M = dL/dS (Smoother::adjoint; Q^T G Q for items the clip did not touch);  dL/dA = (fx fy^T) o M;
+//   M = dL/dS (Smoother::adjoint, from the saved block sums and the cells the clip raised; Q^T G Q for items the clip
+//   did not touch);  dL/dA = (fx fy^T) o M;
 //   dL/dtx2 = sum_kl M S (-pi^2 k^2 / 2) + g[2], dL/dtx1 likewise + g[1];  c = dL/dpsi2 through axis_times;
 //   implicit: lambda = -(c . dpsi2/dt + g[0]) / f_t with dpsi2/dt and f_t from forward-mode tangents of the psi
 //   recursion (the torch path's five-point difference agrees to ~1e-12), c += lambda df/dpsi2; the reverse pass of
@@ -250,54 +251,63 @@ void for_item_chunks(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
   });
 }
 
-// One item's smoothing and pooling (per-thread scratch): the halved spectrum A, its times -> the (pool x pool)
-// probabilities, and the adjoint of that map. `clip` > -inf: the density on the grid (integrating to 1 over the
-// limits, `scale` = 1 / area) is raised to `clip` before its blocks are summed (the seed's clipping); -inf: the
-// blocks come straight from the spectrum (Q S Q^T, pooling is linear).
+// One item's smoothing and pooling (per-thread scratch): the halved spectrum A and its times -> the (pool x pool)
+// block sums, and the adjoint of their normalisation (blocks / sum). `clip` > -inf: the density on the grid
+// (integrating to 1 over the limits, `scale` = 1 / area) is raised to `clip` before its blocks are summed (the seed's
+// clipping), and the forward flags the cells it raised for the adjoint; -inf: the blocks come straight from the
+// spectrum (Q S Q^T, pooling is linear).
 struct Smoother {
   int64_t n, pool;
   double clip;
   const CosineTable* table;
   const PooledCosines* pooled;
-  Spectrum s;
   Synthesis synth{n, table};
   std::vector<double> fx, fy, D, Gb, T;
   int64_t Kx = 0, Ky = 0;
-  double total = 1.0;  // the item's block sum before normalisation
-  bool clipped = false;  // the clip raised a cell of the item's density
 
-  // blocks (pool x pool) = probabilities of the item with spectrum A and times (t*, tx1, tx2)
-  void forward(const double* A, const double* times, double scale, double* blocks) {
-    s.dense(n, A);
-    Kx = smoothing_weights(times[2], n, fx);  // rows (x) smoothed with tx2, columns (y) with tx1
+  // fx, fy and their leading frequencies for times (t*, tx1, tx2): rows (x) smoothed with tx2, columns (y) with tx1
+  void weights(const double* times) {
+    Kx = smoothing_weights(times[2], n, fx);
     Ky = smoothing_weights(times[1], n, fy);
-    if (clip > -kInf) {
-      D.resize(n * n);  // kept for the adjoint's mask
-      synth.run(s, fx, Kx, fy, Ky, nullptr, D.data());
-      clipped = false;
-      std::fill(blocks, blocks + pool * pool, 0.0);
-      for (int64_t m = 0; m < n; ++m)
-        clipped |= add_clipped_row(n, pool, scale, clip, &D[m * n], blocks + (m / (n / pool)) * pool);
-    } else {
-      synth.run(s, fx, Kx, fy, Ky, pooled, blocks);
-    }
-    total = normalize_blocks(pool * pool, blocks);
   }
 
-  // M (Kx x Ky, row stride n) = dL/dS for S = A o fx fy^T, given G = dL/dblocks (after forward() of the item)
-  void adjoint(const double* G, const double* blocks, double scale, double* M) {
+  // sums (pool x pool) = the block sums of the item with (dense) spectrum s and times; with clip, raised (n x n)
+  // flags the cells the clip raised
+  void forward(Spectrum& s, const double* times, double scale, double* sums, bool* raised) {
+    weights(times);
+    if (clip > -kInf) {
+      D.resize(n * n);
+      synth.run(s, fx, Kx, fy, Ky, nullptr, D.data());
+      std::fill(sums, sums + pool * pool, 0.0);
+      for (int64_t m = 0; m < n; ++m)
+        add_clipped_row(n, pool, scale, clip, &D[m * n], sums + (m / (n / pool)) * pool, raised + m * n);
+    } else {
+      synth.run(s, fx, Kx, fy, Ky, pooled, sums);
+    }
+  }
+
+  // M (Kx x Ky, row stride n) = dL/dS for S = A o fx fy^T, given G = dL/dblocks of blocks = sums / total (after
+  // weights() of the item) and, where the clip raised cells of the item, their flags (else null: the pooled map)
+  void adjoint(const double* G, const double* sums, double scale, const bool* raised, double* M) {
+    double total = 0.0;
+    for (int64_t i = 0; i < pool * pool; ++i) total += sums[i];
+    const double inv = total != 0 ? 1.0 / total : 1.0;  // normalize_blocks' rule
     double inner = 0.0;
-    for (int64_t i = 0; i < pool * pool; ++i) inner += G[i] * blocks[i];
+    for (int64_t i = 0; i < pool * pool; ++i) inner += G[i] * (sums[i] * inv);
+    // dL/d(block sums), per unit of the spectrum's synthesis (with a clip the sums are of the density, scale times it)
+    const double unit = clip > -kInf ? scale : 1.0;
     Gb.resize(pool * pool);
-    for (int64_t i = 0; i < pool * pool; ++i) Gb[i] = (G[i] - inner) / total;  // dL/d(block sums)
-    if (clip > -kInf) {  // dL/dD on the grid (0 where clipped), then M = C dD C^T
+    for (int64_t i = 0; i < pool * pool; ++i) Gb[i] = (G[i] - inner) / total * unit;
+    if (raised) {  // dL/dD on the grid (0 where raised), then M = C dD C^T
       const int64_t side = n / pool;
+      D.resize(n * n);
       for (int64_t m = 0; m < n; ++m) {
         const double* g = Gb.data() + (m / side) * pool;
         for (int64_t qb = 0; qb < pool; ++qb) {
-          const double gq = g[qb] * scale;
+          const double gq = g[qb];
           double* cell = D.data() + m * n + qb * side;
-          for (int64_t q = 0; q < side; ++q) cell[q] = scale * cell[q] >= clip ? gq : 0.0;
+          const bool* up = raised + m * n + qb * side;
+          for (int64_t q = 0; q < side; ++q) cell[q] = up[q] ? 0.0 : gq;
         }
       }
       T.resize(n * Ky);
@@ -309,7 +319,6 @@ struct Smoother {
       gemm_strided(Kx, Ky, 0, pool, 1, pooled->QT.data(), pool, T.data(), Ky, M, n);
     }
   }
-
 };
 
 void check_pool(int64_t grid, int64_t pool) {
@@ -321,7 +330,7 @@ double area_scale(const double* rx, const double* ry, int64_t b) {
   return 1.0 / ((rx[2 * b + 1] - rx[2 * b]) * (ry[2 * b + 1] - ry[2 * b]));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_cpu(
     const at::Tensor& x_, const at::Tensor& y_, const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_,
     const at::Tensor& count_, int64_t grid, int64_t pool, double sharpness, double clip, double t_max, double xtol,
     double rtol, int64_t maxiter, bool /*implicit: the backward's*/) {
@@ -336,9 +345,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2
   auto blocks = at::empty({B, pool, pool}, spectrum.options());
   auto times = at::empty({B, 3}, spectrum.options());
   auto status = at::empty({B}, spectrum.options().dtype(at::kInt));
-  auto clipped = at::zeros({B}, spectrum.options().dtype(at::kBool));
-  bool* pclip = clipped.data_ptr<bool>();
+  auto sums = at::empty({B, pool, pool}, spectrum.options());
+  const int64_t side = clip > -kInf ? n : 0;  // the raised flags exist only with a clip
+  auto raised = at::empty({B, side, side}, spectrum.options().dtype(at::kBool));
+  bool* pr = raised.data_ptr<bool>();
   double *pa = spectrum.data_ptr<double>(), *po = blocks.data_ptr<double>(), *pt = times.data_ptr<double>();
+  double* psum = sums.data_ptr<double>();
   const double *pc = count.data_ptr<double>(), *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
   int32_t* ps = status.data_ptr<int32_t>();
   auto table = cosine_table(n);
@@ -352,16 +364,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2
       spectra.forward(b, pc[b] > 0 ? pc[b] : 1.0, A);
       s.dense(n, A);
       ps[b] = solve(s, pc[b], opts, pt + 3 * b);
-      double* ob = po + b * pool * pool;
+      double *ob = po + b * pool * pool, *sb = psum + b * pool * pool;
+      bool* rb = pr + b * side * side;
       if (ps[b] == kOk) {
-        smoother.forward(A, pt + 3 * b, area_scale(prx, pry, b), ob);
-        pclip[b] = smoother.clipped;
-      } else {
+        smoother.forward(s, pt + 3 * b, area_scale(prx, pry, b), sb, rb);
+        std::copy(sb, sb + pool * pool, ob);
+        normalize_blocks(pool * pool, ob);
+        if (!std::all_of(ob, ob + pool * pool, [](double v) { return std::isfinite(v); })) ps[b] = kInvalid;
+      }
+      if (ps[b] != kOk) {
         std::fill(ob, ob + pool * pool, kNaN);
+        std::fill(sb, sb + pool * pool, kNaN);
+        std::fill(rb, rb + side * side, false);
       }
     }
   });
-  return {blocks.to(x.scalar_type()), times, status, spectrum, clipped};
+  return {blocks.to(x.scalar_type()), times, status, spectrum, raised, sums};
 }
 
 // dA += the bandwidth's part of dL/dA (the rule of kdekit/ops/diffusion_kde/implicit.py on the tape of the psi
@@ -398,8 +416,9 @@ void add_bandwidth_term(const double* A, int64_t n, double N, double t0, double 
   for (int64_t i = 0; i < n * n; ++i) dA[i] += 2.0 * A[i] * dA2[i];
 }
 
-// dL/da (n x n, float64) of one solved item, given dL/dblocks and dL/dtimes (per-thread scratch). Items the clip
-// did not touch (clipped false) take the pooled path: the same map there, without the n x n density.
+// dL/da (n x n, float64) of one solved item, given dL/dblocks and dL/dtimes (per-thread scratch), from what the
+// forward saved: no synthesis. Items the clip did not touch take the pooled path (the same map there, without the
+// n x n grid).
 struct SpectrumGradient {
   int64_t n, pool;
   double clip;
@@ -407,16 +426,16 @@ struct SpectrumGradient {
   const CosineTable* table;
   const PooledCosines* pooled;
   const std::vector<double>& k2pow;
-  Smoother with_clip{n, pool, clip, table, pooled}, without_clip{n, pool, -kInf, table, pooled};
-  std::vector<double> blocks = std::vector<double>(pool * pool), M = std::vector<double>(n * n);
+  Smoother smoother{n, pool, clip, table, pooled};
+  std::vector<double> M = std::vector<double>(n * n);
 
-  // A: the item's halved spectrum, times (t*, tx1, tx2), G = dL/dblocks, g = dL/dtimes, N its count, scale 1 / area
-  void item(const double* A, const double* times, const double* G, const double* g, double N, double scale,
-            bool clipped, double* dA) {
+  // A: the item's halved spectrum, times (t*, tx1, tx2), sums its block sums and raised the cells the clip raised (n x
+  // n; null if none), G = dL/dblocks, g = dL/dtimes, N its count, scale 1 / area
+  void item(const double* A, const double* times, const double* sums, const bool* raised, const double* G,
+            const double* g, double N, double scale, double* dA) {
     std::fill(dA, dA + n * n, 0.0);
-    Smoother& smoother = clipped ? with_clip : without_clip;
-    smoother.forward(A, times, scale, blocks.data());
-    smoother.adjoint(G, blocks.data(), scale, M.data());
+    smoother.weights(times);
+    smoother.adjoint(G, sums, scale, raised, M.data());
     // S = A o fx fy^T: dL/dA at fixed times, and dL/dtx2, dL/dtx1 through fx, fy
     const std::vector<double>&fx = smoother.fx, &fy = smoother.fy;
     double dtx2 = g[2], dtx1 = g[1];
@@ -439,27 +458,33 @@ struct SpectrumGradient {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_backward_cpu(
     const at::Tensor& grad_blocks_, const at::Tensor& grad_times_, const at::Tensor& x_, const at::Tensor& y_,
     const at::Tensor& w_, const at::Tensor& rx_, const at::Tensor& ry_, const at::Tensor& count_,
-    const at::Tensor& spectrum_, const at::Tensor& clipped_, const at::Tensor& times_, const at::Tensor& status_,
-    int64_t pool, double sharpness, double clip, bool implicit) {
+    const at::Tensor& spectrum_, const at::Tensor& raised_, const at::Tensor& sums_, const at::Tensor& times_,
+    const at::Tensor& status_, int64_t pool, double sharpness, double clip, bool implicit) {
   check_args(x_, y_, w_, rx_, ry_, count_);
   const int64_t B = x_.size(0), Np = x_.size(1), n = spectrum_.size(1);
   TORCH_CHECK(spectrum_.dim() == 3 && spectrum_.size(0) == B && spectrum_.size(2) == n, "spectrum must be (", B,
               ", n, n), got ", spectrum_.sizes());
-  TORCH_CHECK(clipped_.dim() == 1 && clipped_.size(0) == B, "clipped must be (", B, ",), got ", clipped_.sizes());
+  const int64_t side = clip > -kInf ? n : 0;
+  TORCH_CHECK(raised_.dim() == 3 && raised_.size(0) == B && raised_.size(1) == side && raised_.size(2) == side,
+              "raised must be (", B, ", ", side, ", ", side, "), got ", raised_.sizes());
   check_pool(n, pool);
+  TORCH_CHECK(sums_.dim() == 3 && sums_.size(0) == B && sums_.size(1) == pool && sums_.size(2) == pool,
+              "sums must have shape (", B, ", ", pool, ", ", pool, "), got ", sums_.sizes());
   TORCH_CHECK(grad_blocks_.dim() == 3 && grad_blocks_.size(0) == B && grad_blocks_.size(1) == pool &&
                   grad_blocks_.size(2) == pool,
               "grad_blocks must have shape (", B, ", ", pool, ", ", pool, "), got ", grad_blocks_.sizes());
   auto x = x_.contiguous(), y = y_.contiguous(), w = w_.contiguous(), rx = rx_.contiguous(), ry = ry_.contiguous();
   auto count = count_.to(at::kDouble).contiguous(), grad_blocks = grad_blocks_.to(at::kDouble).contiguous();
   auto grad_times = grad_times_.to(at::kDouble).contiguous(), spectrum = spectrum_.to(at::kDouble).contiguous();
-  auto clipped = clipped_.to(at::kBool).contiguous(), times = times_.to(at::kDouble).contiguous();
+  auto raised = raised_.to(at::kBool).contiguous(), sums = sums_.to(at::kDouble).contiguous();
+  auto times = times_.to(at::kDouble).contiguous();
   auto status = status_.to(at::kInt).contiguous();
   const double *pG = grad_blocks.data_ptr<double>(), *pg = grad_times.data_ptr<double>();
   const double *pA = spectrum.data_ptr<double>(), *pt = times.data_ptr<double>(), *pc = count.data_ptr<double>();
   const double *prx = rx.data_ptr<double>(), *pry = ry.data_ptr<double>();
   const int32_t* ps = status.data_ptr<int32_t>();
-  const bool* pclip = clipped.data_ptr<bool>();
+  const bool* pr = raised.data_ptr<bool>();
+  const double* psum = sums.data_ptr<double>();
   auto table = cosine_table(n);
   const PooledCosines pooled(*table, pool);
   const auto k2pow = k2_powers(n);
@@ -475,8 +500,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_backward_cpu(
         for (T* g : {px, py, pw}) std::fill(g + b * Np, g + (b + 1) * Np, T(0));
         continue;
       }
-      gradient.item(pA + b * n * n, pt + 3 * b, pG + b * pool * pool, pg + 3 * b, pc[b],
-                    area_scale(prx, pry, b), pclip[b], da.data());
+      const bool *rb = pr + b * side * side, *re = rb + side * side;
+      gradient.item(pA + b * n * n, pt + 3 * b, psum + b * pool * pool, std::find(rb, re, true) != re ? rb : nullptr,
+                    pG + b * pool * pool, pg + 3 * b, pc[b], area_scale(prx, pry, b), da.data());
       spectra.backward(b, pc[b] > 0 ? pc[b] : 1.0, da.data(), px, py, pw);  // dL/dH = C^T (dL/da) C / N
     }
   });

@@ -79,9 +79,10 @@ def test_gradients_equal_the_torch_path_where_the_clip_binds_and_where_it_does_n
     y = torch.tanh(centre.flip(0) + 0.1 * torch.randn(12, 40, generator=g, dtype=torch.float64)).float()
     w = torch.ones_like(x)
     r = torch.tensor([[-1.0, 1.0]], dtype=torch.float64).expand(12, 2).contiguous()
-    clipped = ops.soft_kde2d_pooled(x, y, w, r, r, w.sum(1).double(), 64, 4, 8.0, float(torch.finfo(x.dtype).eps),
-                                    0.1, 2e-12, 4 * float(np.finfo(float).eps), 100, True)[4]
-    assert clipped.any() and not clipped.all()
+    raised = ops.soft_kde2d_pooled(x, y, w, r, r, w.sum(1).double(), 64, 4, 8.0, float(torch.finfo(x.dtype).eps),
+                                   0.1, 2e-12, 4 * float(np.finfo(float).eps), 100, True)[4]
+    clipped = raised.flatten(1).any(1)
+    assert raised.shape == (12, 64, 64) and clipped.any() and not clipped.all()
     G = torch.randn(12, 4, 4, generator=g).float()
     gb = torch.randn(12, 2, generator=g).float()
     mask = torch.ones_like(x, dtype=torch.bool)
@@ -123,7 +124,7 @@ def test_unsolved_items_come_back_nan_and_solved_ones_finite():
     w = mask.double()
     r = torch.tensor([[-1.0, 1.0]], dtype=torch.float64).expand(6, 2).contiguous()
     count = torch.where(torch.arange(6) == 1, 0.0, w.sum(1))  # count 0: skipped
-    blocks, times, status, spectrum, clipped = ops.soft_kde2d_pooled(
+    blocks, times, status, spectrum, raised, sums = ops.soft_kde2d_pooled(
         torch.where(mask, x, 0.0), torch.where(mask, y, 0.0), w, r, r, count, 32, 4, 8.0, -math.inf, 0.1, 2e-12,
         4 * float(np.finfo(float).eps), 100, True)
     bad = status != 0
@@ -132,7 +133,8 @@ def test_unsolved_items_come_back_nan_and_solved_ones_finite():
     assert torch.isfinite(blocks[~bad]).all() and torch.isfinite(times[~bad]).all()
     torch.testing.assert_close(blocks[~bad].sum((1, 2)), torch.ones(int((~bad).sum()), dtype=torch.float64))
     assert spectrum.shape == (6, 32, 32) and spectrum.dtype == torch.float64
-    assert not clipped.any()  # clip -inf
+    assert raised.shape == (6, 0, 0)  # clip -inf: no flags
+    torch.testing.assert_close(blocks[~bad], sums[~bad] / sums[~bad].sum((1, 2), keepdim=True))
 
 
 def test_bad_arguments_name_the_argument():
@@ -177,7 +179,7 @@ def test_gradcheck_of_the_op_with_a_clip_floor_that_binds():
         return ops.soft_kde2d_pooled(x, y, w, r, r, count, 16, 4, 8.0, 0.05, 0.1, 2e-12,
                                      4 * float(np.finfo(float).eps), 100, True)
 
-    assert blocks(x, y)[4].all()
+    assert blocks(x, y)[4].flatten(1).any(1).all()  # cells of both items raised
     assert torch.autograd.gradcheck(lambda x, y: blocks(x, y)[0], (x, y), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 

@@ -128,13 +128,12 @@ def prepare_points(names, arrays, mask, lengths):
     if lengths is not None and isinstance(lengths, torch.Tensor) and lengths.dim() == 0:
         lengths = lengths.unsqueeze(0)
     valid = resolve_mask(arrays[0], mask, lengths)
-    if valid is None:
-        valid = torch.ones(arrays[0].shape, dtype=torch.bool, device=arrays[0].device)
     finite = is_finite(arrays[0].detach())
     for a in arrays[1:]:
         finite &= is_finite(a.detach())
-    bad_input = (valid & ~finite).any(1)
-    return arrays, valid & finite, bad_input
+    if valid is None:  # every point counts: the finite ones are the valid ones
+        return arrays, finite, ~finite.all(1)
+    return arrays, valid & finite, (valid & ~finite).any(1)
 
 
 def single_location(arrays, valid) -> torch.Tensor:

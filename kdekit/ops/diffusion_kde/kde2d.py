@@ -264,12 +264,10 @@ def _result(batch: Binned, opts: Options) -> KDE2dResult:
 
 def _points_status(points: Points, N: torch.Tensor) -> torch.Tensor:
     """:func:`~.status.initial_status` of points: mass = a valid point inside the limits."""
-    lim = points.limits
-    in_limits = points.valid.clone()
-    for axis, c in enumerate(points.coords):
-        v = c.detach()
-        in_limits &= (v >= lim[:, axis, :1]) & (v <= lim[:, axis, 1:])
-    return initial_status(N, in_limits.any(1), points.bad_input)
+    lim = points.limits  # (B, D, 2)
+    v = torch.stack([c.detach() for c in points.coords], 1)  # (B, D, N)
+    inside = ((v >= lim[..., :1]) & (v <= lim[..., 1:])).all(1)
+    return initial_status(N, (points.valid & inside).any(1), points.bad_input)
 
 
 def _kde2d_points_torch(points: Points, opts: Options, histogram: str = "hard",
@@ -357,26 +355,25 @@ def _kde2d_soft_pooled_cpp(points: Points, opts: Options, sharpness: float) -> K
     (x, y), valid = points.coords, points.valid
     cdtype = compute_dtype(x.dtype)
     limits = points.limits.detach()
-    N = valid.sum(1).to(torch.float64)
+    N = valid.sum(1, dtype=torch.float64)
     count = torch.where(_points_status(points, N) == int(KDEStatus.BRENTQ), N, 0.0)  # count 0: skipped
     if bool(valid.all()):  # (the kernel makes strided views contiguous itself, outside the autograd graph)
         xq, yq = x.to(cdtype), y.to(cdtype)
     else:
         xq, yq = torch.where(valid, x.to(cdtype), 0.0), torch.where(valid, y.to(cdtype), 0.0)
-    weights = valid.to(cdtype)
+    args = (xq, yq, valid.to(cdtype), limits[:, 0], limits[:, 1], count)
     parts = []
     for s, e in chunks(x.shape[0], opts.grid, 2, opts.chunk_size):
-        blocks, times, kstatus, _, _ = torch.ops.kdekit.soft_kde2d_pooled(
-            xq[s:e], yq[s:e], weights[s:e], limits[s:e, 0].contiguous(),
-            limits[s:e, 1].contiguous(), count[s:e], opts.grid, opts.pool, float(sharpness), _clip_floor(opts, cdtype),
-            BRACKET[1], BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER, opts.implicit_grad,
+        blocks, times, kstatus, *_ = torch.ops.kdekit.soft_kde2d_pooled(
+            *(a if e - s == x.shape[0] else a[s:e] for a in args), opts.grid, opts.pool, float(sharpness),
+            _clip_floor(opts, cdtype), BRACKET[1], BRENTQ_XTOL, BRENTQ_RTOL, BRENTQ_MAXITER, opts.implicit_grad,
         )
         parts.append((blocks, times, kstatus))
     blocks, times, kstatus = (concat(p) for p in zip(*parts))
-    bandwidth = times[:, [2, 1]].sqrt() * (limits[..., 1] - limits[..., 0])  # x smoothed with tx2, y with tx1
+    bandwidth = times[:, 1:].flip(1).sqrt() * (limits[..., 1] - limits[..., 0])  # x smoothed with tx2, y with tx1
     t = times[:, 0] if opts.implicit_grad else times[:, 0].detach()
-    status = torch.full_like(kstatus, int(KDEStatus.BRENTQ), dtype=torch.int64)
-    done = (kstatus == int(KernelStatus.OK)) & finite_items(blocks)
+    status = torch.zeros_like(kstatus, dtype=torch.int64)  # BRENTQ
+    done = kstatus == int(KernelStatus.OK)  # (the kernel flags items whose blocks are not finite)
     if not bool(done.all()):
         idx = (~done).nonzero().squeeze(-1)
         sub = _kde2d_points_torch(points.take(idx), opts, "soft", sharpness)

@@ -33,7 +33,7 @@ class KernelStatus(IntEnum):
     OK = 0  #: brentq on [0, t_max] converged
     NO_SIGN_CHANGE = 1  #: f(t_max) has the sign of f(0)
     NOT_CONVERGED = 2  #: maxiter iterations
-    INVALID = 3  #: no mass, a non-finite spectrum or count, or non-finite per-axis times
+    INVALID = 3  #: no mass, a non-finite spectrum or count, non-finite per-axis times (or pooled blocks)
 
 
 def initial_status(N: torch.Tensor, has_mass: torch.Tensor, non_finite: torch.Tensor) -> torch.Tensor:
