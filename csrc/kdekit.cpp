@@ -1,5 +1,6 @@
 // All kdekit operator schemas (namespace `kdekit`). CPU kernels live in csrc/cpu/*.cpp (TORCH_LIBRARY_IMPL);
-// fake (meta) kernels and autograd formulas are registered from Python in kdekit/_ext.py.
+// fake (meta) kernels and autograd formulas are registered from Python in kdekit/_ext.py, except the autograd of the
+// training loss's ops (soft_kde2d_pooled, pseudo_observations), registered in C++ beside their kernels.
 //
 // Conventions shared by the ops:
 //   points x, y, weights: (B, N) contiguous, one floating dtype; ranges: (B, 2) float64 [lo, hi] per item;
@@ -38,11 +39,11 @@ TORCH_LIBRARY(kdekit, m) {
         "int pool, float clip, float t_max, float xtol, float rtol, int maxiter) -> (Tensor, Tensor, Tensor)");
   // The training loss's KDE fused (soft histogram of float32/float64 points -> DCT -> kde2d_solve's fixed point ->
   // smoothing -> (B, pool, pool) block sums / total, in x's dtype; clip > -inf: of the density raised to clip on
-  // the grid); also times (B, 3) float64 (t*, tx1, tx2), status (B,) int32 as kde2d_solve (3 also where the blocks
-  // are not finite; items with status != 0 have NaN blocks), and what the backward reuses: the halved spectrum
-  // (B, grid, grid) float64, raised (B, grid, grid) bool (the cells the clip raised; (B, 0, 0) without a clip) and
-  // the block sums before normalisation (B, pool, pool) float64. `implicit` is the backward's rule for t* (implicit
-  // function theorem, or constant).
+  // the grid); also times (B, 3) float64 (t*, tx1, tx2), status (B,) int32 as kde2d_solve (3 also where no weighted
+  // point lies inside the limits or the blocks are not finite; items with status != 0 have NaN blocks), and what
+  // the backward reuses: the halved spectrum (B, grid, grid) float64, raised (B, grid, grid) bool (the cells the
+  // clip raised; (B, 0, 0) without a clip) and the block sums before normalisation (B, pool, pool) float64.
+  // `implicit` is the backward's rule for t* (implicit function theorem, or constant).
   m.def("soft_kde2d_pooled(Tensor x, Tensor y, Tensor weights, Tensor range_x, Tensor range_y, Tensor count, "
         "int grid, int pool, float sharpness, float clip, float t_max, float xtol, float rtol, int maxiter, "
         "bool implicit) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");

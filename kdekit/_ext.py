@@ -1,6 +1,8 @@
 """Loads the compiled kernels ``kdekit._C`` (when built) and registers, for every op of ``csrc/kdekit.cpp``, a fake
 kernel (shapes/dtypes for FakeTensor, ``torch.compile`` and ``opcheck``) and, for the differentiable ones, the autograd
-formula (the op's ``*_backward`` op). The ops are then called as ``torch.ops.kdekit.<name>``.
+formula (the op's ``*_backward`` op). The training loss's two ops, ``soft_kde2d_pooled`` and ``pseudo_observations``,
+register theirs in C++ beside their kernels (no Python per call on the hot path). The ops are then called as
+``torch.ops.kdekit.<name>``.
 
 ``LOADED`` tells whether the library is available; ``LOAD_ERROR`` says why not. ``kde2d_solve`` and ``kde2d_points``
 have no autograd formula (root solve / label generation): call them on detached inputs.
@@ -107,52 +109,6 @@ def _register() -> None:
                          saved=(0, 1, 3, 4))
     register_backward_op("kdekit::ccc", ops.ccc_backward, differentiable=(0, 1))
     register_backward_op("kdekit::divergence", ops.divergence_backward, differentiable=(0, 1))
-    _register_soft_kde2d_autograd()
-    _register_pseudo_observations_autograd()
-
-
-def _register_soft_kde2d_autograd() -> None:
-    """soft_kde2d_pooled: gradients of the blocks and the times to x, y and weights; it saves its own outputs."""
-
-    def setup_context(ctx, inputs, output):
-        x, y, weights, range_x, range_y, count, _grid, pool, sharpness, clip, *_solver, implicit = inputs
-        _blocks, times, status, spectrum, raised, sums = output
-        ctx.save_for_backward(x, y, weights, range_x, range_y, count, spectrum, raised, sums, times, status)
-        ctx.params = (pool, sharpness, clip, implicit)
-        ctx.mark_non_differentiable(status, spectrum, raised, sums)
-        ctx.set_materialize_grads(False)  # no (B, n, n) zeros for the spectrum's missing gradient
-
-    def backward(ctx, grad_blocks, grad_times, _status, _spectrum, _raised, _sums):
-        x, y, weights, range_x, range_y, count, spectrum, raised, sums, times, status = ctx.saved_tensors
-        pool = ctx.params[0]
-        grad_blocks = x.new_zeros((x.shape[0], pool, pool)) if grad_blocks is None else grad_blocks
-        grad_times = torch.zeros_like(times) if grad_times is None else grad_times
-        gx, gy, gw = torch.ops.kdekit.soft_kde2d_pooled_backward(grad_blocks, grad_times, x, y, weights, range_x,
-                                                                 range_y, count, spectrum, raised, sums, times,
-                                                                 status, *ctx.params)
-        return (gx, gy, gw) + (None,) * 12
-
-    torch.library.register_autograd("kdekit::soft_kde2d_pooled", backward, setup_context=setup_context)
-
-
-def _register_pseudo_observations_autograd() -> None:
-    """pseudo_observations: the gradient of the observations to the ratings, from the pivots it returns (no second
-    selection)."""
-
-    def setup_context(ctx, inputs, output):
-        ratings, keys, size, noise = inputs
-        ctx.save_for_backward(ratings, keys, size, noise, output[1])
-        ctx.mark_non_differentiable(output[1])
-        ctx.set_materialize_grads(False)
-
-    def backward(ctx, grad_obs, _grad_pivots):
-        if grad_obs is None:
-            return None, None, None, None
-        ratings, keys, size, noise, pivots = ctx.saved_tensors
-        grad = torch.ops.kdekit.pseudo_observations_backward(grad_obs, ratings, keys, size, noise, pivots)
-        return grad, None, None, None
-
-    torch.library.register_autograd("kdekit::pseudo_observations", backward, setup_context=setup_context)
 
 
 if LOADED:

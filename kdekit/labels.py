@@ -24,7 +24,7 @@ from typing import List, NamedTuple, Optional
 import torch
 
 from ._backend import select, use_backend
-from .ops._checks import check_float_tensor
+from .ops._checks import check_float_tensor, is_finite
 from .ops.diffusion_kde import default_chunk_bytes, diffusion_kde2d
 from .ops.pooling import probability_table
 
@@ -74,7 +74,7 @@ def pseudo_observations(
     U, A, _ = ratings.shape
     dev = ratings.device
     dtype = ratings.dtype
-    valid = torch.isfinite(ratings).all(-1)  # (U, A)
+    valid = is_finite(ratings.detach()).all(-1)  # (U, A)
     M = valid.sum(1)  # (U,)
     at_least_one = M.clamp(min=1)[:, None]
     # subset size uniform in 1..M (floor of a non-negative product: the integer cast), then the size smallest of

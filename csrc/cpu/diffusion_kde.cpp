@@ -112,28 +112,36 @@ void gemm_strided(int64_t rows, int64_t cols, int64_t j0, int64_t j1, int64_t js
 
 // The psi forms' hot loop: K is at most n, so whole vectors of a2's rows are in bounds (n a multiple of the vector),
 // and v[l] for l < K is gemm_strided's chain without its edge copy, in tiles of up to 8 vectors (independent chains
-// that keep both FMA pipes busy).
-void weighted_row_sum(int64_t K, int64_t n, const double* r, const double* a2, double* v) {
+// that keep both FMA pipes busy); `rows` weight rows (RR at a time) share each load of a2.
+template <int Bytes, int RR>
+KDEKIT_INLINE void row_sums(int64_t K, int64_t n, const double* r, int64_t ldr, const double* a2, double* v,
+                            int64_t ldv) {
+  constexpr int L = Simd<double, Bytes>::kLanes;
+  double tile[RR * 8 * L];
+  for (int64_t w = 0; w < K;) {
+    const int64_t left = K - w;
+    const int64_t width = left > 4 * L && w + 8 * L <= n ? 8 * L : left > L && w + 4 * L <= n ? 4 * L : L;
+    if (width == 8 * L) {
+      gemm_tile<Bytes, RR, 8>(0, K, 1, r, ldr, a2 + w, n, tile, width);
+    } else if (width == 4 * L) {
+      gemm_tile<Bytes, RR, 4>(0, K, 1, r, ldr, a2 + w, n, tile, width);
+    } else {
+      gemm_tile<Bytes, RR, 1>(0, K, 1, r, ldr, a2 + w, n, tile, width);
+    }
+    const int64_t done = std::min<int64_t>(left, width);
+    for (int i = 0; i < RR; ++i) std::copy(tile + i * width, tile + i * width + done, v + i * ldv + w);
+    w += done;
+  }
+}
+
+void weighted_row_sum(int64_t rows, int64_t K, int64_t n, const double* r, int64_t ldr, const double* a2, double* v,
+                      int64_t ldv) {
   run_widest_simd([&](auto width) KDEKIT_INLINE_LAMBDA {
     constexpr int Bytes = decltype(width)::value, L = Simd<double, Bytes>::kLanes;
-    if (n % L != 0) return gemm_strided(1, K, 0, K, 1, r, K, a2, n, v, K);
-    double tile[8 * L];
-    for (int64_t w = 0; w < K;) {
-      const int64_t left = K - w;
-      int64_t done;
-      if (left > 4 * L && w + 8 * L <= n) {
-        gemm_tile<Bytes, 1, 8>(0, K, 1, r, K, a2 + w, n, tile, 8 * L);
-        done = std::min<int64_t>(left, 8 * L);
-      } else if (left > L && w + 4 * L <= n) {
-        gemm_tile<Bytes, 1, 4>(0, K, 1, r, K, a2 + w, n, tile, 4 * L);
-        done = std::min<int64_t>(left, 4 * L);
-      } else {
-        gemm_tile<Bytes, 1, 1>(0, K, 1, r, K, a2 + w, n, tile, L);
-        done = std::min<int64_t>(left, L);
-      }
-      std::copy(tile, tile + done, v + w);
-      w += done;
-    }
+    if (n % L != 0) return gemm_strided(rows, K, 0, K, 1, r, ldr, a2, n, v, ldv);
+    int64_t i = 0;
+    for (; i + 2 <= rows; i += 2) row_sums<Bytes, 2>(K, n, r + i * ldr, ldr, a2, v + i * ldv, ldv);
+    for (; i < rows; ++i) row_sums<Bytes, 1>(K, n, r + i * ldr, ldr, a2, v + i * ldv, ldv);
   });
 }
 

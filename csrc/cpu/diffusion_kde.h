@@ -77,8 +77,10 @@ inline double psi_scale(int L) {
 void gemm_strided(int64_t rows, int64_t cols, int64_t j0, int64_t j1, int64_t js, const double* A, int64_t lda,
                   const double* B, int64_t ldb, double* out, int64_t ldo);
 
-// v[l] = sum_{k < K} r[k] a2[k * n + l] for l < K (gemm_strided's one-row case: increasing k).
-void weighted_row_sum(int64_t K, int64_t n, const double* r, const double* a2, double* v);
+// v[i * ldv + l] = sum_{k < K} r[i * ldr + k] a2[k * n + l] for i < rows, l < K (each sum in increasing k, as
+// gemm_strided).
+void weighted_row_sum(int64_t rows, int64_t K, int64_t n, const double* r, int64_t ldr, const double* a2, double* v,
+                      int64_t ldv);
 
 // Halved DCT spectrum a and a^2 (n x n, row = x frequency); entries valid for k, l < known.
 // From points it is kept as R factor pairs, a[k, l] = sum_i px[k * R + i] py[i * n + l], one per occupied bin of the
@@ -243,7 +245,7 @@ class Solver {
   double block_sum(int64_t K) {
     s_.ensure(K);
     v_.resize(K);
-    weighted_row_sum(K, s_.n, r_.data(), s_.a2.data(), v_.data());
+    weighted_row_sum(1, K, s_.n, r_.data(), K, s_.a2.data(), v_.data(), K);
     double sum = 0.0;
     for (int64_t l = 0; l < K; ++l) sum += v_[l] * c_[l];
     return sum;

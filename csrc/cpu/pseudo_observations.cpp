@@ -19,6 +19,7 @@
 // loops are compiled for the widest vector ISA of the CPU (simd.h), the float64 sums' lane order fixed per ISA.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -411,11 +412,50 @@ at::Tensor pseudo_observations_backward_cpu(const at::Tensor& grad_, const at::T
   return out.to(ratings.scalar_type());
 }
 
+// The op's autograd in C++ (the training loss's hot path: no Python per call): the gradient of the observations to
+// the ratings from the pivots the forward returns (no second selection).
+struct PseudoObservations : public torch::autograd::Function<PseudoObservations> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& ratings,
+                                                const at::Tensor& keys, const at::Tensor& size,
+                                                const c10::optional<at::Tensor>& noise) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("kdekit::pseudo_observations", "")
+                         .typed<decltype(pseudo_observations_cpu)>();
+    at::AutoDispatchBelowADInplaceOrView below;
+    auto [obs, pivots] = op.call(ratings, keys, size, noise);
+    ctx->save_for_backward({ratings, keys, size, noise.value_or(at::Tensor()), pivots});
+    ctx->mark_non_differentiable({pivots});
+    ctx->set_materialize_grads(false);
+    return {obs, pivots};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    if (!grads[0].defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("kdekit::pseudo_observations_backward", "")
+                         .typed<decltype(pseudo_observations_backward_cpu)>();
+    const auto saved = ctx->get_saved_variables();
+    const c10::optional<at::Tensor> noise = saved[3].defined() ? c10::optional<at::Tensor>(saved[3]) : c10::nullopt;
+    return {op.call(grads[0], saved[0], saved[1], saved[2], noise, saved[4]), at::Tensor(), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> pseudo_observations_autograd(const at::Tensor& ratings, const at::Tensor& keys,
+                                                                const at::Tensor& size,
+                                                                const c10::optional<at::Tensor>& noise) {
+  auto out = PseudoObservations::apply(ratings, keys, size, noise);
+  return {out[0], out[1]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(kdekit, CPU, m) {
   m.impl("pseudo_observations", &pseudo_observations_cpu);
   m.impl("pseudo_observations_backward", &pseudo_observations_backward_cpu);
 }
+
+TORCH_LIBRARY_IMPL(kdekit, Autograd, m) { m.impl("pseudo_observations", &pseudo_observations_autograd); }
 
 }  // namespace kdekit::cpu

@@ -119,6 +119,16 @@ struct Kernel {
     }
   }
 
+  // Whether item b has a weighted point inside its limits (on both axes, bounds included).
+  KDEKIT_INLINE bool mass_inside(int64_t b) const {
+    for (int64_t bn = b * N; bn < (b + 1) * N; ++bn) {
+      const double px = static_cast<double>(x[bn]), py = static_cast<double>(y[bn]);
+      if (w[bn] != T(0) && px >= rx[2 * b] && px <= rx[2 * b + 1] && py >= ry[2 * b] && py <= ry[2 * b + 1])
+        return true;
+    }
+    return false;
+  }
+
   // H (ld x ld; rows and columns past bins are 0) = the soft histogram of item b.
   KDEKIT_INLINE void histogram(int64_t b, T* H) {
     set_edges(ex, rx + 2 * b);

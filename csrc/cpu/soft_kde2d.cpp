@@ -2,9 +2,9 @@
 // fixed point -> smoothing -> k x k block masses / total) and its backward (soft histogram, smoothing and the
 // bandwidth's gradient rule), with the maths of the torch path (kdekit/ops/diffusion_kde) for the items brentq
 // solves. Each item runs whole on one thread (histogram, its DCT in the kernel's dtype, solve, smoothing; backward
-// likewise in reverse) on per-thread buffers: no (B, n, n) temporaries beside the saved spectrum. Items the solver
-// does not solve, and items whose blocks are not finite, get status != 0 and NaN outputs (the caller re-solves them
-// with the fallback rules) and zero gradients here.
+// likewise in reverse) on per-thread buffers: no (B, n, n) temporaries beside the saved spectrum. Items without a
+// weighted point inside their limits, items the solver does not solve and items whose blocks are not finite get
+// status != 0 and NaN outputs (the caller re-solves them with the fallback rules) and zero gradients here.
 //
 // Forward, item b (N = count, a = C H C^T / N with C[k, i] = 2 cos(pi k (2i + 1) / 2n), A[k, l] = h_k h_l a[k, l]
 // with h_0 = 1/2, else 1, A2 = A o A):
@@ -20,6 +20,7 @@
 //   the recursion at t* (PsiTape) gives dL/dA2 for c;
 //   dL/dA += 2 A o dL/dA2;  dL/da = h h^T o dL/dA;  dL/dH = C^T dL/da C / N;  then the soft histogram's backward.
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -130,7 +131,7 @@ struct PsiTape {
   const double* a2;  // (n, n), row = x frequency
   const std::vector<double>& k2pow;  // (6, n): (k^2)^p
   double psi[6][6], dpsi[6][6], time[6][6], sum[6][6], dform[6][6];
-  std::vector<double> e, r, c, v, vk, U, V;
+  std::vector<double> e, r, c, rk, v, U, V;
 
   // weights of form(px, py, t) into r (rows, k^(2 px)) and c (columns, l^(2 py)); returns K
   int64_t weights(int px, int py, double t) {
@@ -148,15 +149,17 @@ struct PsiTape {
   // form(px, py, t) = sum_{k,l} a2[k, l] r[k] c[l]; *dt = its derivative in t, -pi^2 sum a2 (k^2 + l^2) r c
   double form(int px, int py, double t, double* dt) {
     const int64_t K = weights(px, py, t);
-    v.resize(n);
-    vk.resize(n);
-    weighted_row_sum(K, n, r.data(), a2, v.data());  // v[l] = sum_k r[k] a2[k, l]
-    for (int64_t k = 0; k < K; ++k) e[k] = r[k] * k2pow[n + k];
-    weighted_row_sum(K, n, e.data(), a2, vk.data());  // vk[l] = sum_k k^2 r[k] a2[k, l]
+    rk.resize(2 * n);  // rows r and k^2 r
+    v.resize(2 * n);   // v[l] = sum_k r[k] a2[k, l], v[n + l] = sum_k k^2 r[k] a2[k, l]
+    for (int64_t k = 0; k < K; ++k) {
+      rk[k] = r[k];
+      rk[n + k] = r[k] * k2pow[n + k];
+    }
+    weighted_row_sum(2, K, n, rk.data(), n, a2, v.data(), n);
     double total = 0.0, slope = 0.0;
     for (int64_t l = 0; l < K; ++l) {
       total += v[l] * c[l];
-      slope += (vk[l] + v[l] * k2pow[n + l]) * c[l];
+      slope += (v[n + l] + v[l] * k2pow[n + l]) * c[l];
     }
     *dt = -(kPi * kPi) * slope;
     return total;
@@ -361,9 +364,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     Smoother smoother{n, pool, clip, table.get(), &pooled};
     for (int64_t b = b0; b < b1; ++b) {
       double* A = pa + b * n * n;
-      spectra.forward(b, pc[b] > 0 ? pc[b] : 1.0, A);
-      s.dense(n, A);
-      ps[b] = solve(s, pc[b], opts, pt + 3 * b);
+      if (spectra.kernel.mass_inside(b)) {
+        spectra.forward(b, pc[b] > 0 ? pc[b] : 1.0, A);
+        s.dense(n, A);
+        ps[b] = solve(s, pc[b], opts, pt + 3 * b);
+      } else {  // no weighted point inside the limits: left to the caller's rules
+        std::fill(A, A + n * n, 0.0);
+        std::fill(pt + 3 * b, pt + 3 * b + 3, kNaN);
+        ps[b] = kInvalid;
+      }
       double *ob = po + b * pool * pool, *sb = psum + b * pool * pool;
       bool* rb = pr + b * side * side;
       if (ps[b] == kOk) {
@@ -509,11 +518,70 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_backward_cpu(
   return {gx, gy, gw};
 }
 
+// The op's autograd in C++ (the training loss's hot path: no Python per call): gradients of the blocks and the times
+// to x, y and weights through kdekit::soft_kde2d_pooled_backward, from the op's own saved outputs.
+struct SoftKDE2dPooled : public torch::autograd::Function<SoftKDE2dPooled> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                                                const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx,
+                                                const at::Tensor& ry, const at::Tensor& count, int64_t grid,
+                                                int64_t pool, double sharpness, double clip, double t_max,
+                                                double xtol, double rtol, int64_t maxiter, bool implicit) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("kdekit::soft_kde2d_pooled", "")
+                         .typed<decltype(soft_kde2d_pooled_cpu)>();
+    at::AutoDispatchBelowADInplaceOrView below;
+    // contiguous copies of strided views (e.g. the columns of (B, N, 2) observations) made once, for both passes
+    auto xc = x.contiguous(), yc = y.contiguous(), wc = w.contiguous(), rxc = rx.contiguous(), ryc = ry.contiguous();
+    auto [blocks, times, status, spectrum, raised, sums] =
+        op.call(xc, yc, wc, rxc, ryc, count, grid, pool, sharpness, clip, t_max, xtol, rtol, maxiter, implicit);
+    ctx->save_for_backward({xc, yc, wc, rxc, ryc, count, spectrum, raised, sums, times, status});
+    ctx->saved_data["pool"] = pool;
+    ctx->saved_data["sharpness"] = sharpness;
+    ctx->saved_data["clip"] = clip;
+    ctx->saved_data["implicit"] = implicit;
+    ctx->mark_non_differentiable({status, spectrum, raised, sums});
+    ctx->set_materialize_grads(false);  // no zeros for the outputs without a gradient
+    return {blocks, times, status, spectrum, raised, sums};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("kdekit::soft_kde2d_pooled_backward", "")
+                         .typed<decltype(soft_kde2d_pooled_backward_cpu)>();
+    const auto saved = ctx->get_saved_variables();
+    const int64_t pool = ctx->saved_data["pool"].toInt();
+    const at::Tensor &x = saved[0], &times = saved[9];
+    at::Tensor grad_blocks = grads[0].defined() ? grads[0] : at::zeros({x.size(0), pool, pool}, x.options());
+    at::Tensor grad_times = grads[1].defined() ? grads[1] : at::zeros_like(times);
+    auto [gx, gy, gw] = op.call(grad_blocks, grad_times, x, saved[1], saved[2], saved[3], saved[4], saved[5],
+                                saved[6], saved[7], saved[8], times, saved[10], pool,
+                                ctx->saved_data["sharpness"].toDouble(), ctx->saved_data["clip"].toDouble(),
+                                ctx->saved_data["implicit"].toBool());
+    torch::autograd::variable_list out(15);
+    out[0] = gx;
+    out[1] = gy;
+    out[2] = gw;
+    return out;
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_autograd(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx, const at::Tensor& ry,
+    const at::Tensor& count, int64_t grid, int64_t pool, double sharpness, double clip, double t_max, double xtol,
+    double rtol, int64_t maxiter, bool implicit) {
+  auto out = SoftKDE2dPooled::apply(x, y, w, rx, ry, count, grid, pool, sharpness, clip, t_max, xtol, rtol, maxiter,
+                                    implicit);
+  return {out[0], out[1], out[2], out[3], out[4], out[5]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(kdekit, CPU, m) {
   m.impl("soft_kde2d_pooled", &soft_kde2d_pooled_cpu);
   m.impl("soft_kde2d_pooled_backward", &soft_kde2d_pooled_backward_cpu);
 }
+
+TORCH_LIBRARY_IMPL(kdekit, Autograd, m) { m.impl("soft_kde2d_pooled", &soft_kde2d_pooled_autograd); }
 
 }  // namespace kdekit::cpu

@@ -117,6 +117,17 @@ def test_gradcheck_pseudo_observations(with_noise):
     assert torch.autograd.gradcheck(lambda r: ops.pseudo_observations(r, keys, size, noise)[0], (ratings,))
 
 
+@pytest.mark.parametrize("with_noise", [False, True])
+def test_opcheck(with_noise):
+    """torch.library.opcheck of the op (schema, fake kernel, its C++ autograd registration, AOT dispatch)."""
+    g = torch.Generator().manual_seed(4)
+    ratings = torch.randn(3, 9, 2, generator=g, dtype=torch.float64).requires_grad_()
+    keys = torch.rand(3, 5, 9, generator=g)
+    size = torch.randint(1, 10, (3, 5), generator=g)
+    noise = torch.rand(3, 5, 2, generator=g) if with_noise else None
+    torch.library.opcheck(ops.pseudo_observations, (ratings, keys, size, noise))
+
+
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_zero_spread_gives_finite_gradients(backend):
     """One annotator or unanimous annotators: no noise (sd 0) and finite gradients (sqrt's slope at 0 is not used)."""

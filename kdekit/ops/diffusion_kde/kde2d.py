@@ -356,7 +356,8 @@ def _kde2d_soft_pooled_cpp(points: Points, opts: Options, sharpness: float) -> K
     cdtype = compute_dtype(x.dtype)
     limits = points.limits.detach()
     N = valid.sum(1, dtype=torch.float64)
-    count = torch.where(_points_status(points, N) == int(KDEStatus.BRENTQ), N, 0.0)  # count 0: skipped
+    # count 0: skipped (the kernel itself skips items without a valid point inside the limits)
+    count = torch.where(points.bad_input, 0.0, N)
     if bool(valid.all()):  # (the kernel makes strided views contiguous itself, outside the autograd graph)
         xq, yq = x.to(cdtype), y.to(cdtype)
     else:
