@@ -265,7 +265,7 @@ struct Smoother {
   const CosineTable* table;
   const PooledCosines* pooled;
   Synthesis synth{n, table};
-  std::vector<double> fx, fy, D, Gb, T;
+  std::vector<double> fx, fy, D, blocks, Gb, T;
   int64_t Kx = 0, Ky = 0;
 
   // fx, fy and their leading frequencies for times (t*, tx1, tx2): rows (x) smoothed with tx2, columns (y) with tx1
@@ -292,11 +292,10 @@ struct Smoother {
   // M (Kx x Ky, row stride n) = dL/dS for S = A o fx fy^T, given G = dL/dblocks of blocks = sums / total (after
   // weights() of the item) and, where the clip raised cells of the item, their flags (else null: the pooled map)
   void adjoint(const double* G, const double* sums, double scale, const bool* raised, double* M) {
-    double total = 0.0;
-    for (int64_t i = 0; i < pool * pool; ++i) total += sums[i];
-    const double inv = total != 0 ? 1.0 / total : 1.0;  // normalize_blocks' rule
+    blocks.assign(sums, sums + pool * pool);
+    const double total = normalize_blocks(pool * pool, blocks.data());  // the forward's blocks, and their sum
     double inner = 0.0;
-    for (int64_t i = 0; i < pool * pool; ++i) inner += G[i] * (sums[i] * inv);
+    for (int64_t i = 0; i < pool * pool; ++i) inner += G[i] * blocks[i];
     // dL/d(block sums), per unit of the spectrum's synthesis (with a clip the sums are of the density, scale times it)
     const double unit = clip > -kInf ? scale : 1.0;
     Gb.resize(pool * pool);

@@ -373,7 +373,7 @@ def _kde2d_soft_pooled_cpp(points: Points, opts: Options, sharpness: float) -> K
     blocks, times, kstatus = (concat(p) for p in zip(*parts))
     bandwidth = times[:, 1:].flip(1).sqrt() * (limits[..., 1] - limits[..., 0])  # x smoothed with tx2, y with tx1
     t = times[:, 0] if opts.implicit_grad else times[:, 0].detach()
-    status = torch.zeros_like(kstatus, dtype=torch.int64)  # BRENTQ
+    status = torch.full_like(kstatus, int(KDEStatus.BRENTQ), dtype=torch.int64)
     done = kstatus == int(KernelStatus.OK)  # (the kernel flags items whose blocks are not finite)
     if not bool(done.all()):
         idx = (~done).nonzero().squeeze(-1)
