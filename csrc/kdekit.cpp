@@ -61,6 +61,9 @@ TORCH_LIBRARY(kdekit, m) {
   m.def("pseudo_observations(Tensor ratings, Tensor keys, Tensor size, Tensor? noise) -> (Tensor, Tensor)");
   m.def("pseudo_observations_backward(Tensor grad, Tensor ratings, Tensor keys, Tensor size, Tensor? noise, "
         "Tensor pivots) -> Tensor");
+  // Fills self (contiguous float32/float64, CPU) with torch.rand's values from generator (default: torch's CPU
+  // generator), advancing it as torch.rand would; not differentiable.
+  m.def("uniform_(Tensor(a!) self, Generator? generator) -> ()");
   // Concordance correlation coefficient over the last dim of (B, N): population (ddof 0) or unbiased moments.
   m.def("ccc(Tensor x, Tensor y, bool unbiased) -> Tensor");
   m.def("ccc_backward(Tensor grad, Tensor x, Tensor y, bool unbiased) -> (Tensor, Tensor)");

@@ -87,6 +87,10 @@ def _register() -> None:
     def _(grad, ratings, keys, size, noise, pivots):
         return torch.empty_like(ratings)
 
+    @reg("kdekit::uniform_")
+    def _(self, generator):
+        return None
+
     @reg("kdekit::ccc")
     def _(x, y, unbiased):
         return x.new_empty((x.shape[0],))

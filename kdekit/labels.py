@@ -27,6 +27,7 @@ from ._backend import select, use_backend
 from .ops._checks import check_float_tensor, is_finite
 from .ops.diffusion_kde import default_chunk_bytes, diffusion_kde2d
 from .ops.pooling import probability_table
+from .ops.uniform import rand
 
 __all__ = ["DistributionLabels", "pseudo_observations", "labels_from_ratings", "labels_from_observations",
            "points_to_distribution"]
@@ -64,7 +65,8 @@ def pseudo_observations(
     Differentiable w.r.t. the ratings (subset means and the noise scale). Random draws come from ``generator``
     (on the ratings' device), in this order: ``torch.rand(U, n)`` for the subset sizes (``1 + floor(u M)``),
     ``torch.rand(U, n, A)`` keys (a draw's subset is its ``size`` valid annotators with the smallest keys, ties to
-    the lower index), ``torch.rand(U, n, 2)`` for the noise. The same generator state gives
+    the lower index), ``torch.rand(U, n, 2)`` for the noise (on the ``cpp`` backend drawn by
+    :func:`kdekit.ops.uniform.rand`: the same values, vectorised). The same generator state gives
     the same observations on every backend (the ``cpp`` kernel ``kdekit::pseudo_observations`` selects the subset by
     partial selection, O(A) a draw, and adds the noise in one op; the torch path sorts the keys stably).
     """
@@ -79,9 +81,9 @@ def pseudo_observations(
     at_least_one = M.clamp(min=1)[:, None]
     # subset size uniform in 1..M (floor of a non-negative product: the integer cast), then the size smallest of
     # random keys among valid annotators
-    size = torch.minimum(1 + (torch.rand(U, n, generator=generator, device=dev) * at_least_one).long(), at_least_one)
-    keys = torch.rand(U, n, A, generator=generator, device=dev)
-    u = torch.rand(U, n, 2, generator=generator, device=dev)
+    size = torch.minimum(1 + (rand((U, n), generator, ratings) * at_least_one).long(), at_least_one)
+    keys = rand((U, n, A), generator, ratings)
+    u = rand((U, n, 2), generator, ratings)
     if select(ratings, ("torch", "cpp")) == "cpp":
         return torch.ops.kdekit.pseudo_observations(ratings, keys, size, u)[0]
     means = _subset_means(ratings, valid, keys, size)
