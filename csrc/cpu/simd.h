@@ -1,5 +1,5 @@
 // Runs a CPU kernel compiled for the widest vector ISA of the CPU (run_widest_simd), the always-inline markers its
-// kernels need, and their vector types (GCC vector extensions).
+// kernels need, their vector types (GCC vector extensions) and a vectorised exp.
 #pragma once
 
 #include <cstdint>
@@ -69,5 +69,32 @@ template <typename V, typename T>
 KDEKIT_INLINE void store(T* p, V v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
+
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")  // the polynomial in fused multiply-adds (-std=c++20 turns them off)
+
+// exp(t) per lane: t = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial, 2^k through the exponent bits.
+// |t| is clamped to kMaxArg (exp(-kMaxArg) stands for 0 in a sigmoid); NaN stays NaN.
+template <typename S>
+KDEKIT_INLINE typename S::V vexp(typename S::V t) {
+  using V = typename S::V;
+  using I = typename S::I;
+  using T = decltype(S::kMaxArg + 0);
+  const V round = V{} + S::kRound;
+  t = t > S::kMaxArg ? V{} + S::kMaxArg : t;
+  t = t < -S::kMaxArg ? V{} - S::kMaxArg : t;
+  const V shifted = t * S::kLog2e + round;  // k in the low mantissa bits
+  const V k = shifted - round;
+  const V r = (t - k * S::kLn2Hi) - k * S::kLn2Lo;
+  T coef[S::kDegree + 1];  // 1 / j!
+  coef[0] = 1;
+  for (int j = 1; j <= S::kDegree; ++j) coef[j] = coef[j - 1] / T(j);
+  V p = V{} + coef[S::kDegree];
+  for (int j = S::kDegree - 1; j >= 0; --j) p = p * r + coef[j];
+  const I scale = (((I)shifted - (I)round) + S::kBias) << S::kMantissa;
+  return p * (V)scale;
+}
+
+#pragma GCC pop_options
 
 }  // namespace kdekit::cpu

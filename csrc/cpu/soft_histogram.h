@@ -9,7 +9,10 @@
 //
 // Each item is computed by one thread, in the same order whatever the thread count (bitwise reproducible). Points are
 // processed in tiles of kTile: the tile's A (and dA) rows live in per-thread buffers, so the (B, N, bins) matrices
-// never exist. The sigmoids use a vectorised exp (Cody-Waite reduction + Taylor polynomial, ~1 ulp) and the products
+// never exist. The edges are equally spaced, so a point's exps form a geometric sequence: exp(s (e_k - x)) =
+// exp(s (e_0 - x)) q_k with q_k = exp(s (e_k - e_0)) per item and axis, one exp a point instead of one an edge (where
+// every factor stays a normal number; else one exp an edge). The exps are vectorised (Cody-Waite reduction + Taylor
+// polynomial, ~1 ulp); the products of the factors agree with exp of the rounded argument to a few ulp. The products
 // a register-blocked micro-kernel, both written with GCC vector extensions (the bins axis padded with zeros to whole
 // register blocks). On x86-64 the kernels are compiled for AVX-512 (64-byte vectors), AVX2 + FMA (32) and the
 // baseline (16), and run_widest_simd (simd.h) picks one per CPU; results differ between these in the last bits only.
@@ -32,28 +35,6 @@ namespace kdekit::cpu {
 
 constexpr int64_t kTile = 32;  // points per tile
 
-// exp(t) per lane: t = k ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor polynomial, 2^k through the exponent bits.
-// |t| is clamped to kMaxArg (exp(-kMaxArg) stands for 0 in a sigmoid); NaN stays NaN.
-template <typename S>
-KDEKIT_INLINE typename S::V vexp(typename S::V t) {
-  using V = typename S::V;
-  using I = typename S::I;
-  using T = decltype(S::kMaxArg + 0);
-  const V round = V{} + S::kRound;
-  t = t > S::kMaxArg ? V{} + S::kMaxArg : t;
-  t = t < -S::kMaxArg ? V{} - S::kMaxArg : t;
-  const V shifted = t * S::kLog2e + round;  // k in the low mantissa bits
-  const V k = shifted - round;
-  const V r = (t - k * S::kLn2Hi) - k * S::kLn2Lo;
-  T coef[S::kDegree + 1];  // 1 / j!
-  coef[0] = 1;
-  for (int j = 1; j <= S::kDegree; ++j) coef[j] = coef[j - 1] / T(j);
-  V p = V{} + coef[S::kDegree];
-  for (int j = S::kDegree - 1; j >= 0; --j) p = p * r + coef[j];
-  const I scale = (((I)shifted - (I)round) + S::kBias) << S::kMantissa;
-  return p * (V)scale;
-}
-
 // The kernels for one vector width: per-thread tile buffers with the bins axis padded to `ld` (a multiple of the
 // micro-kernel's kCols vectors; edges past e_bins repeat hi, so padded columns of A and dA are exactly 0).
 template <typename T, int Bytes>
@@ -64,31 +45,61 @@ struct Kernel {
   static constexpr int L = S::kLanes;
   static constexpr int kRows = Bytes == 64 ? 8 : 4, kCols = 2;  // register block of the micro-kernel: 16 or 8 vectors
 
+  // One axis of the current item: its edges e_k (k < ld + L), q_k = exp(s (e_k - e_0)), span = s (e_last - e_0), and
+  // exp(s (e_0 - x_n)) of the current tile's points.
+  struct Axis {
+    std::vector<T> e, q;
+    T span;
+    T first[kTile];
+  };
+
   const T *x, *y, *w;
   const double *rx, *ry;
   int64_t N, bins, ld;
   T s;
-  std::vector<T> ex, ey, cdf, dcdf, ax, ay, dax, day, u, v;
+  Axis axx, axy;
+  std::vector<T> cdf, dcdf, ax, ay, dax, day, u, v;
 
   KDEKIT_INLINE Kernel(const T* x_, const T* y_, const T* w_, const double* rx_, const double* ry_, int64_t N_,
                        int64_t bins_, T s_, bool backward)
       : x(x_), y(y_), w(w_), rx(rx_), ry(ry_), N(N_), bins(bins_),
         ld((bins_ + kCols * L - 1) / (kCols * L) * (kCols * L)), s(s_),
-        ex(ld + L), ey(ld + L), cdf(ld + L), dcdf(backward ? ld + L : 0), ax(kTile * ld, T(0)),
-        ay(kTile * ld, T(0)), dax(backward ? kTile * ld : 0, T(0)), day(backward ? kTile * ld : 0, T(0)),
-        u(backward ? kTile * ld : 0), v(backward ? kTile * ld : 0) {}
+        axx{std::vector<T>(ld + L), std::vector<T>(ld + L), T(0), {}},
+        axy{std::vector<T>(ld + L), std::vector<T>(ld + L), T(0), {}}, cdf(ld + L), dcdf(backward ? ld + L : 0),
+        ax(kTile * ld, T(0)), ay(kTile * ld, T(0)), dax(backward ? kTile * ld : 0, T(0)),
+        day(backward ? kTile * ld : 0, T(0)), u(backward ? kTile * ld : 0), v(backward ? kTile * ld : 0) {}
 
-  KDEKIT_INLINE void set_edges(std::vector<T>& e, const double* range) const {
+  KDEKIT_INLINE void set_edges(Axis& a, const double* range) const {
     const T lo = static_cast<T>(range[0]), hi = static_cast<T>(range[1]), step = (hi - lo) / static_cast<T>(bins);
-    for (int64_t k = 0; k < ld + L; ++k) e[k] = bin_edge(lo, hi, step, std::min(k, bins), bins);
+    for (int64_t k = 0; k < ld + L; ++k) a.e[k] = bin_edge(lo, hi, step, std::min(k, bins), bins);
+    for (int64_t k = 0; k < ld + L; k += L) store(&a.q[k], vexp<S>(s * (load<V>(&a.e[k]) - a.e[0])));
+    a.span = s * (a.e[ld + L - 1] - a.e[0]);
   }
 
-  // One tile row: mass[i] = scale * A[i] and, if dmass, dmass[i] = dA[i], for i < ld.
-  KDEKIT_INLINE void point(T xn, T scale, const std::vector<T>& edges, T* mass, T* dmass) {
-    for (int64_t e = 0; e < ld + L; e += L) {
-      const V c = T(1) / (T(1) + vexp<S>(s * (load<V>(&edges[e]) - xn)));
-      store(&cdf[e], c);
-      if (dmass) store(&dcdf[e], c * (T(1) - c));
+  // a.first[n] = exp(s (e_0 - p[n])) for the tile's nt points p
+  KDEKIT_INLINE void tile_exps(Axis& a, const T* p, int64_t nt) const {
+    T args[kTile];
+    for (int64_t n = 0; n < kTile; ++n) args[n] = n < nt ? s * (a.e[0] - p[n]) : T(0);
+    for (int64_t n = 0; n < kTile; n += L) store(&a.first[n], vexp<S>(load<V>(&args[n])));
+  }
+
+  // One tile row (point n of the tile, at xn): mass[i] = scale * A[i] and, if dmass, dmass[i] = dA[i], for i < ld.
+  KDEKIT_INLINE void point(T xn, int64_t n, T scale, const Axis& a, T* mass, T* dmass) {
+    const T arg0 = s * (a.e[0] - xn);
+    // every factor (q_k <= exp(span)) and product a normal number
+    if (a.span <= S::kMaxArg && arg0 >= -S::kMaxArg && arg0 + a.span <= S::kMaxArg) {
+      const T first = a.first[n];
+      for (int64_t e = 0; e < ld + L; e += L) {
+        const V c = T(1) / (T(1) + first * load<V>(&a.q[e]));
+        store(&cdf[e], c);
+        if (dmass) store(&dcdf[e], c * (T(1) - c));
+      }
+    } else {
+      for (int64_t e = 0; e < ld + L; e += L) {
+        const V c = T(1) / (T(1) + vexp<S>(s * (load<V>(&a.e[e]) - xn)));
+        store(&cdf[e], c);
+        if (dmass) store(&dcdf[e], c * (T(1) - c));
+      }
     }
     for (int64_t i = 0; i < ld; i += L) {
       store(mass + i, scale * (load<V>(&cdf[i]) - load<V>(&cdf[i + 1])));
@@ -131,15 +142,17 @@ struct Kernel {
 
   // H (ld x ld; rows and columns past bins are 0) = the soft histogram of item b.
   KDEKIT_INLINE void histogram(int64_t b, T* H) {
-    set_edges(ex, rx + 2 * b);
-    set_edges(ey, ry + 2 * b);
+    set_edges(axx, rx + 2 * b);
+    set_edges(axy, ry + 2 * b);
     std::fill(H, H + ld * ld, T(0));
     for (int64_t n0 = 0; n0 < N; n0 += kTile) {
       const int64_t nt = std::min(kTile, N - n0);
+      tile_exps(axx, x + b * N + n0, nt);
+      tile_exps(axy, y + b * N + n0, nt);
       for (int64_t n = 0; n < nt; ++n) {
         const int64_t bn = b * N + n0 + n;
-        point(x[bn], T(1), ex, &ax[n * ld], nullptr);
-        point(y[bn], w[bn], ey, &ay[n * ld], nullptr);
+        point(x[bn], n, T(1), axx, &ax[n * ld], nullptr);
+        point(y[bn], n, w[bn], axy, &ay[n * ld], nullptr);
       }
       for (int64_t i0 = 0; i0 < bins; i0 += kRows)  // H[i, :] += sum_n A_x[n, i] (w A_y)[n, :]
         gemm_rows(&ax[i0], 1, ld, ay.data(), nt, ld, &H[i0 * ld], true);
@@ -158,13 +171,15 @@ struct Kernel {
   // d/d(x, y, w) of item b's points (written to gx, gy, gw at the item's offset) from G = dL/dH and GT = G^T (both
   // ld x ld, zero past bins).
   KDEKIT_INLINE void gradient(int64_t b, const T* G, const T* GT, T* gx, T* gy, T* gw) {
-    set_edges(ex, rx + 2 * b);
-    set_edges(ey, ry + 2 * b);
+    set_edges(axx, rx + 2 * b);
+    set_edges(axy, ry + 2 * b);
     for (int64_t n0 = 0; n0 < N; n0 += kTile) {
       const int64_t nt = std::min(kTile, N - n0);
+      tile_exps(axx, x + b * N + n0, nt);
+      tile_exps(axy, y + b * N + n0, nt);
       for (int64_t n = 0; n < nt; ++n) {
-        point(x[b * N + n0 + n], T(1), ex, &ax[n * ld], &dax[n * ld]);
-        point(y[b * N + n0 + n], T(1), ey, &ay[n * ld], &day[n * ld]);
+        point(x[b * N + n0 + n], n, T(1), axx, &ax[n * ld], &dax[n * ld]);
+        point(y[b * N + n0 + n], n, T(1), axy, &ay[n * ld], &day[n * ld]);
       }
       for (int64_t r0 = 0; r0 < nt; r0 += kRows) {  // rows past nt are stale and never written out
         gemm_rows(&ay[r0 * ld], ld, 1, GT, bins, ld, &v[r0 * ld], false);  // v[n, i] = sum_j G[i, j] A_y[n, j]
