@@ -37,7 +37,7 @@ KDEKIT_HOST_DEVICE inline int64_t diffusion_weights(double t, int64_t n, double*
 // kde_diffusion's time of psi(i, j) for i + j <= 4 from sum = |psi(i + 1, j) + psi(i, j + 1)|:
 // t_ij = (C Pi Pj / (pi N sum))^(1 / (2 + i + j)), C = (1 + 2^-(i + j + 1)) / 3, Pm = 1 * 3 * ... * (2m - 1).
 KDEKIT_HOST_DEVICE inline double psi_time(int i, int j, double N, double sum) {
-  const double C = (1.0 + 1.0 / pow(2.0, static_cast<double>(i + j + 1))) / 3.0;
+  const double C = (1.0 + ldexp(1.0, -(i + j + 1))) / 3.0;
   double Pi = 1.0, Pj = 1.0;
   for (int m = 1; m < 2 * i; m += 2) Pi *= m;
   for (int m = 1; m < 2 * j; m += 2) Pj *= m;

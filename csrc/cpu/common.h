@@ -1,8 +1,11 @@
-// Shared helpers of the CPU kernels: argument checks and the per-call thread grain (binning: csrc/common/binning.h).
+// Shared helpers of the CPU kernels: argument checks, the per-call thread grain and dynamic item scheduling (binning: csrc/common/binning.h).
 #pragma once
 #include <ATen/ATen.h>
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -25,6 +28,21 @@ inline int64_t item_grain(double work_per_item) {
 inline int64_t grain_per_thread(int64_t B) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   return std::max<int64_t>(1, (B + threads - 1) / threads);
+}
+
+// Runs worker(next) once on each intra-op thread (at most B of them), where next(b) hands out the items 0..B-1 one at a
+// time and returns false when none is left: dynamic scheduling, so a thread slowed by other load or by harder items
+// takes fewer items. Each item's result must not depend on the thread that computes it or on the items before it.
+template <typename Worker>
+void parallel_items(int64_t B, const Worker& worker) {
+  std::atomic<int64_t> next{0};
+  const int64_t threads = std::min<int64_t>(B, std::max<int64_t>(1, at::get_num_threads()));
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    worker([&](int64_t& b) {
+      b = next.fetch_add(1, std::memory_order_relaxed);
+      return b < B;
+    });
+  });
 }
 
 inline void check_points(const at::Tensor& t, const char* name, int64_t B, int64_t N, at::ScalarType dtype) {

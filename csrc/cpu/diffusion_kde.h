@@ -173,22 +173,56 @@ struct Spectrum {
   }
 };
 
+// Smoothing weights exp(-pi^2 k^2 t / 2) (no 1/2 factor) for k < n, by vectorised exps; returns the number K of
+// leading frequencies outside of which the (|a| <= 4m) tail of the smoothed spectrum is below 1e-18 m (suffix sums, no
+// cancellation).
+int64_t smoothing_weights(double t, int64_t n, std::vector<double>& f);
+
+// sum of v[0, n) and the dot product of a and b over [0, n), in four interleaved partial sums (no serial chain)
+inline double dot(const double* a, const double* b, int64_t n) {
+  double p[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int j = 0; j < 4; ++j) p[j] += a[i + j] * b[i + j];
+  for (; i < n; ++i) p[0] += a[i] * b[i];
+  return (p[0] + p[1]) + (p[2] + p[3]);
+}
+
+inline double sum_of(const double* v, int64_t n) {
+  double p[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int j = 0; j < 4; ++j) p[j] += v[i + j];
+  for (; i < n; ++i) p[0] += v[i];
+  return (p[0] + p[1]) + (p[2] + p[3]);
+}
+
 class Solver {
  public:
   Solver(Spectrum& s, double count) : s_(s), N_(count), k2pow_(k2_powers(s.n)) {}
 
   // psi(i, j, t) of kde_diffusion (x frequency weighted by k^{2j}, y by l^{2i}); kde_diffusion's recursion with
-  // memoisation: 18 quadratic forms per call of sigma().
+  // memoisation: 18 quadratic forms per call of sigma(), none at a time it was called with before (brentq's root is
+  // one of the times it evaluated).
   double sigma(double t) {
-    memo_t_ = t;
-    for (auto& v : memo_) v = kNaN;
+    const auto seen = std::find_if(evaluated_.begin(), evaluated_.end(), [&](const Memo& m) { return m.t == t; });
+    if (seen != evaluated_.end()) {
+      memo_ = *seen;
+    } else {
+      memo_.t = t;
+      for (auto& v : memo_.psi) v = kNaN;
+      psi(0, 2);
+      psi(2, 0);
+      psi(1, 1);
+      evaluated_.push_back(memo_);
+    }
     return psi(0, 2) + psi(2, 0) + 2.0 * psi(1, 1);
   }
 
   double psi(int i, int j) {
-    double& slot = memo_[i * 6 + j];
+    double& slot = memo_.psi[i * 6 + j];
     if (!std::isnan(slot)) return slot;
-    double t = memo_t_;
+    double t = memo_.t;
     if (i + j <= 4) {
       t = common::psi_time(i, j, N_, std::fabs(psi(i + 1, j) + psi(i, j + 1)));
     }
@@ -213,21 +247,27 @@ class Solver {
     r_.resize(n);
     c_.resize(n);
     const double *kx = &(*k2pow_)[px * s_.n], *ky = &(*k2pow_)[py * s_.n];
-    double R = 0.0, Cs = 0.0;
     for (int64_t k = 0; k < n; ++k) {
       r_[k] = e_[k] * kx[k];
       c_[k] = e_[k] * ky[k];
-      R += r_[k];
-      Cs += c_[k];
     }
+    const double R = sum_of(r_.data(), n), Cs = sum_of(c_.data(), n);
     // smallest K with tail(K) = amax2 (sum_{k >= K} r_k Cs + R sum_{l >= K} c_l) <= bound: the tail only grows as K
-    // falls, so walk down from the last non-zero weight (the tail sums accumulate from the end)
+    // falls, so walk down from the last non-zero weight (the tail sums accumulate from the end), 8 weights at a time
+    // until the tail with them would pass the bound, then one at a time
     auto first_k = [&](double bound) {
       double rt = 0.0, ct = 0.0;
-      for (int64_t K = n - 1; K >= 1; --K) {
-        rt += r_[K];
-        ct += c_[K];
-        if (s_.amax2 * (rt * Cs + R * ct) > bound) return K + 1;
+      int64_t K = n;  // rt, ct: the sums from K on
+      for (; K - 8 >= 1; K -= 8) {
+        const double rb = sum_of(&r_[K - 8], 8), cb = sum_of(&c_[K - 8], 8);
+        if (s_.amax2 * ((rt + rb) * Cs + R * (ct + cb)) > bound) break;
+        rt += rb;
+        ct += cb;
+      }
+      for (; K - 1 >= 1; --K) {
+        rt += r_[K - 1];
+        ct += c_[K - 1];
+        if (s_.amax2 * (rt * Cs + R * ct) > bound) return K;
       }
       return int64_t(1);
     };
@@ -246,9 +286,7 @@ class Solver {
     s_.ensure(K);
     v_.resize(K);
     weighted_row_sum(1, K, s_.n, r_.data(), K, s_.a2.data(), v_.data(), K);
-    double sum = 0.0;
-    for (int64_t l = 0; l < K; ++l) sum += v_[l] * c_[l];
-    return sum;
+    return dot(v_.data(), c_.data(), K);
   }
 
   // The same form from the factors, over all nz non-zero weights: a^2 = sum_{i,j} (px_i px_j) (py_i py_j)^T.
@@ -273,10 +311,14 @@ class Solver {
     return sum;
   }
 
+  struct Memo {
+    double t;
+    std::array<double, 36> psi;
+  };
   Spectrum& s_;
   double N_;
-  double memo_t_ = 0;
-  double memo_[36];
+  Memo memo_{};
+  std::vector<Memo> evaluated_;
   std::shared_ptr<const std::vector<double>> k2pow_;  // (k^2)^p, p = 0..5
   double weights_t_ = kNaN;  // the time of e_
   int64_t nz_ = 0;
@@ -290,9 +332,7 @@ void check_solve_options(const SolveOptions& o);
 // Fills times = (t*, tx1, tx2); returns the status.
 Status solve(Spectrum& s, double count, const SolveOptions& o, double* times);
 
-// Smoothing weights exp(-pi^2 k^2 t / 2) (no 1/2 factor) for k < n; returns the number K of leading frequencies
-// outside of which the (|a| <= 4m) tail of the smoothed spectrum is below 1e-18 m (suffix sums, no cancellation).
-int64_t smoothing_weights(double t, int64_t n, std::vector<double>& f);
+
 
 // Q[p, k] = sum over the grid points m of block p of cos(pi k (2m + 1) / 2n) (row-major, and transposed QT).
 struct PooledCosines {

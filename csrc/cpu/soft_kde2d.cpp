@@ -132,13 +132,19 @@ struct PsiTape {
   const std::vector<double>& k2pow;  // (6, n): (k^2)^p
   double psi[6][6], dpsi[6][6], time[6][6], sum[6][6], dform[6][6];
   std::vector<double> e, r, c, rk, v, U, V;
+  double e_time = kNaN;  // the time of e (the forms of a level share it)
+  int64_t e_count = 0;
 
   // weights of form(px, py, t) into r (rows, k^(2 px)) and c (columns, l^(2 py)); returns K
   int64_t weights(int px, int py, double t) {
-    e.resize(n);
     r.resize(n);
     c.resize(n);
-    const int64_t K = common::diffusion_weights(t, n, e.data());
+    if (t != e_time) {
+      e.resize(n);
+      e_count = common::diffusion_weights(t, n, e.data());
+      e_time = t;
+    }
+    const int64_t K = e_count;
     for (int64_t k = 0; k < K; ++k) {
       r[k] = e[k] * k2pow[px * n + k];
       c[k] = e[k] * k2pow[py * n + k];
@@ -233,22 +239,22 @@ void check_args(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, c
   TORCH_CHECK(count.dim() == 1 && count.size(0) == B, "count must have shape (", B, ",), got ", count.sizes());
 }
 
-// Runs body(spectra, b0, b1) on each thread's chunk of the B items, spectra a HistogramSpectrum for x's dtype and this
-// CPU's widest vectors (body must be KDEKIT_INLINE_LAMBDA).
+// Runs body(spectra, next) on each thread (parallel_items: next(b) hands out the B items), spectra a per-thread
+// HistogramSpectrum for x's dtype and this CPU's widest vectors (body must be KDEKIT_INLINE_LAMBDA).
 template <typename Body>
-void for_item_chunks(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx,
-                     const at::Tensor& ry, int64_t n, double sharpness, bool backward, const Body& body) {
+void for_items(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, const at::Tensor& rx,
+               const at::Tensor& ry, int64_t n, double sharpness, bool backward, const Body& body) {
   const int64_t B = x.size(0), N = x.size(1);
   auto table = cosine_table(n);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "soft_kde2d_pooled", [&] {
-    at::parallel_for(0, B, grain_per_thread(B), [&](int64_t b0, int64_t b1) {
+    parallel_items(B, [&](const auto& next) {
       run_widest_simd([&](auto width) KDEKIT_INLINE_LAMBDA {
         Kernel<scalar_t, decltype(width)::value> k(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
                                                    w.data_ptr<scalar_t>(), rx.data_ptr<double>(),
                                                    ry.data_ptr<double>(), N, n, static_cast<scalar_t>(sharpness),
                                                    backward);
         HistogramSpectrum<decltype(k)> spectra(k, *table);
-        body(spectra, b0, b1);
+        body(spectra, next);
       });
     });
   });
@@ -357,11 +363,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   int32_t* ps = status.data_ptr<int32_t>();
   auto table = cosine_table(n);
   const PooledCosines pooled(*table, pool);
-  for_item_chunks(x, y, w, rx, ry, n, sharpness, false, [&](auto& spectra, int64_t b0, int64_t b1)
-                                                            KDEKIT_INLINE_LAMBDA {
+  for_items(x, y, w, rx, ry, n, sharpness, false, [&](auto& spectra, const auto& next) KDEKIT_INLINE_LAMBDA {
     Spectrum s;
     Smoother smoother{n, pool, clip, table.get(), &pooled};
-    for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t b; next(b);) {
       double* A = pa + b * n * n;
       if (spectra.kernel.mass_inside(b)) {
         spectra.forward(b, pc[b] > 0 ? pc[b] : 1.0, A);
@@ -397,7 +402,7 @@ void add_bandwidth_term(const double* A, int64_t n, double N, double t0, double 
                         double dtx2, double grad_t, bool implicit, const std::vector<double>& k2pow, double* dA) {
   std::vector<double> A2(n * n), dA2(n * n, 0.0);
   for (int64_t i = 0; i < n * n; ++i) A2[i] = A[i] * A[i];
-  PsiTape tape{n, N, A2.data(), k2pow, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  PsiTape tape{n, N, A2.data(), k2pow, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, kNaN, 0};
   bool ok = tape.run(t0);
   const double p02 = tape.psi[0][2], p11 = tape.psi[1][1], p20 = tape.psi[2][0];
   const double p_t[3] = {tape.dpsi[0][2], tape.dpsi[1][1], tape.dpsi[2][0]};  // d psi / d t at fixed data
@@ -497,13 +502,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_kde2d_pooled_backward_cpu(
   const PooledCosines pooled(*table, pool);
   const auto k2pow = k2_powers(n);
   auto gx = at::empty_like(x), gy = at::empty_like(x), gw = at::empty_like(x);
-  for_item_chunks(x, y, w, rx, ry, n, sharpness, true, [&](auto& spectra, int64_t b0, int64_t b1)
-                                                           KDEKIT_INLINE_LAMBDA {
+  for_items(x, y, w, rx, ry, n, sharpness, true, [&](auto& spectra, const auto& next) KDEKIT_INLINE_LAMBDA {
     using T = typename std::decay_t<decltype(spectra)>::T;
     T *px = gx.data_ptr<T>(), *py = gy.data_ptr<T>(), *pw = gw.data_ptr<T>();
     SpectrumGradient gradient{n, pool, clip, implicit, table.get(), &pooled, *k2pow};
     std::vector<double> da(n * n);
-    for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t b; next(b);) {
       if (ps[b] != kOk) {  // not solved here: no gradient
         for (T* g : {px, py, pw}) std::fill(g + b * Np, g + (b + 1) * Np, T(0));
         continue;
