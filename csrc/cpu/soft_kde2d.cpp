@@ -125,15 +125,23 @@ struct HistogramSpectrum {
 // The psi recursion at one time t with its tape and its tangent in t (forward mode): psi(i, j) for 2 <= i + j <= 5,
 // the time of each, the sums the lower levels divide by, and d psi / d t; forms over the K leading frequencies whose
 // diffusion weight is a normal float64 (the torch path's truncation).
+// One per thread, loaded with each item (load()).
 struct PsiTape {
   int64_t n;
-  double N;
-  const double* a2;  // (n, n), row = x frequency
   const std::vector<double>& k2pow;  // (6, n): (k^2)^p
+  double N = 0.0;
+  std::vector<double> a2, dA2;  // (n, n) the item's A o A (row = x frequency), and vjp()'s dL/dA2
   double psi[6][6], dpsi[6][6], time[6][6], sum[6][6], dform[6][6];
   std::vector<double> e, r, c, rk, v, U, V;
-  double e_time = kNaN;  // the time of e (the forms of a level share it)
+  double e_time = kNaN;  // the time of e (the forms of a level share it; e depends on the time only)
   int64_t e_count = 0;
+
+  PsiTape(int64_t n_, const std::vector<double>& k2pow_) : n(n_), k2pow(k2pow_), a2(n_ * n_), dA2(n_ * n_) {}
+
+  void load(const double* A, double count) {
+    N = count;
+    for (int64_t i = 0; i < n * n; ++i) a2[i] = A[i] * A[i];
+  }
 
   // weights of form(px, py, t) into r (rows, k^(2 px)) and c (columns, l^(2 py)); returns K
   int64_t weights(int px, int py, double t) {
@@ -161,7 +169,7 @@ struct PsiTape {
       rk[k] = r[k];
       rk[n + k] = r[k] * k2pow[n + k];
     }
-    weighted_row_sum(2, K, n, rk.data(), n, a2, v.data(), n);
+    weighted_row_sum(2, K, n, rk.data(), n, a2.data(), v.data(), n);
     double total = 0.0, slope = 0.0;
     for (int64_t l = 0; l < K; ++l) {
       total += v[l] * c[l];
@@ -194,9 +202,10 @@ struct PsiTape {
     return ok;
   }
 
-  // dA2 (n x n, zero on entry) = d(cot . (psi02, psi11, psi20)) / dA2 at fixed t (after run()): the forms'
-  // rank-one terms g r c^T gathered as U V^T and added in one product, in the forms' order.
-  void vjp(const double cot[3], double* dA2) {
+  // dA2 = d(cot . (psi02, psi11, psi20)) / dA2 at fixed t (after run()): the forms' rank-one terms g r c^T gathered as
+  // U V^T and added in one product, in the forms' order. Returns K: dA2 is that product on its leading K x K block
+  // and 0 outside it.
+  int64_t vjp(const double cot[3]) {
     constexpr int64_t kForms = 18;  // levels 2..5
     U.assign(n * kForms, 0.0);
     V.assign(kForms * n, 0.0);
@@ -223,7 +232,8 @@ struct PsiTape {
         adj[i + 1][j] += dsum;
         adj[i][j + 1] += dsum;
       }
-    gemm_strided(Kmax, Kmax, 0, F, 1, U.data(), kForms, V.data(), n, dA2, n);
+    gemm_strided(Kmax, Kmax, 0, F, 1, U.data(), kForms, V.data(), n, dA2.data(), n);
+    return Kmax;
   }
 };
 
@@ -398,11 +408,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 // dA += the bandwidth's part of dL/dA (the rule of kdekit/ops/diffusion_kde/implicit.py on the tape of the psi
 // recursion): (tx1, tx2) through the level-2 psi at t*, and with `implicit` t* itself (implicit function theorem at a
 // simple root); nothing where the recursion is not differentiable around t* (a constant bandwidth).
-void add_bandwidth_term(const double* A, int64_t n, double N, double t0, double tx1, double tx2, double dtx1,
-                        double dtx2, double grad_t, bool implicit, const std::vector<double>& k2pow, double* dA) {
-  std::vector<double> A2(n * n), dA2(n * n, 0.0);
-  for (int64_t i = 0; i < n * n; ++i) A2[i] = A[i] * A[i];
-  PsiTape tape{n, N, A2.data(), k2pow, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, kNaN, 0};
+void add_bandwidth_term(PsiTape& tape, const double* A, double N, double t0, double tx1, double tx2, double dtx1,
+                        double dtx2, double grad_t, bool implicit, double* dA) {
+  tape.load(A, N);
   bool ok = tape.run(t0);
   const double p02 = tape.psi[0][2], p11 = tape.psi[1][1], p20 = tape.psi[2][0];
   const double p_t[3] = {tape.dpsi[0][2], tape.dpsi[1][1], tape.dpsi[2][0]};  // d psi / d t at fixed data
@@ -425,8 +433,9 @@ void add_bandwidth_term(const double* A, int64_t n, double N, double t0, double 
     cot[1] += lambda * 2.0 * df_dsigma;
     cot[2] += lambda * df_dsigma;
   }
-  tape.vjp(cot, dA2.data());
-  for (int64_t i = 0; i < n * n; ++i) dA[i] += 2.0 * A[i] * dA2[i];
+  const int64_t n = tape.n, K = tape.vjp(cot);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t l = 0; l < K; ++l) dA[k * n + l] += 2.0 * A[k * n + l] * tape.dA2[k * n + l];
 }
 
 // dL/da (n x n, float64) of one solved item, given dL/dblocks and dL/dtimes (per-thread scratch), from what the
@@ -440,6 +449,7 @@ struct SpectrumGradient {
   const PooledCosines* pooled;
   const std::vector<double>& k2pow;
   Smoother smoother{n, pool, clip, table, pooled};
+  PsiTape tape{n, k2pow};
   std::vector<double> M = std::vector<double>(n * n);
 
   // A: the item's halved spectrum, times (t*, tx1, tx2), sums its block sums and raised the cells the clip raised (n x
@@ -459,7 +469,7 @@ struct SpectrumGradient {
         dtx2 += v * (-(kPi * kPi) * k2pow[n + k] / 2);
         dtx1 += v * (-(kPi * kPi) * k2pow[n + l] / 2);
       }
-    add_bandwidth_term(A, n, N, times[0], times[1], times[2], dtx1, dtx2, g[0], implicit, k2pow, dA);
+    add_bandwidth_term(tape, A, N, times[0], times[1], times[2], dtx1, dtx2, g[0], implicit, dA);
     // A = h h^T o a: back to the unhalved spectrum
     for (int64_t i = 0; i < n; ++i) {
       dA[i] *= 0.5;
