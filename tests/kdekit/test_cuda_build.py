@@ -17,9 +17,10 @@ import torch.utils.cpp_extension
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CUDA_DIR = ROOT / "csrc" / "cuda"
 # CPU only: on CUDA tensors labels and the training loss run the torch path around the CUDA/Triton histogram and
-# kde2d_solve kernels, and pseudo_observations its stable argsort
+# kde2d_solve kernels, and pseudo_observations its stable argsort; uniform_ reproduces the CPU generator's Mersenne
+# Twister (CUDA generators' torch.rand is Philox, already parallel)
 NO_CUDA_OPS = {"kde2d_points", "soft_kde2d_pooled", "soft_kde2d_pooled_backward",
-               "pseudo_observations", "pseudo_observations_backward"}
+               "pseudo_observations", "pseudo_observations_backward", "uniform_"}
 
 
 def test_every_differentiable_op_has_a_cuda_registration():
