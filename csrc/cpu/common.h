@@ -1,7 +1,7 @@
-// Shared helpers of the CPU kernels: argument checks, the per-call thread grain and dynamic item scheduling (binning: csrc/common/binning.h).
+// Shared helpers of the CPU kernels: argument checks, the per-call thread grain and dynamic item scheduling
+// (binning: csrc/common/binning.h).
 #pragma once
 #include <ATen/ATen.h>
-
 #include <ATen/Parallel.h>
 
 #include <algorithm>

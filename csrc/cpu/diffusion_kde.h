@@ -178,7 +178,8 @@ struct Spectrum {
 // cancellation).
 int64_t smoothing_weights(double t, int64_t n, std::vector<double>& f);
 
-// sum of v[0, n) and the dot product of a and b over [0, n), in four interleaved partial sums (no serial chain)
+// The dot product of a and b over [0, n), and below the sum of v[0, n): four interleaved partial sums (no serial
+// chain of additions).
 inline double dot(const double* a, const double* b, int64_t n) {
   double p[4] = {0.0, 0.0, 0.0, 0.0};
   int64_t i = 0;
@@ -331,8 +332,6 @@ void check_solve_options(const SolveOptions& o);
 
 // Fills times = (t*, tx1, tx2); returns the status.
 Status solve(Spectrum& s, double count, const SolveOptions& o, double* times);
-
-
 
 // Q[p, k] = sum over the grid points m of block p of cos(pi k (2m + 1) / 2n) (row-major, and transposed QT).
 struct PooledCosines {

@@ -124,8 +124,7 @@ struct HistogramSpectrum {
 
 // The psi recursion at one time t with its tape and its tangent in t (forward mode): psi(i, j) for 2 <= i + j <= 5,
 // the time of each, the sums the lower levels divide by, and d psi / d t; forms over the K leading frequencies whose
-// diffusion weight is a normal float64 (the torch path's truncation).
-// One per thread, loaded with each item (load()).
+// diffusion weight is a normal float64 (the torch path's truncation). One per thread, loaded with each item (load()).
 struct PsiTape {
   int64_t n;
   const std::vector<double>& k2pow;  // (6, n): (k^2)^p
