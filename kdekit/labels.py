@@ -63,10 +63,10 @@ def pseudo_observations(
 
     An annotator counts when both of its ratings are finite. Items without any annotator give NaN observations.
     Differentiable w.r.t. the ratings (subset means and the noise scale). Random draws come from ``generator``
-    (on the ratings' device), in this order: ``torch.rand(U, n)`` for the subset sizes (``1 + floor(u M)``),
-    ``torch.rand(U, n, A)`` keys (a draw's subset is its ``size`` valid annotators with the smallest keys, ties to
-    the lower index), ``torch.rand(U, n, 2)`` for the noise (on the ``cpp`` backend drawn by
-    :func:`kdekit.ops.uniform.rand`: the same values, vectorised). The same generator state gives
+    (on the ratings' device), float32 whatever torch's default dtype, in this order: ``torch.rand(U, n)`` for the
+    subset sizes (``1 + floor(u M)``), ``torch.rand(U, n, A)`` keys (a draw's subset is its ``size`` valid annotators
+    with the smallest keys, ties to the lower index), ``torch.rand(U, n, 2)`` for the noise (on the ``cpp`` backend
+    drawn by :func:`kdekit.ops.uniform.rand`: the same values, vectorised). The same generator state gives
     the same observations on every backend (the ``cpp`` kernel ``kdekit::pseudo_observations`` selects the subset by
     partial selection, O(A) a draw, and adds the noise in one op; the torch path sorts the keys stably).
     """

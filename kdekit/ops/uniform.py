@@ -32,13 +32,12 @@ def kernel_matches_torch() -> bool:
     return True
 
 
-def rand(size: Sequence[int], generator: Optional[torch.Generator], like: torch.Tensor) -> torch.Tensor:
-    """``torch.rand(size, generator=generator, device=like.device)`` in torch's default dtype, bitwise; through the
-    kernel where ``like`` selects the ``cpp`` backend (:func:`~kdekit._backend.select`) and the dtype is float32 or
-    float64."""
-    dtype = torch.get_default_dtype()
+def rand(size: Sequence[int], generator: Optional[torch.Generator], like: torch.Tensor,
+         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``torch.rand(size, generator=generator, dtype=dtype, device=like.device)``, bitwise; through the kernel where
+    ``like`` selects the ``cpp`` backend (:func:`~kdekit._backend.select`) and ``dtype`` is float32 or float64."""
     if dtype in _KERNEL_DTYPES and select(like, ("torch", "cpp")) == "cpp" and kernel_matches_torch():
         out = torch.empty(tuple(size), dtype=dtype)
         torch.ops.kdekit.uniform_(out, generator)
         return out
-    return torch.rand(tuple(size), generator=generator, device=like.device)
+    return torch.rand(tuple(size), generator=generator, dtype=dtype, device=like.device)

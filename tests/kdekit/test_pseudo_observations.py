@@ -159,3 +159,20 @@ def test_bad_arguments_name_the_argument():
         ops.pseudo_observations(r, keys, size, torch.rand(2, 4, 3))
     with pytest.raises(RuntimeError, match="noise must be float32"):
         ops.pseudo_observations(r, keys, size, torch.rand(2, 4, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("default", [torch.float64, torch.float16])
+def test_draws_are_float32_whatever_the_default_dtype(default):
+    """A float64 (or float16) default dtype changes neither the draws nor the backend's choice: the kernel's float32
+    keys and noise are what the torch path draws too."""
+    ratings = _ratings(5, 9, torch.float32, seed=3)
+    want = {name: _observations(name, ratings, 40, 2, torch.ones(5, 40, 2))[0] for name in ("torch", "cpp")}
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        got = {name: _observations(name, ratings, 40, 2, torch.ones(5, 40, 2))[0] for name in ("torch", "cpp")}
+    finally:
+        torch.set_default_dtype(old)
+    for name in ("torch", "cpp"):
+        torch.testing.assert_close(got[name], want[name], equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(got["cpp"], got["torch"], equal_nan=True, **TOL[torch.float32])

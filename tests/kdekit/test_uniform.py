@@ -46,18 +46,13 @@ def test_kernel_check_passes_with_this_torch():
 
 
 @pytest.mark.parametrize("name", ["torch", "cpp"])
-@pytest.mark.parametrize("default", [torch.float32, torch.float64, torch.float16])
-def test_rand_equals_torch_rand_on_every_backend_and_default_dtype(name, default):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_rand_equals_torch_rand_on_every_backend_and_dtype(name, dtype):
     like = torch.zeros(2, 3, 2)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(default)
-    try:
-        with kdekit.use_backend(name):
-            got = uniform.rand((4, 50, 9), torch.Generator().manual_seed(5), like)
-        want = torch.rand(4, 50, 9, generator=torch.Generator().manual_seed(5))
-    finally:
-        torch.set_default_dtype(old)
-    assert got.dtype == default and torch.equal(got, want)
+    with kdekit.use_backend(name):
+        got = uniform.rand((4, 50, 9), torch.Generator().manual_seed(5), like, dtype)
+    want = torch.rand(4, 50, 9, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    assert got.dtype == dtype and torch.equal(got, want)
 
 
 def test_bad_arguments_name_the_argument():
