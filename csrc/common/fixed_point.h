@@ -13,7 +13,7 @@ namespace kdekit::common {
 constexpr double kPi = 3.14159265358979323846;
 
 // Weights w_k exp(-pi^2 k^2 t) (w_0 = 1, else 1/2) into e[0, n) by a recurrence refreshed with an exact exp every 32
-// steps (relative error < 1e-14). Returns the number K of leading weights >= 1e-60 (e[k] for k >= K is set to 0): the
+// steps (its rounding grows along each block of 32: relative error at most 2e-12 over t in [1e-5, 0.1], n = 512). Returns the number K of leading weights >= 1e-60 (e[k] for k >= K is set to 0): the
 // rest, even times k^10 <= 512^10, are below 1e-32 and cannot change any psi form (all terms >= 0) beyond rounding.
 KDEKIT_HOST_DEVICE inline int64_t diffusion_weights(double t, int64_t n, double* e) {
   const double c = -(kPi * kPi);
