@@ -1,7 +1,7 @@
 """Uniform draws: ``torch.rand``'s values, vectorised on CPU generators (``kdekit::uniform_``, csrc/cpu/uniform.cpp).
 
 The kernel continues the CPU generator's own Mersenne Twister stream with the block regeneration and the tempering
-in vector registers (~15x faster than ``torch.rand``, which draws one word at a time) and leaves the generator in the
+in vector registers (~10x faster than ``torch.rand``, which draws one word at a time) and leaves the generator in the
 state ``torch.rand`` would: the values are bitwise those of ``torch.rand(size, generator=generator)``, so code that
 draws through :func:`rand` and code that calls ``torch.rand`` see one stream. :func:`kernel_matches_torch` checks this
 once per process against the running torch (a torch that draws differently gets ``torch.rand`` itself).
