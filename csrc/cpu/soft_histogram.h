@@ -85,21 +85,13 @@ struct Kernel {
 
   // One tile row (point n of the tile, at xn): mass[i] = scale * A[i] and, if dmass, dmass[i] = dA[i], for i < ld.
   KDEKIT_INLINE void point(T xn, int64_t n, T scale, const Axis& a, T* mass, T* dmass) {
-    const T arg0 = s * (a.e[0] - xn);
-    // every factor (q_k <= exp(span)) and product a normal number
-    if (a.span <= S::kMaxArg && arg0 >= -S::kMaxArg && arg0 + a.span <= S::kMaxArg) {
-      const T first = a.first[n];
-      for (int64_t e = 0; e < ld + L; e += L) {
-        const V c = T(1) / (T(1) + first * load<V>(&a.q[e]));
-        store(&cdf[e], c);
-        if (dmass) store(&dcdf[e], c * (T(1) - c));
-      }
-    } else {
-      for (int64_t e = 0; e < ld + L; e += L) {
-        const V c = T(1) / (T(1) + vexp<S>(s * (load<V>(&a.e[e]) - xn)));
-        store(&cdf[e], c);
-        if (dmass) store(&dcdf[e], c * (T(1) - c));
-      }
+    const T arg0 = s * (a.e[0] - xn), first = a.first[n];
+    // the geometric form where every factor (q_k <= exp(span)) and product is a normal number
+    const bool geometric = a.span <= S::kMaxArg && arg0 >= -S::kMaxArg && arg0 + a.span <= S::kMaxArg;
+    for (int64_t e = 0; e < ld + L; e += L) {
+      const V c = T(1) / (T(1) + (geometric ? first * load<V>(&a.q[e]) : vexp<S>(s * (load<V>(&a.e[e]) - xn))));
+      store(&cdf[e], c);
+      if (dmass) store(&dcdf[e], c * (T(1) - c));
     }
     for (int64_t i = 0; i < ld; i += L) {
       store(mass + i, scale * (load<V>(&cdf[i]) - load<V>(&cdf[i + 1])));
