@@ -81,10 +81,11 @@ def pseudo_observations(
     at_least_one = M.clamp(min=1)[:, None]
     # subset size uniform in 1..M (floor of a non-negative product: the integer cast), then the size smallest of
     # random keys among valid annotators
-    size = torch.minimum(1 + (rand((U, n), generator, ratings) * at_least_one).long(), at_least_one)
-    keys = rand((U, n, A), generator, ratings)
-    u = rand((U, n, 2), generator, ratings)
-    if select(ratings, ("torch", "cpp")) == "cpp":
+    cpp = select(ratings, ("torch", "cpp")) == "cpp"
+    size = torch.minimum(1 + (rand((U, n), generator, dev, cpp) * at_least_one).long(), at_least_one)
+    keys = rand((U, n, A), generator, dev, cpp)
+    u = rand((U, n, 2), generator, dev, cpp)
+    if cpp:
         return torch.ops.kdekit.pseudo_observations(ratings, keys, size, u)[0]
     means = _subset_means(ratings, valid, keys, size)
     r = torch.where(valid[..., None], ratings, torch.zeros((), dtype=dtype, device=dev))

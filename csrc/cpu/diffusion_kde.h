@@ -178,24 +178,23 @@ struct Spectrum {
 // cancellation).
 int64_t smoothing_weights(double t, int64_t n, std::vector<double>& f);
 
-// The dot product of a and b over [0, n), and below the sum of v[0, n): four interleaved partial sums (no serial
-// chain of additions).
-inline double dot(const double* a, const double* b, int64_t n) {
+// sum_{i < n} term(i) in four interleaved partial sums (no serial chain of additions); dot and sum_of below.
+template <typename Term>
+inline double partial_sums(int64_t n, const Term& term) {
   double p[4] = {0.0, 0.0, 0.0, 0.0};
   int64_t i = 0;
   for (; i + 4 <= n; i += 4)
-    for (int j = 0; j < 4; ++j) p[j] += a[i + j] * b[i + j];
-  for (; i < n; ++i) p[0] += a[i] * b[i];
+    for (int j = 0; j < 4; ++j) p[j] += term(i + j);
+  for (; i < n; ++i) p[0] += term(i);
   return (p[0] + p[1]) + (p[2] + p[3]);
 }
 
+inline double dot(const double* a, const double* b, int64_t n) {
+  return partial_sums(n, [&](int64_t i) { return a[i] * b[i]; });
+}
+
 inline double sum_of(const double* v, int64_t n) {
-  double p[4] = {0.0, 0.0, 0.0, 0.0};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int j = 0; j < 4; ++j) p[j] += v[i + j];
-  for (; i < n; ++i) p[0] += v[i];
-  return (p[0] + p[1]) + (p[2] + p[3]);
+  return partial_sums(n, [&](int64_t i) { return v[i]; });
 }
 
 class Solver {

@@ -13,8 +13,6 @@ from typing import Optional, Sequence
 
 import torch
 
-from .._backend import select
-
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
@@ -32,12 +30,12 @@ def kernel_matches_torch() -> bool:
     return True
 
 
-def rand(size: Sequence[int], generator: Optional[torch.Generator], like: torch.Tensor,
+def rand(size: Sequence[int], generator: Optional[torch.Generator], device: torch.device, kernel: bool,
          dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``torch.rand(size, generator=generator, dtype=dtype, device=like.device)``, bitwise; through the kernel where
-    ``like`` selects the ``cpp`` backend (:func:`~kdekit._backend.select`) and ``dtype`` is float32 or float64."""
-    if dtype in _KERNEL_DTYPES and select(like, ("torch", "cpp")) == "cpp" and kernel_matches_torch():
+    """``torch.rand(size, generator=generator, dtype=dtype, device=device)``, bitwise; through the kernel where
+    ``kernel`` (the caller's ``cpp`` backend, :func:`~kdekit._backend.select`) and ``dtype`` is float32 or float64."""
+    if kernel and dtype in _KERNEL_DTYPES and kernel_matches_torch():
         out = torch.empty(tuple(size), dtype=dtype)
         torch.ops.kdekit.uniform_(out, generator)
         return out
-    return torch.rand(tuple(size), generator=generator, dtype=dtype, device=like.device)
+    return torch.rand(tuple(size), generator=generator, dtype=dtype, device=device)
